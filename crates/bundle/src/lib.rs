@@ -1,0 +1,332 @@
+//! Signed update bundles: the "update file pushed by the server" of the patent.
+//!
+//! A bundle is one file holding a [`Manifest`] (what the update is and which checks it must pass),
+//! ed25519 signatures over that manifest, and the payload, bound to the manifest by its SHA-256.
+//! [`Verifier::open`] is the only way to get a [`VerifiedBundle`], and the version store accepts
+//! nothing else: nothing unsigned is ever staged, let alone run.
+//!
+//! ```
+//! use nonstop_bundle::{create, BundleLimits, ComponentKind, Draft, SecretKey, TrustedKeys, Verifier};
+//!
+//! let key = SecretKey::from_seed([1; 32]);
+//! let draft = Draft::new("fees", ComponentKind::WasmComponent, "1.1.0".parse()?, "fees.wasm")?;
+//! let bytes = create(&draft, b"\0asm...", &key)?;
+//!
+//! let mut trusted = TrustedKeys::new();
+//! trusted.add(key.public());
+//! let verifier = Verifier::new(trusted, BundleLimits::default());
+//! let live = "1.0.0".parse()?;
+//! let bundle = verifier.open(&bytes, Some(&live))?;
+//! assert_eq!(bundle.manifest().version.to_string(), "1.1.0");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod container;
+mod error;
+mod keys;
+mod manifest;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use container::MAGIC;
+pub use error::BundleError;
+pub use keys::{KeyId, PublicKey, SecretKey, TrustedKeys};
+pub use manifest::{
+    CandidateChecks, ComponentKind, ComponentName, Digest, FORMAT_VERSION, FileName, Intent,
+    Manifest, PayloadEncoding, PayloadInfo, ShadowCheck, TestVector,
+};
+
+/// Size limits a node applies to bundles before reading them into memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleLimits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest payload accepted, in bytes.
+    pub max_payload_bytes: u64,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        BundleLimits {
+            max_manifest_bytes: 1 << 20,
+            max_payload_bytes: 64 << 20,
+        }
+    }
+}
+
+impl BundleLimits {
+    /// Largest whole bundle file these limits can allow (sections plus framing).
+    fn max_file_bytes(&self) -> u64 {
+        const FRAMING: u64 = 8 + 2 + 4 + 1 + 8 * 72 + 8;
+        self.max_manifest_bytes + self.max_payload_bytes + FRAMING
+    }
+}
+
+/// What a publisher says about an update; [`create`] fills in the rest of the manifest.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Component to update.
+    pub component: ComponentName,
+    /// Kind of content.
+    pub kind: ComponentKind,
+    /// Version of the content.
+    pub version: semver::Version,
+    /// Release (newer than live) or signed rollback.
+    pub intent: Intent,
+    /// File name of the payload in the version directory.
+    pub file: FileName,
+    /// Release notes.
+    pub notes: String,
+    /// Checks the candidate must pass.
+    pub checks: CandidateChecks,
+}
+
+impl Draft {
+    /// A release draft with no notes and no bundle-specific checks.
+    pub fn new(
+        component: &str,
+        kind: ComponentKind,
+        version: semver::Version,
+        file: &str,
+    ) -> Result<Self, BundleError> {
+        Ok(Draft {
+            component: ComponentName::new(component)?,
+            kind,
+            version,
+            intent: Intent::Release,
+            file: FileName::new(file)?,
+            notes: String::new(),
+            checks: CandidateChecks::default(),
+        })
+    }
+}
+
+/// Builds and signs a bundle for `payload`.
+pub fn create(draft: &Draft, payload: &[u8], key: &SecretKey) -> Result<Vec<u8>, BundleError> {
+    let now = OffsetDateTime::now_utc();
+    // Whole seconds keep the manifest readable and its RFC 3339 form stable.
+    let created_at = now.replace_nanosecond(0).unwrap_or(now);
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        component: draft.component.clone(),
+        kind: draft.kind,
+        version: draft.version.clone(),
+        intent: draft.intent,
+        payload: PayloadInfo {
+            file: draft.file.clone(),
+            size: payload.len() as u64,
+            digest: Digest::of(payload),
+            encoding: PayloadEncoding::Full,
+        },
+        key_id: key.key_id(),
+        created_at,
+        notes: draft.notes.clone(),
+        checks: draft.checks.clone(),
+    };
+    manifest.validate()?;
+    Ok(seal(&manifest, payload, &[key]))
+}
+
+/// Signs `manifest` as given with each key and lays out the bundle. It does not check the
+/// manifest: [`create`] is the normal way in; this one exists for key rotation (several
+/// signatures) and for tests that need a validly signed but otherwise wrong bundle.
+pub fn seal(manifest: &Manifest, payload: &[u8], keys: &[&SecretKey]) -> Vec<u8> {
+    let manifest_bytes = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+    seal_bytes(&manifest_bytes, payload, keys)
+}
+
+/// Signs manifest bytes exactly as given and lays out the bundle, with no check at all. For tools
+/// and tests that must produce a bundle whose signed manifest is malformed.
+pub fn seal_bytes(manifest: &[u8], payload: &[u8], keys: &[&SecretKey]) -> Vec<u8> {
+    let msg = container::signed_message(manifest);
+    let signatures: Vec<_> = keys.iter().map(|k| (k.key_id(), k.sign(&msg))).collect();
+    container::encode(manifest, &signatures, payload)
+}
+
+/// A bundle's contents as read, with no trust decision made: for `nonstop bundle inspect`.
+#[derive(Debug)]
+pub struct InspectedBundle {
+    /// The manifest, if it parses.
+    pub manifest: Result<Manifest, String>,
+    /// Key ids of the signatures carried.
+    pub signers: Vec<KeyId>,
+    /// Payload size as carried.
+    pub payload_size: u64,
+    /// Digest of the payload as carried.
+    pub payload_digest: Digest,
+}
+
+/// Reads a bundle's parts without verifying anything beyond its framing.
+pub fn inspect(bytes: &[u8], limits: &BundleLimits) -> Result<InspectedBundle, BundleError> {
+    let raw = container::decode(bytes, limits)?;
+    Ok(InspectedBundle {
+        manifest: serde_json::from_slice(raw.manifest).map_err(|e| e.to_string()),
+        signers: raw.signatures.iter().map(|(id, _)| *id).collect(),
+        payload_size: raw.payload.len() as u64,
+        payload_digest: Digest::of(raw.payload),
+    })
+}
+
+/// Opens bundles for a node: the trusted keys and the limits.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    trusted: TrustedKeys,
+    limits: BundleLimits,
+}
+
+impl Verifier {
+    /// A verifier trusting `trusted`, enforcing `limits`.
+    pub fn new(trusted: TrustedKeys, limits: BundleLimits) -> Self {
+        Verifier { trusted, limits }
+    }
+
+    /// The limits enforced.
+    pub fn limits(&self) -> &BundleLimits {
+        &self.limits
+    }
+
+    /// Reads and opens a bundle file, refusing an oversized file before reading it.
+    pub fn open_file(
+        &self,
+        path: &Path,
+        live: Option<&semver::Version>,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let bytes = read_bounded(path, &self.limits)?;
+        self.open(&bytes, live)
+    }
+
+    /// Opens a bundle: it is returned only if its framing is intact and within limits, a key this
+    /// node trusts signed its manifest, the manifest is valid, the payload matches the manifest's
+    /// size and digest, and its version is newer than `live` (or it is a signed rollback).
+    pub fn open(
+        &self,
+        bytes: &[u8],
+        live: Option<&semver::Version>,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let raw = container::decode(bytes, &self.limits)?;
+        let signer = self.check_signatures(&raw)?;
+        // The manifest is parsed only once a trusted key has vouched for its bytes.
+        let manifest: Manifest = serde_json::from_slice(raw.manifest)
+            .map_err(|e| BundleError::ManifestInvalid(e.to_string()))?;
+        manifest.validate()?;
+        if manifest.key_id != signer {
+            return Err(BundleError::KeyMismatch {
+                claimed: manifest.key_id,
+                signer,
+            });
+        }
+        let actual_size = raw.payload.len() as u64;
+        if actual_size != manifest.payload.size {
+            return Err(BundleError::SizeMismatch {
+                expected: manifest.payload.size,
+                actual: actual_size,
+            });
+        }
+        let actual = Digest::of(raw.payload);
+        if actual != manifest.payload.digest {
+            return Err(BundleError::DigestMismatch {
+                expected: manifest.payload.digest,
+                actual,
+            });
+        }
+        check_version(&manifest, live)?;
+        Ok(VerifiedBundle {
+            manifest,
+            signer,
+            payload: raw.payload.to_vec(),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The key id of the first trusted signature, once it verifies. A signature by an untrusted key
+    /// is skipped (it may be a new key during rotation); a bad signature by a trusted key fails.
+    fn check_signatures(&self, raw: &container::RawBundle<'_>) -> Result<KeyId, BundleError> {
+        let msg = container::signed_message(raw.manifest);
+        for (id, sig) in &raw.signatures {
+            if let Some(key) = self.trusted.get(id) {
+                let sig = ed25519_dalek::Signature::from_bytes(sig);
+                return key
+                    .verifying_key()
+                    .verify_strict(&msg, &sig)
+                    .map(|()| *id)
+                    .map_err(|_| BundleError::BadSignature { key_id: *id });
+            }
+        }
+        Err(BundleError::UnknownKey {
+            key_id: raw.signatures[0].0,
+        })
+    }
+}
+
+/// Whether a bundle of `manifest` may replace `live`: newer, or an explicitly signed rollback.
+pub fn check_version(
+    manifest: &Manifest,
+    live: Option<&semver::Version>,
+) -> Result<(), BundleError> {
+    let Some(live) = live else { return Ok(()) };
+    match manifest.version.cmp_precedence(live) {
+        std::cmp::Ordering::Greater => Ok(()),
+        std::cmp::Ordering::Equal if manifest.version == *live => Err(BundleError::AlreadyLive {
+            component: manifest.component.to_string(),
+            version: live.clone(),
+        }),
+        _ if manifest.intent == Intent::Rollback => Ok(()),
+        _ => Err(BundleError::Downgrade {
+            component: manifest.component.to_string(),
+            bundle: manifest.version.clone(),
+            live: live.clone(),
+        }),
+    }
+}
+
+/// Reads a bundle file, refusing it before reading if it is larger than `limits` allow.
+pub fn read_bounded(path: &Path, limits: &BundleLimits) -> Result<Vec<u8>, BundleError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| BundleError::io("reading", path, e))?
+        .len();
+    if size > limits.max_file_bytes() {
+        return Err(BundleError::TooLarge {
+            section: "file",
+            size,
+            limit: limits.max_file_bytes(),
+        });
+    }
+    std::fs::read(path).map_err(|e| BundleError::io("reading", path, e))
+}
+
+/// A bundle that passed every check of [`Verifier::open`]. Only this type can be staged.
+#[derive(Debug, Clone)]
+pub struct VerifiedBundle {
+    manifest: Manifest,
+    signer: KeyId,
+    payload: Vec<u8>,
+    bytes: Vec<u8>,
+}
+
+impl VerifiedBundle {
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The trusted key whose signature verified.
+    pub fn signer(&self) -> KeyId {
+        self.signer
+    }
+
+    /// The payload, matching the manifest's digest.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The whole bundle file, kept beside the installed payload so it can be re-verified later.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of bundle creation and verification: one test binary for the crate.
+
+mod open;
