@@ -1,1 +1,77 @@
-fn main() {}
+//! `nonstop`: the command line for the people who run nonstop. It only parses arguments and wires
+//! the library crates together; what each command does lives in those crates.
+
+mod bundle_cmd;
+mod keygen;
+mod store_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Update a running hospital information system without stopping it.
+///
+/// nonstop installs signed update bundles into a running node: each update is staged beside the
+/// live version as a candidate, tested, and only then made live, keeping the previous version as
+/// standby for instant rollback.
+#[derive(Parser)]
+#[command(name = "nonstop", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// Log more: -v for each update step, -vv for debugging.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an ed25519 publisher key pair (<OUT>.key, secret; <OUT>.pub, to give to nodes).
+    Keygen(keygen::Args),
+    /// Create, inspect and verify signed update bundles.
+    #[command(subcommand)]
+    Bundle(bundle_cmd::Command),
+    /// Look at and change a node's version store (live / candidate / standby).
+    #[command(subcommand)]
+    Store(store_cmd::Command),
+}
+
+/// Where the version store is, for every command that uses one.
+#[derive(clap::Args, Clone)]
+pub struct StoreArg {
+    /// The version store directory.
+    #[arg(
+        long = "store",
+        env = "NONSTOP_STORE",
+        default_value = "nonstop-data/store"
+    )]
+    pub path: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Keygen(args) => keygen::run(&args),
+        Command::Bundle(cmd) => bundle_cmd::run(cmd),
+        Command::Store(cmd) => store_cmd::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

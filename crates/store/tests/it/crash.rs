@@ -66,8 +66,8 @@ fn the_store_survives_sigkill_at_any_moment() {
             .unwrap_or_else(|e| panic!("{context}: store does not open after the kill: {e}"));
         let last_intent = fs::read_to_string(&intent_path).ok().and_then(|t| {
             t.lines()
-                .filter_map(|l| serde_json::from_str::<Intent>(l).ok())
-                .last()
+                .rev()
+                .find_map(|l| serde_json::from_str::<Intent>(l).ok())
         });
         for state in store.components() {
             check_after_crash(&store_dir, state, last_intent.as_ref(), &context);
