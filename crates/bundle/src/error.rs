@@ -128,6 +128,13 @@ pub enum BundleError {
         version: semver::Version,
     },
 
+    /// The bundle path is not a regular file (a pipe or a device could be read without end).
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The path.
+        path: String,
+    },
+
     /// The bundle's version is older than the live one and it is not a signed rollback.
     #[error(
         "bundle version {bundle} of {component} is older than live version {live} and is not a signed rollback"
@@ -139,6 +146,17 @@ pub enum BundleError {
         bundle: semver::Version,
         /// Live version.
         live: semver::Version,
+    },
+
+    /// A signed rollback names another version than the live one as the one it replaces.
+    #[error("bundle is a signed rollback of {component} from {from}, but the live version is {}", live.as_ref().map_or("none".to_string(), |v| v.to_string()))]
+    RollbackMismatch {
+        /// Component name.
+        component: String,
+        /// The version the rollback was signed to replace.
+        from: semver::Version,
+        /// The live version.
+        live: Option<semver::Version>,
     },
 
     /// A key file could not be parsed.

@@ -38,7 +38,7 @@ pub use error::BundleError;
 pub use keys::{KeyId, PublicKey, SecretKey, TrustedKeys};
 pub use manifest::{
     CandidateChecks, ComponentKind, ComponentName, Digest, FORMAT_VERSION, FileName, Intent,
-    Manifest, PayloadEncoding, PayloadInfo, ShadowCheck, TestVector,
+    Manifest, PayloadEncoding, PayloadInfo, RESERVED_FILE_NAMES, ShadowCheck, TestVector,
 };
 
 /// Size limits a node applies to bundles before reading them into memory.
@@ -77,7 +77,7 @@ pub struct Draft {
     pub kind: ComponentKind,
     /// Version of the content.
     pub version: semver::Version,
-    /// Release (newer than live) or signed rollback.
+    /// Release (newer than live) or signed rollback from a named live version.
     pub intent: Intent,
     /// File name of the payload in the version directory.
     pub file: FileName,
@@ -117,7 +117,7 @@ pub fn create(draft: &Draft, payload: &[u8], key: &SecretKey) -> Result<Vec<u8>,
         component: draft.component.clone(),
         kind: draft.kind,
         version: draft.version.clone(),
-        intent: draft.intent,
+        intent: draft.intent.clone(),
         payload: PayloadInfo {
             file: draft.file.clone(),
             size: payload.len() as u64,
@@ -212,9 +212,7 @@ impl Verifier {
         let raw = container::decode(bytes, &self.limits)?;
         let signer = self.check_signatures(&raw)?;
         // The manifest is parsed only once a trusted key has vouched for its bytes.
-        let manifest: Manifest = serde_json::from_slice(raw.manifest)
-            .map_err(|e| BundleError::ManifestInvalid(e.to_string()))?;
-        manifest.validate()?;
+        let manifest = Manifest::from_signed_bytes(raw.manifest)?;
         if manifest.key_id != signer {
             return Err(BundleError::KeyMismatch {
                 claimed: manifest.key_id,
@@ -264,40 +262,69 @@ impl Verifier {
     }
 }
 
-/// Whether a bundle of `manifest` may replace `live`: newer, or an explicitly signed rollback.
+/// Whether a bundle of `manifest` may replace `live`: a release must be newer; a signed rollback
+/// must name `live` as the version it replaces.
 pub fn check_version(
     manifest: &Manifest,
     live: Option<&semver::Version>,
 ) -> Result<(), BundleError> {
-    let Some(live) = live else { return Ok(()) };
-    match manifest.version.cmp_precedence(live) {
-        std::cmp::Ordering::Greater => Ok(()),
-        std::cmp::Ordering::Equal if manifest.version == *live => Err(BundleError::AlreadyLive {
-            component: manifest.component.to_string(),
-            version: live.clone(),
-        }),
-        _ if manifest.intent == Intent::Rollback => Ok(()),
-        _ => Err(BundleError::Downgrade {
-            component: manifest.component.to_string(),
+    let component = || manifest.component.to_string();
+    if live == Some(&manifest.version) {
+        return Err(BundleError::AlreadyLive {
+            component: component(),
+            version: manifest.version.clone(),
+        });
+    }
+    match (&manifest.intent, live) {
+        (Intent::Release, None) => Ok(()),
+        (Intent::Release, Some(live)) if manifest.version.cmp_precedence(live).is_gt() => Ok(()),
+        (Intent::Release, Some(live)) => Err(BundleError::Downgrade {
+            component: component(),
             bundle: manifest.version.clone(),
             live: live.clone(),
+        }),
+        (Intent::Rollback { from }, Some(live)) if from == live => Ok(()),
+        (Intent::Rollback { from }, live) => Err(BundleError::RollbackMismatch {
+            component: component(),
+            from: from.clone(),
+            live: live.cloned(),
         }),
     }
 }
 
-/// Reads a bundle file, refusing it before reading if it is larger than `limits` allow.
+/// Reads a bundle file, refusing it before reading if it is larger than `limits` allow, and
+/// never reading more than that even if the file grows meanwhile.
 pub fn read_bounded(path: &Path, limits: &BundleLimits) -> Result<Vec<u8>, BundleError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| BundleError::io("reading", path, e))?
-        .len();
-    if size > limits.max_file_bytes() {
-        return Err(BundleError::TooLarge {
-            section: "file",
-            size,
-            limit: limits.max_file_bytes(),
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| BundleError::io("reading", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BundleError::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(BundleError::NotAFile {
+            path: path.display().to_string(),
         });
     }
-    std::fs::read(path).map_err(|e| BundleError::io("reading", path, e))
+    let limit = limits.max_file_bytes();
+    if meta.len() > limit {
+        return Err(BundleError::TooLarge {
+            section: "file",
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| BundleError::io("reading", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(BundleError::TooLarge {
+            section: "file",
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
 }
 
 /// A bundle that passed every check of [`Verifier::open`]. Only this type can be staged.

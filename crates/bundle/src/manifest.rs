@@ -68,14 +68,18 @@ impl fmt::Display for ComponentKind {
 }
 
 /// Whether an update moves forward or deliberately back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Intent {
     /// A normal update: its version must be newer than the live one.
     #[default]
     Release,
-    /// An explicitly signed rollback: its version may be older than the live one.
-    Rollback,
+    /// An explicitly signed rollback from one named live version: its version may be older, but
+    /// it applies only while `from` is live, so it cannot be replayed later against another.
+    Rollback {
+        /// The live version this rollback replaces.
+        from: semver::Version,
+    },
 }
 
 /// How the payload is described in the manifest.
@@ -148,6 +152,37 @@ pub struct ShadowCheck {
 }
 
 impl Manifest {
+    /// Parses signed manifest bytes, with a typed error for each rule: the format version first
+    /// (so a newer format is named as such, not as an unknown field), then the names, then the rest.
+    pub fn from_signed_bytes(bytes: &[u8]) -> Result<Manifest, BundleError> {
+        let invalid = |e: serde_json::Error| BundleError::ManifestInvalid(e.to_string());
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+        match value.get("format").and_then(|f| f.as_u64()) {
+            Some(f) if f == u64::from(FORMAT_VERSION) => {}
+            Some(f) => {
+                return Err(BundleError::UnsupportedFormat {
+                    place: "manifest",
+                    found: u16::try_from(f).unwrap_or(u16::MAX),
+                    supported: FORMAT_VERSION,
+                });
+            }
+            None => {
+                return Err(BundleError::ManifestInvalid(
+                    "no numeric `format` field".into(),
+                ));
+            }
+        }
+        if let Some(name) = value.get("component").and_then(|c| c.as_str()) {
+            ComponentName::new(name)?;
+        }
+        if let Some(name) = value.pointer("/payload/file").and_then(|c| c.as_str()) {
+            FileName::new(name)?;
+        }
+        let manifest: Manifest = serde_json::from_value(value).map_err(invalid)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
     /// Checks the rules the type system cannot: names, format version, supported encodings.
     /// Deserialisation already validated the names; this re-checks values built in code.
     pub fn validate(&self) -> Result<(), BundleError> {
@@ -217,6 +252,9 @@ impl<'de> Deserialize<'de> for ComponentName {
     }
 }
 
+/// Names the version store uses in each version directory, which a payload may not take.
+pub const RESERVED_FILE_NAMES: &[&str] = &["manifest.json", "bundle.nsb"];
+
 /// A file name inside a version directory: one path component that cannot escape it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -235,6 +273,11 @@ impl FileName {
         }
         if name.starts_with('.') {
             return Err(bad("must not start with '.' (no '..', no hidden files)"));
+        }
+        // The version store keeps these beside the payload in each version directory.
+        if RESERVED_FILE_NAMES.contains(&name) || name.ends_with(".cwasm") || name.ends_with(".tmp")
+        {
+            return Err(bad("is reserved for the version store's own files"));
         }
         if !name
             .chars()
@@ -341,7 +384,17 @@ mod tests {
 
     #[test]
     fn file_names_cannot_escape_the_version_directory() {
-        for bad in ["", "..", "../x", "a/b", "a\\b", ".hidden", "x\0y"] {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "x\0y",
+            "manifest.json",
+            "x.cwasm",
+        ] {
             assert!(FileName::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(FileName::new("fees.wasm").is_ok());

@@ -4,11 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use nonstop_bundle::{
-    BundleLimits, CandidateChecks, ComponentKind, Draft, Intent, Manifest, SecretKey, TrustedKeys,
-    Verifier,
+    BundleLimits, CandidateChecks, ComponentKind, Draft, Intent, Manifest, SecretKey,
 };
-
-use crate::StoreArg;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -49,9 +46,10 @@ pub struct CreateArgs {
     /// JSON file of candidate checks: {"exports": [..], "test_vectors": [..], "shadow": {..}}.
     #[arg(long)]
     checks: Option<PathBuf>,
-    /// Sign as an explicit rollback: the version may be older than the live one.
-    #[arg(long)]
-    rollback: bool,
+    /// Sign as an explicit rollback from this live version: the bundle's version may be older,
+    /// and it applies only while FROM is live.
+    #[arg(long, value_name = "FROM")]
+    rollback_from: Option<semver::Version>,
     /// Where to write the bundle.
     #[arg(long, short)]
     out: PathBuf,
@@ -104,8 +102,8 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     };
     let mut draft = Draft::new(&args.component, kind, args.version, &file)?;
     draft.notes = args.notes;
-    if args.rollback {
-        draft.intent = Intent::Rollback;
+    if let Some(from) = args.rollback_from {
+        draft.intent = Intent::Rollback { from };
     }
     if let Some(path) = &args.checks {
         let text = std::fs::read_to_string(path)
@@ -146,15 +144,12 @@ fn inspect(path: &std::path::Path) -> anyhow::Result<()> {
 fn print_manifest(m: &Manifest) {
     println!("component  {}", m.component);
     println!("kind       {}", m.kind);
-    println!(
-        "version    {}{}",
-        m.version,
-        if m.intent == Intent::Rollback {
-            "  (signed rollback)"
-        } else {
-            ""
+    match &m.intent {
+        Intent::Release => println!("version    {}", m.version),
+        Intent::Rollback { from } => {
+            println!("version    {}  (signed rollback from {from})", m.version)
         }
-    );
+    }
     println!(
         "payload    {}, {} bytes, {}",
         m.payload.file, m.payload.size, m.payload.digest
@@ -183,11 +178,7 @@ fn print_manifest(m: &Manifest) {
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
-    let mut trusted = TrustedKeys::new();
-    for path in &args.trust {
-        trusted.load(path)?;
-    }
-    let verifier = Verifier::new(trusted, BundleLimits::default());
+    let verifier = crate::store_cmd::verifier(&args.trust)?;
     let bytes = nonstop_bundle::read_bounded(&args.bundle, verifier.limits())?;
     // Which component it is decides which live version to compare with; `open` re-checks everything.
     let component = nonstop_bundle::inspect(&bytes, verifier.limits())?
@@ -195,28 +186,26 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         .ok()
         .map(|m| m.component);
     let live = match (&args.store, component) {
-        (Some(store), Some(component)) => crate::store_cmd::live_version(
-            &StoreArg {
-                path: store.clone(),
-            },
-            &component,
-        )?,
+        (Some(store), Some(component)) => nonstop_store::live_version(store, &component)?,
         _ => None,
     };
     let bundle = verifier
         .open(&bytes, live.as_ref())
         .with_context(|| format!("bundle {} is refused", args.bundle.display()))?;
     let m = bundle.manifest();
+    let against_live = match (&live, &m.intent) {
+        (Some(l), Intent::Release) => format!(", newer than live {l}"),
+        (Some(l), _) => format!(", a signed rollback from live {l}"),
+        (None, _) => String::new(),
+    };
     println!(
-        "OK {} {} ({}): signed by trusted key {}, payload {} bytes matches {}{}",
+        "OK {} {} ({}): signed by trusted key {}, payload {} bytes matches {}{against_live}",
         m.component,
         m.version,
         m.kind,
         bundle.signer(),
         m.payload.size,
         m.payload.digest,
-        live.map(|l| format!(", newer than live {l}"))
-            .unwrap_or_default()
     );
     Ok(())
 }

@@ -83,27 +83,12 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             bundle,
             trust,
         } => {
-            let mut trusted = TrustedKeys::new();
-            for path in &trust {
-                trusted.load(path)?;
-            }
-            let verifier = Verifier::new(trusted, BundleLimits::default());
-            let mut s = open(&store)?;
-            let bytes = nonstop_bundle::read_bounded(&bundle, verifier.limits())?;
-            let component = nonstop_bundle::inspect(&bytes, verifier.limits())?
-                .manifest
-                .ok()
-                .map(|m| m.component);
-            let live = component.and_then(|c| {
-                s.component(&c)
-                    .ok()
-                    .and_then(|st| st.live.as_ref())
-                    .map(|e| e.version.clone())
-            });
-            let verified = verifier
-                .open(&bytes, live.as_ref())
+            let verifier = verifier(&trust)?;
+            let mut s = Store::init(&store.path)
+                .with_context(|| format!("opening version store {}", store.path.display()))?;
+            let (verified, entry) = s
+                .stage_file(&verifier, &bundle)
                 .with_context(|| format!("bundle {} is refused", bundle.display()))?;
-            let entry = s.stage(&verified)?;
             println!(
                 "{} {}: candidate (staged, not live)",
                 verified.manifest().component,
@@ -182,16 +167,13 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The live version of `component` in the store, read without taking its lock.
-pub fn live_version(
-    store: &StoreArg,
-    component: &ComponentName,
-) -> anyhow::Result<Option<semver::Version>> {
-    let states = nonstop_store::read_status(&store.path)?;
-    Ok(states
-        .into_iter()
-        .find(|s| &s.component == component)
-        .and_then(|s| s.live.map(|e| e.version)))
+/// The trusted keys from `--trust` paths, with the default limits.
+pub fn verifier(trust: &[PathBuf]) -> anyhow::Result<Verifier> {
+    let mut trusted = TrustedKeys::new();
+    for path in trust {
+        trusted.load(path)?;
+    }
+    Ok(Verifier::new(trusted, BundleLimits::default()))
 }
 
 fn open(store: &StoreArg) -> anyhow::Result<Store> {

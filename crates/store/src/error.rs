@@ -1,5 +1,5 @@
-//! Why a store operation was refused or failed. A refused operation changes nothing; a failed one
-//! leaves the store as it was before the operation (the next open finishes or undoes it).
+//! Why a store operation was refused or failed. An operation that returns an error did not happen:
+//! the state record is as it was (files it had begun to write are removed then or on next open).
 
 use std::path::PathBuf;
 
@@ -13,6 +13,21 @@ pub enum StoreError {
         path: PathBuf,
         /// The pid written in the lock file by its holder, if readable.
         holder: Option<u32>,
+    },
+
+    /// The directory is not a version store (no `nonstop-store.json`); it is never touched.
+    #[error("{0} is not a nonstop version store (it has no nonstop-store.json)")]
+    NotAStore(PathBuf),
+
+    /// A line of a transition log does not parse.
+    #[error("transition log {path} is damaged at line {line}: {detail}")]
+    LogDamaged {
+        /// The log file.
+        path: PathBuf,
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong.
+        detail: String,
     },
 
     /// A file system operation failed (a full disk, permissions, ...).

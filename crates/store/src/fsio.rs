@@ -40,16 +40,23 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
-/// Creates `dir` (and its parents) if missing, and makes its entry durable.
+/// Creates `dir` and any missing parents, making each new entry durable in its parent.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(|e| StoreError::io("creating directory", dir, e))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent)?;
     }
-    Ok(())
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(StoreError::io("creating directory", dir, e)),
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 /// Renames `from` to `to` and makes both directories' entries durable.

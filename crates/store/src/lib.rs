@@ -28,29 +28,49 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use nonstop_bundle::{ComponentName, Digest, VerifiedBundle};
+use nonstop_bundle::{ComponentName, Digest, VerifiedBundle, Verifier};
 use time::OffsetDateTime;
 
 pub use error::StoreError;
 pub use state::{ComponentState, LogEntry, RejectedEntry, Role, VersionEntry};
 
 const STAGING_PREFIX: &str = ".staging-";
+/// The file that marks a directory as a version store; nothing else is ever opened as one.
+const MARKER: &str = "nonstop-store.json";
+const MARKER_TEXT: &str = "{\"nonstop_version_store\": 1}\n";
 
 /// A version store opened for changes. Holding it holds the store's lock file.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     components: BTreeMap<ComponentName, ComponentState>,
+    /// Components whose log or directories could not be brought in line after a transition;
+    /// mended before their next transition.
+    unsettled: Vec<ComponentName>,
     _lock: File,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`, takes its lock, and recovers every
-    /// component: interrupted stages are removed, interrupted moves finished, a torn log mended,
-    /// and each live payload checked against its digest.
+    /// Opens the store at `root`, creating it if `root` does not exist or is empty.
+    pub fn init(root: &Path) -> Result<Store, StoreError> {
+        // Empty, or holding only a marker that a crash cut short.
+        let empty = list_dir(root)?.iter().all(|n| n == "nonstop-store.tmp");
+        if empty {
+            fsio::ensure_dir(root)?;
+            fsio::replace(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
+        }
+        Store::open(root)
+    }
+
+    /// Opens an existing store, takes its lock, and recovers every component: interrupted stages
+    /// are removed, interrupted moves finished, a torn log mended, and each live payload checked
+    /// against its digest. A directory that is not a store is refused, never cleaned up.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        fsio::ensure_dir(&root.join("components"))?;
+        if !root.join(MARKER).is_file() {
+            return Err(StoreError::NotAStore(root.to_owned()));
+        }
         let lock = lock(root)?;
+        fsio::ensure_dir(&root.join("components"))?;
         let mut components = BTreeMap::new();
         let dir = root.join("components");
         for entry in fs::read_dir(&dir).map_err(|e| StoreError::io("reading", &dir, e))? {
@@ -63,19 +83,25 @@ impl Store {
             let cdir = entry.path();
             match read_state(&cdir, &name)? {
                 Some(state) => {
-                    reconcile(&cdir, &state)?;
-                    log::repair(&cdir.join("log.jsonl"), &state)?;
+                    settle(&cdir, &state)?;
                     verify(&cdir, &state)?;
                     components.insert(name, state);
                 }
                 // A first stage that crashed before its state record was written left nothing
-                // that counts: remove its leftovers.
-                None => fsio::remove_tree(&cdir)?,
+                // that counts: remove its leftovers, if they are only what a stage writes.
+                None if only_stage_leftovers(&cdir)? => fsio::remove_tree(&cdir)?,
+                None => {
+                    return Err(StoreError::Damaged {
+                        component: name.to_string(),
+                        detail: format!("{} has files but no state record", cdir.display()),
+                    });
+                }
             }
         }
         Ok(Store {
             root: root.to_owned(),
             components,
+            unsettled: Vec::new(),
             _lock: lock,
         })
     }
@@ -147,6 +173,7 @@ impl Store {
             kind: m.kind,
             staged_at: now(),
         };
+        self.settle_pending(name)?;
         let cdir = component_dir(&self.root, name);
         let versions = cdir.join("versions");
         fsio::ensure_dir(&versions)?;
@@ -172,6 +199,29 @@ impl Store {
             return Err(e);
         }
         Ok(entry)
+    }
+
+    /// Reads, verifies and stages a bundle file as its component's candidate; it must be newer
+    /// than this store's live version of the component (or a signed rollback from it).
+    pub fn stage_file(
+        &mut self,
+        verifier: &Verifier,
+        path: &Path,
+    ) -> Result<(VerifiedBundle, VersionEntry), StoreError> {
+        let bytes = nonstop_bundle::read_bounded(path, verifier.limits())?;
+        // The component named in the (not yet verified) manifest only picks the live version to
+        // compare with; `open` then verifies everything, including that name.
+        let named = nonstop_bundle::inspect(&bytes, verifier.limits())?
+            .manifest
+            .ok()
+            .map(|m| m.component);
+        let live = named
+            .and_then(|c| self.components.get(&c))
+            .and_then(|s| s.live.as_ref())
+            .map(|e| e.version.clone());
+        let bundle = verifier.open(&bytes, live.as_ref())?;
+        let entry = self.stage(&bundle)?;
+        Ok((bundle, entry))
     }
 
     /// Makes the candidate live in one atomic step; the old live version becomes standby and the
@@ -308,9 +358,13 @@ impl Store {
         Ok(removed)
     }
 
-    /// Records a transition: the new state record replaces the old by atomic rename (the moment
-    /// the transition happens), then the log is appended and the directories made to agree.
+    /// Records a transition. The new state record replaces the old by atomic rename: that rename
+    /// *is* the transition, and an error before it means nothing happened. The log append and
+    /// directory moves after it only mend files; if they fail, the transition still stands (it is
+    /// reported as done) and they are redone before the component's next transition or on open.
     fn commit(&mut self, mut next: ComponentState, moves: Vec<Move>) -> Result<(), StoreError> {
+        let cdir = component_dir(&self.root, &next.component);
+        self.settle_pending(&next.component)?;
         let at = now();
         next.seq += 1;
         next.last = moves
@@ -327,17 +381,30 @@ impl Store {
                 reason: m.reason.clone(),
             })
             .collect();
-        let cdir = component_dir(&self.root, &next.component);
         fsio::ensure_dir(&cdir)?;
         let record = serde_json::to_vec_pretty(&next).expect("state record serialises");
         fsio::replace(&cdir.join("state.json"), &record)?;
         for e in &next.last {
             tracing::info!(component = %e.component, version = %e.version, step = %e.action, from = %e.from, to = %e.to, reason = %e.reason, seq = e.seq, "store transition");
         }
-        self.components.insert(next.component.clone(), next.clone());
-        // The transition has happened; what follows only mends files and is redone on open if it fails.
-        log::append(&cdir.join("log.jsonl"), &next.last)?;
-        reconcile(&cdir, &next)
+        if let Err(e) = settle(&cdir, &next) {
+            tracing::error!(component = %next.component, error = %e, "transition recorded, but its log entry or directory move is pending; retried before the next one");
+            self.unsettled.push(next.component.clone());
+        }
+        self.components.insert(next.component.clone(), next);
+        Ok(())
+    }
+
+    /// Finishes the log append and directory moves of the component's last transition if they
+    /// failed. Runs before anything else touches the component's files: reconciling removes
+    /// version directories the state record does not name.
+    fn settle_pending(&mut self, component: &ComponentName) -> Result<(), StoreError> {
+        if let Some(i) = self.unsettled.iter().position(|c| c == component) {
+            let current = self.component(component)?.clone();
+            settle(&component_dir(&self.root, component), &current)?;
+            self.unsettled.remove(i);
+        }
+        Ok(())
     }
 
     fn check_payload(
@@ -347,6 +414,31 @@ impl Store {
     ) -> Result<(), StoreError> {
         check_digest(&self.payload_path(component, entry), component, entry)
     }
+}
+
+/// Brings a component's log and directories in line with its state record.
+fn settle(cdir: &Path, state: &ComponentState) -> Result<(), StoreError> {
+    log::repair(&cdir.join("log.jsonl"), state)?;
+    reconcile(cdir, state)
+}
+
+/// True when a component directory without a state record holds only what an interrupted first
+/// stage leaves (its `versions/` directory).
+fn only_stage_leftovers(cdir: &Path) -> Result<bool, StoreError> {
+    Ok(list_dir(cdir)?
+        .iter()
+        .all(|n| n == "versions" || n == "state.tmp"))
+}
+
+/// The live version of `component`, read without taking the lock.
+pub fn live_version(
+    root: &Path,
+    component: &ComponentName,
+) -> Result<Option<semver::Version>, StoreError> {
+    let Some(state) = read_state(&component_dir(root, component), component)? else {
+        return Ok(None);
+    };
+    Ok(state.live.map(|e| e.version))
 }
 
 /// Reads every component's state without taking the lock: state records are only ever replaced
@@ -378,7 +470,11 @@ pub fn read_status(root: &Path) -> Result<Vec<ComponentState>, StoreError> {
 
 /// Reads one component's log without taking the lock.
 pub fn read_log(root: &Path, component: &ComponentName) -> Result<Vec<LogEntry>, StoreError> {
-    log::read(&component_dir(root, component).join("log.jsonl"))
+    let cdir = component_dir(root, component);
+    if !cdir.join("state.json").is_file() {
+        return Err(StoreError::UnknownComponent(component.to_string()));
+    }
+    log::read(&cdir.join("log.jsonl"))
 }
 
 struct Move {

@@ -50,9 +50,10 @@ fn read_with_offsets(path: &Path) -> Result<(Vec<(u64, LogEntry)>, u64), StoreEr
         .split_inclusive(|&b| b == b'\n')
         .enumerate()
     {
-        let entry: LogEntry = serde_json::from_slice(line).map_err(|e| StoreError::Damaged {
-            component: path.display().to_string(),
-            detail: format!("log line {} does not parse: {e}", n + 1),
+        let entry: LogEntry = serde_json::from_slice(line).map_err(|e| StoreError::LogDamaged {
+            path: path.to_owned(),
+            line: n + 1,
+            detail: e.to_string(),
         })?;
         entries.push((offset, entry));
         offset += line.len() as u64;

@@ -142,9 +142,14 @@ fn versions_must_move_forward_unless_the_bundle_is_a_signed_rollback() {
         BundleError::Downgrade { .. }
     ));
     let mut rollback = draft("1.1.0");
-    rollback.intent = Intent::Rollback;
+    rollback.intent = Intent::Rollback { from: v("1.2.0") };
     let bytes = create(&rollback, PAYLOAD, &publisher()).unwrap();
     assert!(verifier().open(&bytes, Some(&v("1.2.0"))).is_ok());
+    // Replayed later, against another live version, it is refused.
+    assert!(matches!(
+        verifier().open(&bytes, Some(&v("1.3.0"))).unwrap_err(),
+        BundleError::RollbackMismatch { .. }
+    ));
 }
 
 #[test]
@@ -259,6 +264,23 @@ fn bad_bundles_get_errors_naming_the_failed_check() {
     };
     cases.push(("delta payload", seal(&delta, PAYLOAD, &[&publisher()])));
     cases.push(("older than live 2.0.0", good.clone()));
+    let mut replay = draft("1.0.0");
+    replay.intent = Intent::Rollback { from: v("1.1.0") };
+    cases.push((
+        "older than live 2.0.0: rollback signed from 1.1.0",
+        create(&replay, PAYLOAD, &publisher()).unwrap(),
+    ));
+    cases.push((
+        "manifest format 2 with a new field",
+        resigned(|m| {
+            m["format"] = 2.into();
+            m["added_in_v2"] = true.into();
+        }),
+    ));
+    cases.push((
+        "payload file manifest.json",
+        resigned(|m| m["payload"]["file"] = "manifest.json".into()),
+    ));
 
     let report: String = cases
         .iter()

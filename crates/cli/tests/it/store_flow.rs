@@ -184,7 +184,7 @@ fn a_store_in_use_by_another_process_is_refused_but_status_still_reads() {
     let d = dir.path();
     let b1 = create(d, "1.0.0", "fees-1.wasm");
     ok(d, &["store", "stage", &b1, "--trust", "publisher.pub"]);
-    let _held = nonstop_store::Store::open(&d.join("nonstop-data/store")).unwrap();
+    let _held = nonstop_store::Store::init(&d.join("nonstop-data/store")).unwrap();
     let err = fails(d, &["store", "promote", "fees"]);
     assert!(
         err.contains(&format!(

@@ -41,6 +41,7 @@ fn the_store_survives_sigkill_at_any_moment() {
     let intent_path = dir.path().join("intent.jsonl");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut transitions_seen = 0;
+    let mut killed_mid_operation = 0;
 
     for kill in 0..kills {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -62,7 +63,11 @@ fn the_store_survives_sigkill_at_any_moment() {
         child.wait().unwrap();
 
         let context = format!("seed {seed}, kill {kill}");
-        let store = Store::open(&store_dir)
+        let intents = fs::read_to_string(&intent_path).unwrap_or_default();
+        if intents.lines().last().is_some_and(|l| l != "done") {
+            killed_mid_operation += 1;
+        }
+        let store = Store::init(&store_dir)
             .unwrap_or_else(|e| panic!("{context}: store does not open after the kill: {e}"));
         let last_intent = fs::read_to_string(&intent_path).ok().and_then(|t| {
             t.lines()
@@ -74,9 +79,14 @@ fn the_store_survives_sigkill_at_any_moment() {
             transitions_seen += state.seq;
         }
     }
+    eprintln!("crash test: {killed_mid_operation} of {kills} kills landed inside an operation");
     assert!(
         transitions_seen > u64::from(kills),
         "the child made too little progress to test anything"
+    );
+    assert!(
+        killed_mid_operation * 2 >= kills,
+        "only {killed_mid_operation} of {kills} kills landed inside an operation"
     );
 }
 
@@ -168,7 +178,7 @@ fn churn_child() {
         .parse()
         .unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut store = Store::open(&dir.join("store")).unwrap();
+    let mut store = Store::init(&dir.join("store")).unwrap();
     let mut intents = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -226,5 +236,7 @@ fn churn_child() {
                     .unwrap();
             }
         }
+        // Not synced: it only tells the parent whether the kill fell inside an operation.
+        intents.write_all(b"done\n").unwrap();
     }
 }

@@ -38,7 +38,7 @@ fn a_full_disk_during_staging_changes_nothing() {
         );
         return;
     };
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "1.0.0", 200_000)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
 
@@ -65,7 +65,7 @@ fn a_full_disk_during_staging_changes_nothing() {
     );
 
     drop(store);
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "2.0.0", 100_000)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
     assert_eq!(

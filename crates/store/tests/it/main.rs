@@ -31,12 +31,17 @@ pub fn bundle_with(component: &str, version: &str, len: usize, intent: Intent) -
         "rules.wasm",
     )
     .unwrap();
+    // A signed rollback opens only against the live version it names.
+    let live = match &intent {
+        Intent::Rollback { from } => Some(from.clone()),
+        Intent::Release => None,
+    };
     draft.intent = intent;
     let bytes = nonstop_bundle::create(&draft, &payload(component, version, len), &key).unwrap();
     let mut trusted = TrustedKeys::new();
     trusted.add(key.public());
     Verifier::new(trusted, BundleLimits::default())
-        .open(&bytes, None)
+        .open(&bytes, live.as_ref())
         .unwrap()
 }
 

@@ -111,7 +111,7 @@ proptest! {
     #[test]
     fn the_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::init(dir.path()).unwrap();
         let mut model = Model::default();
         let c = comp("quota");
         for op in &ops {
@@ -124,7 +124,7 @@ proptest! {
                 Op::Gc(keep) => store.gc(*keep).map(drop),
                 Op::Reopen => {
                     drop(store);
-                    store = Store::open(dir.path()).unwrap();
+                    store = Store::init(dir.path()).unwrap();
                     Ok(())
                 }
             };

@@ -10,7 +10,7 @@ use crate::{bundle, bundle_with, comp, payload, ver};
 #[test]
 fn staging_creates_a_candidate_beside_the_live_version_and_leaves_live_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "1.0.0", 100)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
 
@@ -38,7 +38,7 @@ fn staging_creates_a_candidate_beside_the_live_version_and_leaves_live_untouched
 #[test]
 fn promote_makes_the_candidate_live_and_keeps_the_old_live_as_standby() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     for v in ["1.0.0", "1.1.0", "1.2.0"] {
         store.stage(&bundle("fees", v, 64)).unwrap();
         store
@@ -61,7 +61,7 @@ fn promote_makes_the_candidate_live_and_keeps_the_old_live_as_standby() {
 #[test]
 fn reject_sets_the_candidate_aside_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("triage", "1.0.0", 64)).unwrap();
     store.promote(&comp("triage"), None).unwrap();
     store.stage(&bundle("triage", "2.0.0", 64)).unwrap();
@@ -95,7 +95,7 @@ fn reject_sets_the_candidate_aside_with_its_reason() {
 #[test]
 fn rollback_returns_to_standby_and_sets_the_bad_version_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     for v in ["1.0.0", "1.1.0", "1.2.0"] {
         store.stage(&bundle("fees", v, 64)).unwrap();
         store.promote(&comp("fees"), None).unwrap();
@@ -125,7 +125,7 @@ fn rollback_returns_to_standby_and_sets_the_bad_version_aside() {
 #[test]
 fn gc_keeps_the_newest_versions_and_never_live_candidate_or_standby() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     for v in ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"] {
         store.stage(&bundle("fees", v, 64)).unwrap();
         store.promote(&comp("fees"), None).unwrap();
@@ -149,7 +149,7 @@ fn gc_keeps_the_newest_versions_and_never_live_candidate_or_standby() {
 #[test]
 fn every_transition_is_in_the_log_with_time_roles_digest_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     let b = bundle("fees", "1.0.0", 64);
     store.stage(&b).unwrap();
     store.promote(&comp("fees"), None).unwrap();
@@ -190,7 +190,7 @@ fn every_transition_is_in_the_log_with_time_roles_digest_and_reason() {
 #[test]
 fn refused_operations_name_the_reason_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "1.0.0", 64)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
     store.stage(&bundle("fees", "1.1.0", 64)).unwrap();
@@ -221,7 +221,14 @@ fn refused_operations_name_the_reason_and_change_nothing() {
         "bundle version 0.9.0 of fees is older than live version 1.1.0 and is not a signed rollback"
     );
     let err = store
-        .stage(&bundle_with("fees", "1.0.0", 64, Intent::Rollback))
+        .stage(&bundle_with(
+            "fees",
+            "1.0.0",
+            64,
+            Intent::Rollback {
+                from: "1.1.0".parse().unwrap(),
+            },
+        ))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -240,11 +247,18 @@ fn refused_operations_name_the_reason_and_change_nothing() {
 #[test]
 fn a_signed_rollback_bundle_may_stage_an_older_version() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "2.0.0", 64)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
     store
-        .stage(&bundle_with("fees", "1.9.0", 64, Intent::Rollback))
+        .stage(&bundle_with(
+            "fees",
+            "1.9.0",
+            64,
+            Intent::Rollback {
+                from: "2.0.0".parse().unwrap(),
+            },
+        ))
         .unwrap();
     store.promote(&comp("fees"), None).unwrap();
     assert_eq!(
@@ -256,8 +270,8 @@ fn a_signed_rollback_bundle_may_stage_an_older_version() {
 #[test]
 fn a_second_process_is_refused_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Store::open(dir.path()).unwrap();
-    let err = Store::open(dir.path()).unwrap_err();
+    let _first = Store::init(dir.path()).unwrap();
+    let err = Store::init(dir.path()).unwrap_err();
     assert!(
         matches!(err, StoreError::Locked { holder: Some(pid), .. } if pid == std::process::id()),
         "{err}"
@@ -273,7 +287,7 @@ fn a_second_process_is_refused_with_the_holders_pid() {
 #[test]
 fn a_damaged_live_payload_is_reported_on_open_with_its_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "1.0.0", 64)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
     drop(store);
@@ -282,7 +296,7 @@ fn a_damaged_live_payload_is_reported_on_open_with_its_digest() {
         b"tampered",
     )
     .unwrap();
-    let err = Store::open(dir.path()).unwrap_err().to_string();
+    let err = Store::init(dir.path()).unwrap_err().to_string();
     assert!(
         err.starts_with("store is damaged for component fees: version 1.0.0 payload"),
         "{err}"
@@ -293,7 +307,7 @@ fn a_damaged_live_payload_is_reported_on_open_with_its_digest() {
 #[test]
 fn a_torn_log_line_is_cut_and_the_transition_restored_from_the_state_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
     store.stage(&bundle("fees", "1.0.0", 64)).unwrap();
     store.promote(&comp("fees"), None).unwrap();
     drop(store);
@@ -303,9 +317,65 @@ fn a_torn_log_line_is_cut_and_the_transition_restored_from_the_state_record() {
     let cut = text.trim_end().rfind('\n').unwrap() + 1;
     fs::write(&log_path, &text[..cut + 20]).unwrap();
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::init(dir.path()).unwrap();
     let log = store.log(&comp("fees")).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!((log[1].from, log[1].to), (Role::Candidate, Role::Live));
     assert_eq!(fs::read_to_string(&log_path).unwrap(), text);
+}
+
+#[test]
+fn a_failure_after_the_transition_is_mended_before_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
+    store.stage(&bundle("fees", "1.0.0", 64)).unwrap();
+    // The log cannot be appended to: the promote still happens (its state record is written)
+    // and says so, and the log is mended before the next transition.
+    let log_path = dir.path().join("components/fees/log.jsonl");
+    let saved = fs::read(&log_path).unwrap();
+    fs::remove_file(&log_path).unwrap();
+    fs::create_dir(&log_path).unwrap();
+    store.promote(&comp("fees"), None).unwrap();
+    assert_eq!(
+        ver(&store.component(&comp("fees")).unwrap().live).as_deref(),
+        Some("1.0.0")
+    );
+
+    fs::remove_dir(&log_path).unwrap();
+    fs::write(&log_path, saved).unwrap();
+    store.stage(&bundle("fees", "1.1.0", 64)).unwrap();
+    let log = store.log(&comp("fees")).unwrap();
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3],
+        "the promote's entry was restored before the stage's"
+    );
+    drop(store);
+    Store::open(dir.path()).unwrap();
+}
+
+#[test]
+fn a_directory_that_is_not_a_store_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("components/button/src")).unwrap();
+    fs::write(
+        dir.path().join("components/button/src/main.rs"),
+        "fn main() {}",
+    )
+    .unwrap();
+    for err in [
+        Store::open(dir.path()).unwrap_err(),
+        Store::init(dir.path()).unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::NotAStore(_)), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("is not a nonstop version store (it has no nonstop-store.json)"),
+            "{err}"
+        );
+    }
+    assert!(dir.path().join("components/button/src/main.rs").is_file());
+    let err = Store::open(&dir.path().join("missing")).unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore(_)), "{err}");
 }

@@ -1,0 +1,292 @@
+//! Candidate checks: testing the copy's running state before it may go live. Run on the agent's
+//! thread, never on a request-serving one, and never on live traffic (shadow calls discard the
+//! candidate's answers).
+//!
+//! 1. it compiles and exports the expected interface ([`LoadedVersion::new`]);
+//! 2. it gives the bundle's test vectors their expected answers, keeps the host's invariants on
+//!    each, and answers the same input the same way twice ([`run_vectors`]);
+//! 3. beside live traffic it neither fails nor slows down past the configured ratio, and its
+//!    differences from the live answers are counted and reported ([`shadow`]).
+
+use std::time::{Duration, Instant};
+
+use nonstop_bundle::TestVector;
+use serde::Serialize;
+
+use crate::{CallFailure, LiveModule, LoadedVersion, RuleKind, RuntimeError};
+
+/// Which preset requirement a candidate failed, with the evidence.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailure {
+    /// Check 1: it does not compile, or does not export the interface.
+    #[error("check 1 (compiles and exports the interface): {0}")]
+    Load(RuntimeError),
+    /// Check 2: the bundle carries fewer test vectors than the node requires.
+    #[error(
+        "check 2 (test vectors): the bundle carries {found}, the node requires at least {required}"
+    )]
+    TooFewVectors {
+        /// Vectors carried.
+        found: usize,
+        /// Vectors required.
+        required: usize,
+    },
+    /// Check 2: a vector names another function.
+    #[error(
+        "check 2 (test vector {index}): names function {function}, but the interface's function is {expected}"
+    )]
+    WrongFunction {
+        /// Vector index (from 0).
+        index: usize,
+        /// Function named.
+        function: String,
+        /// The interface's function.
+        expected: &'static str,
+    },
+    /// Check 2: a vector's input does not fit the function.
+    #[error("check 2 (test vector {index}): input does not fit the function: {error}")]
+    BadVectorInput {
+        /// Vector index.
+        index: usize,
+        /// Why.
+        error: String,
+    },
+    /// Check 2: the call failed.
+    #[error("check 2 (test vector {index}): {failure}")]
+    VectorCall {
+        /// Vector index.
+        index: usize,
+        /// How the call failed.
+        failure: CallFailure,
+    },
+    /// Check 2: a wrong answer.
+    #[error("check 2 (test vector {index}): expected {expected}, got {got}")]
+    VectorMismatch {
+        /// Vector index.
+        index: usize,
+        /// Expected answer (JSON).
+        expected: String,
+        /// Actual answer (JSON).
+        got: String,
+    },
+    /// Check 2: the same input gave two answers (the module keeps state between calls).
+    #[error("check 2 (test vector {index}): the same input gave {first} then {second}")]
+    Nondeterministic {
+        /// Vector index.
+        index: usize,
+        /// First answer.
+        first: String,
+        /// Second answer.
+        second: String,
+    },
+    /// Check 3: the candidate failed on a live input.
+    #[error("check 3 (shadow traffic, call {index}): {failure}; input {input}")]
+    ShadowCall {
+        /// Shadow call index.
+        index: usize,
+        /// How it failed.
+        failure: CallFailure,
+        /// The live input (JSON).
+        input: String,
+    },
+    /// Check 3: not enough live traffic arrived in time.
+    #[error(
+        "check 3 (shadow traffic): only {seen} of {required} live calls arrived within {secs} s"
+    )]
+    ShadowStarved {
+        /// Samples processed.
+        seen: u32,
+        /// Samples required.
+        required: u32,
+        /// The timeout.
+        secs: u64,
+    },
+    /// Check 3: the candidate is too slow.
+    #[error(
+        "check 3 (shadow traffic): candidate median {candidate_us:.1} µs is {ratio:.2}x the live version's {live_us:.1} µs, over the limit of {max}x"
+    )]
+    TooSlow {
+        /// Candidate median latency.
+        candidate_us: f64,
+        /// Live median latency on the same inputs.
+        live_us: f64,
+        /// Their ratio.
+        ratio: f64,
+        /// The limit.
+        max: f64,
+    },
+}
+
+/// Runs every test vector twice on `version`: the answer must equal the expected one, keep the
+/// host's invariants, and be the same both times. Returns how many passed.
+pub fn run_vectors<R: RuleKind>(
+    version: &LoadedVersion<R>,
+    vectors: &[TestVector],
+    required: usize,
+) -> Result<usize, CheckFailure> {
+    if vectors.len() < required {
+        return Err(CheckFailure::TooFewVectors {
+            found: vectors.len(),
+            required,
+        });
+    }
+    for (index, v) in vectors.iter().enumerate() {
+        if v.function != R::FUNCTION {
+            return Err(CheckFailure::WrongFunction {
+                index,
+                function: v.function.clone(),
+                expected: R::FUNCTION,
+            });
+        }
+        let input: R::Input =
+            serde_json::from_value(v.input.clone()).map_err(|e| CheckFailure::BadVectorInput {
+                index,
+                error: e.to_string(),
+            })?;
+        let answer = |()| {
+            version
+                .call(&input)
+                .map(|out| to_json(&out))
+                .map_err(|failure| CheckFailure::VectorCall { index, failure })
+        };
+        let first = answer(())?;
+        if first != v.expected {
+            return Err(CheckFailure::VectorMismatch {
+                index,
+                expected: v.expected.to_string(),
+                got: first.to_string(),
+            });
+        }
+        let second = answer(())?;
+        if second != first {
+            return Err(CheckFailure::Nondeterministic {
+                index,
+                first: first.to_string(),
+                second: second.to_string(),
+            });
+        }
+    }
+    Ok(vectors.len())
+}
+
+/// What shadow traffic showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowReport {
+    /// Live calls the candidate shadowed.
+    pub calls: u32,
+    /// How many of its answers differed from the live answers.
+    pub differences: u32,
+    /// Up to three differing calls: input, live answer, candidate answer.
+    pub examples: Vec<[serde_json::Value; 3]>,
+    /// Median latency of the live version on the same inputs, on the checking thread.
+    pub live_median_us: f64,
+    /// Median latency of the candidate.
+    pub candidate_median_us: f64,
+    /// `candidate_median_us / live_median_us`.
+    pub latency_ratio: f64,
+}
+
+/// Runs the candidate beside `calls` live calls of `module` (check 3). Live answers are never
+/// taken from the candidate; its answers are compared and discarded. Both versions are timed on
+/// this thread on the same inputs, so the ratio compares like with like.
+pub fn shadow<R: RuleKind>(
+    module: &LiveModule<R>,
+    candidate: &LoadedVersion<R>,
+    calls: u32,
+    timeout: Duration,
+    max_latency_ratio: f64,
+) -> Result<ShadowReport, CheckFailure> {
+    let samples = module.tap(1024);
+    let result = shadow_samples(
+        module,
+        candidate,
+        &samples,
+        calls,
+        timeout,
+        max_latency_ratio,
+    );
+    module.untap();
+    result
+}
+
+fn shadow_samples<R: RuleKind>(
+    module: &LiveModule<R>,
+    candidate: &LoadedVersion<R>,
+    samples: &std::sync::mpsc::Receiver<crate::live::ShadowSample<R>>,
+    calls: u32,
+    timeout: Duration,
+    max_latency_ratio: f64,
+) -> Result<ShadowReport, CheckFailure> {
+    let deadline = Instant::now() + timeout;
+    let mut report = ShadowReport {
+        calls: 0,
+        differences: 0,
+        examples: Vec::new(),
+        live_median_us: 0.0,
+        candidate_median_us: 0.0,
+        latency_ratio: 1.0,
+    };
+    let (mut live_us, mut cand_us) = (Vec::new(), Vec::new());
+    while report.calls < calls {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(sample) = samples.recv_timeout(left) else {
+            return Err(CheckFailure::ShadowStarved {
+                seen: report.calls,
+                required: calls,
+                secs: timeout.as_secs(),
+            });
+        };
+        let index = report.calls as usize;
+        let t0 = Instant::now();
+        let out = candidate
+            .call(&sample.input)
+            .map_err(|failure| CheckFailure::ShadowCall {
+                index,
+                failure,
+                input: to_json(&sample.input).to_string(),
+            })?;
+        cand_us.push(t0.elapsed().as_secs_f64() * 1e6);
+        if let Some(live) = module.live() {
+            let t1 = Instant::now();
+            let _ = live.call(&sample.input);
+            live_us.push(t1.elapsed().as_secs_f64() * 1e6);
+        }
+        let (live_json, cand_json) = (to_json(&sample.live_output), to_json(&out));
+        if live_json != cand_json {
+            report.differences += 1;
+            if report.examples.len() < 3 {
+                report
+                    .examples
+                    .push([to_json(&sample.input), live_json, cand_json]);
+            }
+        }
+        report.calls += 1;
+    }
+    report.live_median_us = median(&mut live_us);
+    report.candidate_median_us = median(&mut cand_us);
+    if report.live_median_us > 0.0 {
+        report.latency_ratio = report.candidate_median_us / report.live_median_us;
+    }
+    if report.latency_ratio > max_latency_ratio {
+        return Err(CheckFailure::TooSlow {
+            candidate_us: report.candidate_median_us,
+            live_us: report.live_median_us,
+            ratio: report.latency_ratio,
+            max: max_latency_ratio,
+        });
+    }
+    Ok(report)
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value)
+        .unwrap_or_else(|e| serde_json::Value::String(format!("<not serialisable: {e}>")))
+}

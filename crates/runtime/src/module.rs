@@ -1,0 +1,186 @@
+//! One loaded version of a rule module: its compiled component, a pre-instantiated form, a small
+//! pool of warm instances, and counters of its calls and failures.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nonstop_bundle::Digest;
+use serde::{Deserialize, Serialize};
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use crate::engine::Sandbox;
+use crate::{CallFailure, RuleEngine, RuleKind, RuntimeError};
+
+/// Which version of which component computed something: recorded with every fee, split and queue
+/// decision so an auditor can tell which rules priced a visit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionTag {
+    /// Component name.
+    pub component: String,
+    /// Its version.
+    pub version: semver::Version,
+    /// Digest of its payload.
+    pub digest: Digest,
+}
+
+impl fmt::Display for VersionTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.component, self.version)
+    }
+}
+
+/// Calls and failures of one loaded version, for shadow checks and the watch window.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    calls: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// A snapshot of [`CallStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CallCounts {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that trapped, ran out of time or memory, or broke an invariant.
+    pub failures: u64,
+}
+
+impl CallStats {
+    /// The counts so far.
+    pub fn counts(&self) -> CallCounts {
+        CallCounts {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Warm<R: RuleKind> {
+    store: Store<Sandbox>,
+    bindings: R::Bindings,
+    calls: u32,
+}
+
+/// A compiled, checked version of a rule module, ready to be called from many threads.
+pub struct LoadedVersion<R: RuleKind> {
+    tag: Arc<VersionTag>,
+    engine: RuleEngine,
+    pre: R::Pre,
+    warm: Mutex<Vec<Warm<R>>>,
+    stats: CallStats,
+}
+
+impl<R: RuleKind> LoadedVersion<R> {
+    /// Checks that `component` exports `R`'s interface (and every interface in `required`) with
+    /// the right types and imports nothing, and prepares it for calls. This is candidate check 1.
+    pub fn new(
+        engine: &RuleEngine,
+        tag: VersionTag,
+        component: &Component,
+        required: &[String],
+    ) -> Result<Self, RuntimeError> {
+        for interface in std::iter::once(R::INTERFACE).chain(required.iter().map(String::as_str)) {
+            if !crate::rules::exports(component, interface) {
+                let found: Vec<String> = component
+                    .component_type()
+                    .exports(engine.wasmtime())
+                    .map(|(name, _)| name.to_owned())
+                    .collect();
+                return Err(RuntimeError::WrongInterface {
+                    expected: interface.to_owned(),
+                    found: if found.is_empty() {
+                        "nothing".into()
+                    } else {
+                        found.join(", ")
+                    },
+                });
+            }
+        }
+        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible {
+            interface: R::INTERFACE.to_owned(),
+            detail: format!("{e:#}"),
+        };
+        let pre = engine
+            .linker()
+            .instantiate_pre(component)
+            .map_err(incompatible)?;
+        let pre = R::pre(pre).map_err(incompatible)?;
+        Ok(LoadedVersion {
+            tag: Arc::new(tag),
+            engine: engine.clone(),
+            pre,
+            warm: Mutex::new(Vec::new()),
+            stats: CallStats::default(),
+        })
+    }
+
+    /// Which version this is.
+    pub fn tag(&self) -> &Arc<VersionTag> {
+        &self.tag
+    }
+
+    /// Its call counters.
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+
+    /// Calls the rule and checks the host's invariants on the answer.
+    pub fn call(&self, input: &R::Input) -> Result<R::Output, CallFailure> {
+        let result = self.call_unchecked(input);
+        let result = result.and_then(|out| match R::invariants(input, &out) {
+            Ok(()) => Ok(out),
+            Err(broken) => Err(CallFailure::Invariant(broken)),
+        });
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn call_unchecked(&self, input: &R::Input) -> Result<R::Output, CallFailure> {
+        let pooled = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut warm = match pooled {
+            Some(w) => w,
+            None => self.instantiate()?,
+        };
+        self.engine.arm_deadline(&mut warm.store);
+        match R::call(&warm.bindings, &mut warm.store, input) {
+            Ok(out) => {
+                warm.calls += 1;
+                if warm.calls < self.engine.config().calls_per_instance {
+                    let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+                    if pool.len() < self.engine.config().warm_instances {
+                        pool.push(warm);
+                    }
+                }
+                Ok(out)
+            }
+            // The instance is dropped here: after a trap its state cannot be trusted.
+            Err(e) => Err(self.classify(&warm.store, &e)),
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm<R>, CallFailure> {
+        let mut store = self.engine.store();
+        let bindings = R::instantiate(&self.pre, &mut store)
+            .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
+        Ok(Warm {
+            store,
+            bindings,
+            calls: 0,
+        })
+    }
+
+    fn classify(&self, store: &Store<Sandbox>, e: &wasmtime::Error) -> CallFailure {
+        if store.data().memory_exceeded() {
+            return CallFailure::Memory(format!("{e:#}"));
+        }
+        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            return CallFailure::Deadline(self.engine.config().call_deadline_ms);
+        }
+        CallFailure::Trap(format!("{e:#}"))
+    }
+}
