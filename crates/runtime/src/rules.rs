@@ -239,8 +239,7 @@ impl RuleKind for Triage {
         store: &mut Store<Sandbox>,
         input: &Self::Input,
     ) -> wasmtime::Result<Self::Output> {
-        b.nonstop_his_rules_triage()
-            .call_assess(store, *input)
+        b.nonstop_his_rules_triage().call_assess(store, *input)
     }
     fn invariants(_: &Self::Input, a: &Self::Output) -> Result<(), String> {
         // The weight is an integer, so the queue order (weight, then check-in time) is total;
@@ -283,8 +282,7 @@ impl RuleKind for Quota {
         store: &mut Store<Sandbox>,
         input: &Self::Input,
     ) -> wasmtime::Result<Self::Output> {
-        b.nonstop_his_rules_quota()
-            .call_decide(store, *input)
+        b.nonstop_his_rules_quota().call_decide(store, *input)
     }
     fn invariants(r: &Self::Input, d: &Self::Output) -> Result<(), String> {
         use quota_types::Channel;

@@ -1,0 +1,299 @@
+//! Candidate checks against every reference module and every bad one: good modules pass, each bad
+//! one is refused with the check it failed, and the live version keeps answering meanwhile.
+
+use std::time::Duration;
+
+use nonstop_runtime::checks::{CheckFailure, run_vectors, shadow};
+use nonstop_runtime::rules::fees_types::{ClinicType, DoctorTitle, FeeRequest};
+use nonstop_runtime::{CallFailure, Fees, Insurance, LiveModule, Quota, RuntimeError, Triage};
+
+use crate::{engine, load, module_checks, module_path, tag};
+
+fn night_visit(age: u32) -> FeeRequest {
+    FeeRequest {
+        registration_level: 3,
+        doctor_title: DoctorTitle::Attending,
+        clinic_type: ClinicType::Night,
+        patient_age_years: age,
+        first_visit: false,
+    }
+}
+
+#[test]
+fn every_reference_module_passes_its_own_test_vectors() {
+    let e = engine();
+    let n = |r: Result<usize, CheckFailure>| r.unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(
+        n(run_vectors(
+            &*load::<Fees>(&e, "fees-v1", "1.0.0").unwrap(),
+            &module_checks("fees-v1").test_vectors,
+            1
+        )),
+        5
+    );
+    assert_eq!(
+        n(run_vectors(
+            &*load::<Fees>(&e, "fees-v2", "2.0.0").unwrap(),
+            &module_checks("fees-v2").test_vectors,
+            1
+        )),
+        5
+    );
+    assert_eq!(
+        n(run_vectors(
+            &*load::<Insurance>(&e, "insurance-v1", "1.0.0").unwrap(),
+            &module_checks("insurance-v1").test_vectors,
+            1
+        )),
+        5
+    );
+    assert_eq!(
+        n(run_vectors(
+            &*load::<Triage>(&e, "triage-v1", "1.0.0").unwrap(),
+            &module_checks("triage-v1").test_vectors,
+            1
+        )),
+        4
+    );
+    assert_eq!(
+        n(run_vectors(
+            &*load::<Triage>(&e, "triage-v2", "2.0.0").unwrap(),
+            &module_checks("triage-v2").test_vectors,
+            1
+        )),
+        4
+    );
+    assert_eq!(
+        n(run_vectors(
+            &*load::<Quota>(&e, "quota-v1", "1.0.0").unwrap(),
+            &module_checks("quota-v1").test_vectors,
+            1
+        )),
+        5
+    );
+}
+
+#[test]
+fn version_two_changes_the_rules_visibly() {
+    let e = engine();
+    let v1 = load::<Fees>(&e, "fees-v1", "1.0.0").unwrap();
+    let v2 = load::<Fees>(&e, "fees-v2", "2.0.0").unwrap();
+    let total = |v: &nonstop_runtime::LoadedVersion<Fees>| {
+        v.call(&night_visit(40)).unwrap().unwrap().total_fen
+    };
+    assert_eq!(
+        (total(&v1), total(&v2)),
+        (2500, 2800),
+        "night clinic surcharge 5 -> 8 yuan"
+    );
+}
+
+#[test]
+fn a_module_exporting_the_wrong_interface_fails_check_one() {
+    let err = load::<Fees>(&engine(), "bad-interface", "9.0.0")
+        .err()
+        .expect("refused");
+    assert!(matches!(err, RuntimeError::WrongInterface { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "component does not export nonstop:his-rules/fees@0.1.0 (it exports: nonstop:his-rules/triage@0.1.0)"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_fail_check_one() {
+    let err = engine()
+        .compile(b"\0asm\x01\0\0\0 truncated")
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().starts_with("component does not compile:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_module_with_wrong_answers_fails_its_test_vectors() {
+    let bad = load::<Fees>(&engine(), "bad-answers", "9.0.0").unwrap();
+    let err = run_vectors(&*bad, &module_checks("bad-answers").test_vectors, 1).unwrap_err();
+    assert!(
+        matches!(err, CheckFailure::VectorMismatch { index: 0, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("check 2 (test vector 0): expected {\"Ok\":{\"lines\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_module_that_loops_forever_is_stopped_at_its_deadline() {
+    let bad = load::<Fees>(&engine(), "bad-loop", "9.0.0").unwrap();
+    let err = run_vectors(&*bad, &module_checks("bad-loop").test_vectors, 1).unwrap_err();
+    match err {
+        CheckFailure::VectorCall {
+            failure: CallFailure::Deadline(20),
+            ..
+        } => {}
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_module_that_eats_memory_is_stopped_at_its_limit() {
+    let bad = load::<Fees>(&engine(), "bad-memory", "9.0.0").unwrap();
+    let err = run_vectors(&*bad, &module_checks("bad-memory").test_vectors, 1).unwrap_err();
+    match &err {
+        CheckFailure::VectorCall {
+            failure: CallFailure::Memory(detail),
+            ..
+        } => {
+            assert!(
+                detail.contains("memory limit of 4194304 bytes exceeded"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn too_few_test_vectors_fail_check_two() {
+    let good = load::<Fees>(&engine(), "fees-v1", "1.0.0").unwrap();
+    let err = run_vectors(&*good, &[], 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "check 2 (test vectors): the bundle carries 0, the node requires at least 1"
+    );
+}
+
+/// Drives live traffic on `module` from another thread until `stop` is set; returns failed calls.
+fn traffic(
+    module: std::sync::Arc<LiveModule<Fees>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut failed = 0;
+        let mut age = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            age = (age + 7) % 90;
+            let mut input = night_visit(age);
+            input.clinic_type = if age % 2 == 0 {
+                ClinicType::Night
+            } else {
+                ClinicType::General
+            };
+            if module.call(&input).is_err() {
+                failed += 1;
+            }
+        }
+        failed
+    })
+}
+
+#[test]
+fn shadow_traffic_reveals_a_module_that_traps_on_live_inputs_and_the_live_version_keeps_answering()
+{
+    let e = engine();
+    let module = std::sync::Arc::new(LiveModule::<Fees>::new());
+    module.swap_in(load::<Fees>(&e, "fees-v1", "1.0.0").unwrap());
+    let bad = load::<Fees>(&e, "bad-trap", "1.1.0").unwrap();
+    // Its own vectors avoid night clinics, so checks 1 and 2 pass.
+    run_vectors(&*bad, &module_checks("bad-trap").test_vectors, 1).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = traffic(module.clone(), stop.clone());
+    let err = shadow(&module, &bad, 200, Duration::from_secs(30), 3.0).unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        worker.join().unwrap(),
+        0,
+        "live calls failed during the shadow check"
+    );
+    match &err {
+        CheckFailure::ShadowCall {
+            failure: CallFailure::Trap(_),
+            input,
+            ..
+        } => assert!(input.contains("\"Night\""), "{input}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(module.live().unwrap().tag().version.to_string(), "1.0.0");
+}
+
+#[test]
+fn shadow_traffic_counts_the_differences_a_rule_change_makes() {
+    let e = engine();
+    let module = std::sync::Arc::new(LiveModule::<Fees>::new());
+    module.swap_in(load::<Fees>(&e, "fees-v1", "1.0.0").unwrap());
+    let v2 = load::<Fees>(&e, "fees-v2", "2.0.0").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = traffic(module.clone(), stop.clone());
+    let report = shadow(&module, &v2, 200, Duration::from_secs(30), 50.0).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(worker.join().unwrap(), 0);
+    assert_eq!(report.calls, 200);
+    // Night clinics (half the traffic) cost 3 yuan more; ages 60 to 64 get the elderly price.
+    assert!(
+        report.differences >= 100 && report.differences < 200,
+        "{report:?}"
+    );
+    assert!(!report.examples.is_empty());
+    assert!(report.latency_ratio > 0.0);
+}
+
+#[test]
+fn the_slot_interface_runs_checks_one_and_two_by_component_name() {
+    let e = engine();
+    let rules = nonstop_runtime::Rules::new();
+    let slot = rules.slot("fees").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.wasm");
+    std::fs::copy(module_path("fees-v1"), &path).unwrap();
+    slot.load(&e, tag("fees", "fees-v1", "1.0.0"), &path, false)
+        .unwrap();
+    assert!(
+        e.cache_path(&path).is_file(),
+        "compiled code is cached beside the payload"
+    );
+
+    std::fs::copy(module_path("bad-interface"), dir.path().join("bad.wasm")).unwrap();
+    let err = slot
+        .check_candidate(
+            &e,
+            tag("fees", "bad-interface", "2.0.0"),
+            &dir.path().join("bad.wasm"),
+            &module_checks("bad-interface"),
+            1,
+        )
+        .unwrap_err();
+    assert!(err.to_string().starts_with("check 1 (compiles and exports the interface): component does not export nonstop:his-rules/fees@0.1.0"), "{err}");
+    let (out, version) = slot
+        .call_json(serde_json::to_value(night_visit(30)).unwrap())
+        .unwrap();
+    assert_eq!(out["Ok"]["total_fen"], 2500);
+    assert_eq!(version.version.to_string(), "1.0.0");
+    assert!(rules.slot("pharmacy").is_err());
+}
+
+#[test]
+fn a_cached_compilation_is_used_instead_of_compiling_again() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.wasm");
+    std::fs::copy(module_path("triage-v1"), &path).unwrap();
+    e.load(&path).unwrap();
+    // With the payload gone, only the cache can provide the component.
+    std::fs::remove_file(&path).unwrap();
+    let component = e.load(&path).unwrap();
+    assert!(
+        nonstop_runtime::LoadedVersion::<Triage>::new(
+            &e,
+            tag("triage", "triage-v1", "1.0.0"),
+            &component,
+            &[]
+        )
+        .is_ok()
+    );
+}

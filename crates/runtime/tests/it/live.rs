@@ -1,0 +1,148 @@
+//! The live handle under concurrent calls: swaps never fail a call, every answer comes whole from
+//! one version, and a failing live version is covered by the standby.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nonstop_runtime::rules::fees_types::{ClinicType, DoctorTitle, FeeRequest};
+use nonstop_runtime::{Fees, LiveModule};
+
+use crate::{engine, load};
+
+fn night(age: u32) -> FeeRequest {
+    FeeRequest {
+        registration_level: 3,
+        doctor_title: DoctorTitle::Attending,
+        clinic_type: ClinicType::Night,
+        patient_age_years: age,
+        first_visit: true,
+    }
+}
+
+#[test]
+fn thousands_of_swaps_under_concurrent_calls_fail_no_call_and_mix_no_versions() {
+    let e = engine();
+    let v1 = load::<Fees>(&e, "fees-v1", "1.0.0").unwrap();
+    let v2 = load::<Fees>(&e, "fees-v2", "2.0.0").unwrap();
+    let module = Arc::new(LiveModule::<Fees>::new());
+    module.swap_in(v1.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let callers: Vec<_> = (0..2)
+        .map(|t| {
+            let (module, stop) = (module.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut calls = [0u64; 2];
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    // Age 62: version 1 charges full price, version 2 the elderly half price.
+                    let age = if i % 2 == 0 { 62 } else { 30 };
+                    let answer = module
+                        .call(&night(age))
+                        .expect("no call may fail during swaps");
+                    let quote = answer.output.expect("a fee quote");
+                    // Every line and the total must come from the version the answer names.
+                    let expected = match (answer.version.version.major, age) {
+                        (1, _) => [2000, 500, 100],
+                        (2, 62) => [1000, 800, 100],
+                        (2, _) => [2000, 800, 100],
+                        other => panic!("unexpected version {other:?}"),
+                    };
+                    let got: Vec<i64> = quote.lines.iter().map(|l| l.amount_fen).collect();
+                    assert_eq!(got, expected, "answer of {} mixes versions", answer.version);
+                    assert_eq!(quote.total_fen, expected.iter().sum::<i64>());
+                    calls[answer.version.version.major as usize - 1] += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+
+    for n in 0..5000 {
+        module.swap_in(if n % 2 == 0 { v2.clone() } else { v1.clone() });
+        if n % 100 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut per_version = [0u64; 2];
+    for c in callers {
+        let calls = c.join().expect("a caller thread panicked");
+        per_version[0] += calls[0];
+        per_version[1] += calls[1];
+    }
+    assert!(
+        per_version[0] > 0 && per_version[1] > 0,
+        "both versions served calls: {per_version:?}"
+    );
+}
+
+#[test]
+fn a_live_version_that_traps_is_covered_by_the_standby_and_the_failure_reported() {
+    let e = engine();
+    let module = LiveModule::<Fees>::new();
+    module.swap_in(load::<Fees>(&e, "fees-v1", "1.0.0").unwrap());
+    module.swap_in(load::<Fees>(&e, "bad-trap", "1.1.0").unwrap());
+
+    let general = FeeRequest {
+        clinic_type: ClinicType::General,
+        ..night(30)
+    };
+    let answer = module.call(&general).unwrap();
+    assert_eq!(
+        (answer.version.version.to_string(), answer.live_failure),
+        ("1.1.0".to_string(), None)
+    );
+
+    let answer = module.call(&night(30)).unwrap();
+    assert_eq!(
+        answer.version.version.to_string(),
+        "1.0.0",
+        "the standby answered"
+    );
+    let failure = answer
+        .live_failure
+        .expect("the live failure is reported")
+        .to_string();
+    assert!(failure.starts_with("trapped:"), "{failure}");
+    let counts = module.live().unwrap().stats().counts();
+    assert_eq!((counts.calls, counts.failures), (2, 1));
+
+    // Rolled back, the standby is live again and nothing traps.
+    module.rollback().unwrap();
+    assert_eq!(module.call(&night(30)).unwrap().live_failure, None);
+}
+
+#[test]
+fn with_no_standby_a_failing_call_names_the_version_and_the_cause() {
+    let e = engine();
+    let module = LiveModule::<Fees>::new();
+    assert_eq!(
+        module.call(&night(30)).unwrap_err().to_string(),
+        "component fees has no live version loaded"
+    );
+    module.swap_in(load::<Fees>(&e, "bad-loop", "1.0.0").unwrap());
+    let err = module.call(&night(30)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "fees 1.0.0: ran past its deadline of 20 ms and was stopped"
+    );
+}
+
+#[test]
+fn a_fresh_instance_per_call_leaves_no_state_between_patients_and_gives_the_same_answers() {
+    let e = nonstop_runtime::RuleEngine::new(nonstop_runtime::RuntimeConfig {
+        calls_per_instance: 1,
+        ..nonstop_runtime::RuntimeConfig::default()
+    })
+    .unwrap();
+    let fresh = load::<Fees>(&e, "fees-v1", "1.0.0").unwrap();
+    let warm = load::<Fees>(&engine(), "fees-v1", "1.0.0").unwrap();
+    for age in [5, 30, 64, 65, 90] {
+        assert_eq!(
+            serde_json::to_value(fresh.call(&night(age)).unwrap()).unwrap(),
+            serde_json::to_value(warm.call(&night(age)).unwrap()).unwrap()
+        );
+    }
+}
