@@ -53,6 +53,8 @@ impl RuntimeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckConfig {
+    /// Test vectors a bundle must carry (check 2).
+    pub min_test_vectors: usize,
     /// Live calls the candidate must shadow (a bundle may ask for more).
     pub shadow_calls: u32,
     /// How long to wait for those calls before refusing the candidate, in seconds.
@@ -72,6 +74,7 @@ pub struct CheckConfig {
 impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
+            min_test_vectors: 1,
             shadow_calls: 100,
             shadow_timeout_secs: 120,
             max_latency_ratio: 3.0,

@@ -112,9 +112,11 @@ impl<R: RuleKind> LiveModule<R> {
     }
 
     /// Makes `version` live at once (start-up, tests, benchmarks); the old live becomes standby.
+    /// The standby is set first, so a call that fails on the new version always has the old one
+    /// to fall back to. Only the agent's thread changes the handle, so the two stores do not race.
     pub fn swap_in(&self, version: Arc<LoadedVersion<R>>) {
-        let old = self.live.swap(Some(version));
-        self.standby.store(old);
+        self.standby.store(self.live.load_full());
+        self.live.store(Some(version));
     }
 
     /// Loads `version` as the standby (start-up: the store's standby).
@@ -136,8 +138,10 @@ impl<R: RuleKind> LiveModule<R> {
     }
 
     /// The standby becomes live again; the failing version is dropped when its last call ends.
+    /// The standby slot keeps pointing at the same version, so a call still running on the
+    /// failing one can fall back; the agent then loads the next standby, if the store has one.
     pub fn rollback(&self) -> Option<Arc<VersionTag>> {
-        let standby = self.standby.swap(None)?;
+        let standby = self.standby.load_full()?;
         let tag = standby.tag().clone();
         self.live.store(Some(standby));
         Some(tag)
