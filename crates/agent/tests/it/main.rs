@@ -125,7 +125,7 @@ impl Traffic {
             let mut i: u32 = 0;
             while !s.load(Ordering::Relaxed) {
                 i = i.wrapping_add(1);
-                let night = mixed && i % 2 == 0;
+                let night = mixed && i.is_multiple_of(2);
                 let request = FeeRequest {
                     registration_level: 1 + (i % 4) as u8,
                     doctor_title: [
@@ -139,7 +139,7 @@ impl Traffic {
                         ClinicType::General
                     },
                     patient_age_years: i % 95,
-                    first_visit: i % 5 == 0,
+                    first_visit: i.is_multiple_of(5),
                 };
                 c.fetch_add(1, Ordering::Relaxed);
                 match fees.call(&request) {
@@ -152,7 +152,7 @@ impl Traffic {
                         f.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     // Leave the agent thread room on a 2-core machine.
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
