@@ -104,8 +104,7 @@ fn a_module_exporting_the_wrong_interface_fails_check_one() {
 fn bytes_that_are_not_a_component_fail_check_one() {
     let err = engine()
         .compile(b"\0asm\x01\0\0\0 truncated")
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         err.to_string().starts_with("component does not compile:"),
         "{err}"
