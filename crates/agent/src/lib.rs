@@ -20,7 +20,7 @@ mod error;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
-use nonstop_bundle::{ComponentName, Verifier};
+use nonstop_bundle::{ComponentName, VerifiedBundle, Verifier};
 use nonstop_runtime::checks::ShadowReport;
 use nonstop_runtime::{CheckConfig, RuleEngine, RuleSlot, Rules, VersionTag};
 use nonstop_store::{Store, VersionEntry};
@@ -188,6 +188,44 @@ impl Drop for Agent {
             let _ = t.join();
         }
     }
+}
+
+/// Runs checks 1 and 2 on a verified bundle outside any node: what a vendor runs before
+/// publishing (`nonstop rules check`). Check 3 needs live traffic, so only a node runs it.
+/// Returns the number of test vectors passed, or the failed check as the node would word it.
+pub fn precheck(
+    bundle: &VerifiedBundle,
+    engine: &RuleEngine,
+    checks: &CheckConfig,
+) -> Result<usize, String> {
+    let m = bundle.manifest();
+    let rules = Rules::new();
+    let slot = rules
+        .slot(m.component.as_str())
+        .map_err(|e| e.to_string())?;
+    // The runtime loads components from files (it caches compiled code beside them).
+    let dir = std::env::temp_dir().join(format!(
+        "nonstop-precheck-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let payload = dir.join(m.payload.file.as_str());
+    let result = std::fs::write(&payload, bundle.payload())
+        .map_err(|e| format!("writing {}: {e}", payload.display()))
+        .and_then(|()| {
+            let tag = VersionTag {
+                component: m.component.to_string(),
+                version: m.version.clone(),
+                digest: m.payload.digest,
+            };
+            slot.check_candidate(engine, tag, &payload, &m.checks, checks.min_test_vectors)
+                .map_err(|f| f.to_string())
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn tag(component: &ComponentName, entry: &VersionEntry) -> VersionTag {

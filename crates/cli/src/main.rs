@@ -3,6 +3,7 @@
 
 mod bundle_cmd;
 mod keygen;
+mod rules_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ enum Command {
     /// Look at and change a node's version store (live / candidate / standby).
     #[command(subcommand)]
     Store(store_cmd::Command),
+    /// Check rule-module bundles and call live rules (fees, insurance, triage, quota).
+    #[command(subcommand)]
+    Rules(rules_cmd::Command),
 }
 
 /// Where the version store is, for every command that uses one.
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Keygen(args) => keygen::run(&args),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Store(cmd) => store_cmd::run(cmd),
+        Command::Rules(cmd) => rules_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

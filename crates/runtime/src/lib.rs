@@ -25,6 +25,6 @@ pub use config::{CheckConfig, RuntimeConfig};
 pub use engine::{RuleEngine, Sandbox};
 pub use error::{CallFailure, RuntimeError};
 pub use live::{Answer, LiveModule};
-pub use module::{CallCounts, CallStats, LoadedVersion, VersionTag};
+pub use module::{CallCounts, CallStats, HeldInstance, LoadedVersion, VersionTag};
 pub use rules::{Fees, Insurance, Quota, RuleKind, Triage};
 pub use slot::{RuleSlot, Rules};

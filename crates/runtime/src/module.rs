@@ -163,6 +163,15 @@ impl<R: RuleKind> LoadedVersion<R> {
         }
     }
 
+    /// A new instance held by the caller: no pool, no counters, no invariants. For measuring
+    /// what the live handle adds to a bare call (the benchmarks).
+    pub fn held_instance(&self) -> Result<HeldInstance<R>, CallFailure> {
+        Ok(HeldInstance {
+            warm: self.instantiate()?,
+            engine: self.engine.clone(),
+        })
+    }
+
     fn instantiate(&self) -> Result<Warm<R>, CallFailure> {
         let mut store = self.engine.store();
         let bindings = R::instantiate(&self.pre, &mut store)
@@ -182,5 +191,19 @@ impl<R: RuleKind> LoadedVersion<R> {
             return CallFailure::Deadline(self.engine.config().call_deadline_ms);
         }
         CallFailure::Trap(format!("{e:#}"))
+    }
+}
+
+/// An instance held directly by its caller (see [`LoadedVersion::held_instance`]).
+pub struct HeldInstance<R: RuleKind> {
+    warm: Warm<R>,
+    engine: RuleEngine,
+}
+
+impl<R: RuleKind> HeldInstance<R> {
+    /// Calls the rule on this instance.
+    pub fn call(&mut self, input: &R::Input) -> wasmtime::Result<R::Output> {
+        self.engine.arm_deadline(&mut self.warm.store);
+        R::call(&self.warm.bindings, &mut self.warm.store, input)
     }
 }

@@ -441,6 +441,14 @@ pub fn live_version(
     Ok(state.live.map(|e| e.version))
 }
 
+/// The payload file of an installed version, for readers that do not hold the store.
+pub fn payload_path(root: &Path, component: &ComponentName, entry: &VersionEntry) -> PathBuf {
+    component_dir(root, component)
+        .join("versions")
+        .join(entry.version.to_string())
+        .join(entry.file.as_str())
+}
+
 /// Reads every component's state without taking the lock: state records are only ever replaced
 /// whole, so this is a consistent snapshot of each one even while a node holds the store.
 pub fn read_status(root: &Path) -> Result<Vec<ComponentState>, StoreError> {
