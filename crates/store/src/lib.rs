@@ -37,6 +37,8 @@ pub use state::{ComponentState, LogEntry, RejectedEntry, Role, VersionEntry};
 const STAGING_PREFIX: &str = ".staging-";
 /// The file that marks a directory as a version store; nothing else is ever opened as one.
 const MARKER: &str = "nonstop-store.json";
+/// How long opening waits for another holder of the lock before refusing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 const MARKER_TEXT: &str = "{\"nonstop_version_store\": 1}\n";
 
 /// A version store opened for changes. Holding it holds the store's lock file.
@@ -553,17 +555,25 @@ fn lock(root: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::io("opening lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(StoreError::Locked {
-                path,
-                holder: text.trim().parse().ok(),
-            });
+    // A lock can outlive its holder briefly: a process that just closed the store may have forked
+    // a child that has not yet exec'd (and closed its inherited descriptors). Wait that long.
+    let waited_from = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if waited_from.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::Locked {
+                    path,
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("locking", &path, e)),
         }
-        Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("locking", &path, e)),
     }
     // The pid is only informative (it names the holder in the error above), so it is not fsynced.
     let written = file
