@@ -17,12 +17,13 @@
 
 mod error;
 
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
 use nonstop_bundle::{ComponentName, VerifiedBundle, Verifier};
-use nonstop_runtime::checks::ShadowReport;
-use nonstop_runtime::{CheckConfig, RuleEngine, RuleSlot, Rules, VersionTag};
+use nonstop_runtime::checks::{ShadowLimits, ShadowReport};
+use nonstop_runtime::{CallCounts, CheckConfig, RuleEngine, Rules, VersionTag};
 use nonstop_store::{Store, VersionEntry};
 use serde::Serialize;
 
@@ -53,9 +54,16 @@ pub enum Outcome {
         /// Failures in the watch window (answered by the standby).
         watched_failures: u64,
     },
-    /// The candidate went live, failed in the watch window, and the standby is live again.
+    /// The candidate went live, failed in the watch window (or an operator rolled it back),
+    /// and the standby is live again.
     RolledBack {
         /// Why.
+        reason: String,
+    },
+    /// The candidate went live and failed in the watch window, but there was no standby to
+    /// return to (a first install): it is still live. Needs an operator.
+    RollbackFailed {
+        /// Why it failed and why the rollback did not happen.
         reason: String,
     },
 }
@@ -131,6 +139,8 @@ impl Agent {
             engine,
             rules,
             checks,
+            watches: Vec::new(),
+            pending: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("nonstop-agent".into())
@@ -143,7 +153,8 @@ impl Agent {
     }
 
     /// Queues a pushed bundle; the report arrives when the update has ended (after the watch
-    /// window if it went live).
+    /// window if it went live). While a watch window is open, further bundles wait for it; an
+    /// operator's rollback does not.
     pub fn install(&self, bundle: Vec<u8>) -> Result<Receiver<InstallReport>, AgentError> {
         let (tx, rx) = channel();
         self.send(Request::Install(bundle, tx))?;
@@ -242,25 +253,125 @@ struct Worker {
     engine: RuleEngine,
     rules: Rules,
     checks: CheckConfig,
+    /// Updates that went live and are in their watch window.
+    watches: Vec<Watch>,
+    /// Bundles pushed while a watch window was open; installed one at a time after it closes.
+    pending: VecDeque<(Vec<u8>, Sender<InstallReport>)>,
+}
+
+/// A newly live version under watch; its report is sent when the window closes.
+struct Watch {
+    component: ComponentName,
+    version: semver::Version,
+    /// The new version's counts when it went live.
+    start: CallCounts,
+    /// Share of calls the previous live version refused: refusals up to that rate are the rules,
+    /// not a regression.
+    baseline_refusal_rate: f64,
+    until: Instant,
+    report: InstallReport,
+    reply: Sender<InstallReport>,
+}
+
+enum Verdict {
+    Open,
+    Passed(u64, u64),
+    Failed(String),
 }
 
 impl Worker {
     fn run(&mut self, rx: Receiver<Request>) {
-        while let Ok(request) = rx.recv() {
+        loop {
+            let request = if self.watches.is_empty() {
+                if let Some((bytes, reply)) = self.pending.pop_front() {
+                    self.install(bytes, reply);
+                    continue;
+                }
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(Duration::from_millis(10))
+            };
             match request {
-                Request::Install(bytes, reply) => {
-                    let report = self.install(&bytes);
-                    tracing::info!(component = ?report.component, version = ?report.version, outcome = ?report.outcome, "update ended");
-                    let _ = reply.send(report);
+                Ok(Request::Install(bytes, reply)) if self.watches.is_empty() => {
+                    self.install(bytes, reply)
                 }
-                Request::Rollback(component, reason, reply) => {
-                    let _ = reply.send(self.rollback(&component, &reason));
+                Ok(Request::Install(bytes, reply)) => self.pending.push_back((bytes, reply)),
+                Ok(Request::Rollback(component, reason, reply)) => {
+                    let result = self.rollback(&component, &reason);
+                    // An operator's rollback ends the watch of that component.
+                    if let Some(i) = self
+                        .watches
+                        .iter()
+                        .position(|w| w.component.as_str() == component)
+                    {
+                        let mut w = self.watches.remove(i);
+                        w.report.outcome = match &result {
+                            Ok(_) => Outcome::RolledBack {
+                                reason: reason.clone(),
+                            },
+                            Err(e) => Outcome::RollbackFailed {
+                                reason: format!("{reason}; {e}"),
+                            },
+                        };
+                        let _ = w.reply.send(w.report);
+                    }
+                    let _ = reply.send(result);
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.poll_watches();
+        }
+    }
+
+    /// Steps 1 to 4 for one bundle; the report is sent at once if the update ends here, or when
+    /// its watch window closes.
+    fn install(&mut self, bytes: Vec<u8>, reply: Sender<InstallReport>) {
+        match self.check_and_promote(&bytes) {
+            Ok((report, watch_from)) => {
+                let component = ComponentName::new(report.component.as_deref().unwrap_or_default());
+                let slot = report
+                    .component
+                    .as_deref()
+                    .and_then(|c| self.rules.slot(c).ok());
+                match (component, slot, watch_from) {
+                    (Ok(component), Some(slot), Some(start)) => {
+                        let baseline_refusal_rate = slot
+                            .standby_counts()
+                            .filter(|c| c.calls > 0)
+                            .map_or(0.0, |c| c.refusals as f64 / c.calls as f64);
+                        self.watches.push(Watch {
+                            component,
+                            version: report
+                                .version
+                                .clone()
+                                .unwrap_or_else(|| semver::Version::new(0, 0, 0)),
+                            start,
+                            baseline_refusal_rate,
+                            until: Instant::now() + Duration::from_secs(self.checks.watch_secs),
+                            report,
+                            reply,
+                        });
+                    }
+                    _ => {
+                        log_end(&report);
+                        let _ = reply.send(report);
+                    }
+                }
+            }
+            Err(report) => {
+                log_end(&report);
+                let _ = reply.send(*report);
             }
         }
     }
 
-    fn install(&mut self, bytes: &[u8]) -> InstallReport {
+    /// Steps 1 to 4. `Ok` with the new live version's counts when it went live (the watch starts
+    /// from them); `Err` with the report of a refused or rejected update.
+    fn check_and_promote(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(InstallReport, Option<CallCounts>), Box<InstallReport>> {
         let limits = self.verifier.limits().clone();
         let named = nonstop_bundle::inspect(bytes, &limits)
             .ok()
@@ -275,7 +386,7 @@ impl Worker {
         let refuse = |reason: String, mut report: InstallReport| {
             tracing::warn!(component = ?report.component, version = ?report.version, step = "verify", %reason, "bundle refused");
             report.outcome = Outcome::Refused { reason };
-            report
+            Box::new(report)
         };
         // Step 1: open the bundle against this store's live version.
         let live = named
@@ -283,22 +394,21 @@ impl Worker {
             .and_then(|m| self.store.component(&m.component).ok())
             .and_then(|s| s.live.as_ref())
             .map(|e| e.version.clone());
-        let bundle = match self.verifier.open(bytes, live.as_ref()) {
-            Ok(b) => b,
-            Err(e) => return refuse(e.to_string(), report),
-        };
+        let bundle = self
+            .verifier
+            .open(bytes, live.as_ref())
+            .map_err(|e| refuse(e.to_string(), report.clone()))?;
         let m = bundle.manifest().clone();
         let name = m.component.clone();
         let rules = self.rules.clone();
-        let slot = match rules.slot(name.as_str()) {
-            Ok(slot) => slot,
-            Err(e) => return refuse(e.to_string(), report),
-        };
+        let slot = rules
+            .slot(name.as_str())
+            .map_err(|e| refuse(e.to_string(), report.clone()))?;
         // Step 2: stage the candidate beside the live version.
-        let entry = match self.store.stage(&bundle) {
-            Ok(entry) => entry,
-            Err(e) => return refuse(e.to_string(), report),
-        };
+        let entry = self
+            .store
+            .stage(&bundle)
+            .map_err(|e| refuse(e.to_string(), report.clone()))?;
         tracing::info!(component = %name, version = %m.version, step = "stage", "candidate staged");
         let version = m.version.clone();
         let reject = |worker: &mut Worker, reason: String, mut report: InstallReport| {
@@ -308,7 +418,7 @@ impl Worker {
                 tracing::error!(component = %name, error = %e, "could not record the rejection");
             }
             report.outcome = Outcome::Rejected { reason };
-            report
+            Box::new(report)
         };
         // Step 3: test the candidate's running state.
         let payload = self.store.payload_path(&name, &entry);
@@ -320,72 +430,116 @@ impl Worker {
             self.checks.min_test_vectors,
         ) {
             Ok(n) => n,
-            Err(f) => return reject(self, f.to_string(), report),
+            Err(f) => return Err(reject(self, f.to_string(), report)),
         };
         tracing::info!(component = %name, version = %version, step = "check", vectors, "checks 1 and 2 passed");
-        let (calls, ratio) = match &m.checks.shadow {
-            Some(s) => (
-                s.calls.max(self.checks.shadow_calls),
-                s.max_latency_ratio.min(self.checks.max_latency_ratio),
-            ),
-            None => (self.checks.shadow_calls, self.checks.max_latency_ratio),
+        // A bundle may ask for more shadow calls or a tighter latency ratio, never for less.
+        let limits = ShadowLimits {
+            calls: m
+                .checks
+                .shadow
+                .as_ref()
+                .map_or(0, |s| s.calls)
+                .max(self.checks.shadow_calls),
+            timeout: Duration::from_secs(self.checks.shadow_timeout_secs),
+            max_latency_ratio: m
+                .checks
+                .shadow
+                .as_ref()
+                .map_or(f64::INFINITY, |s| s.max_latency_ratio)
+                .min(self.checks.max_latency_ratio),
+            max_new_refusal_rate: self.checks.max_failure_rate,
         };
-        let timeout = Duration::from_secs(self.checks.shadow_timeout_secs);
-        let shadow = match slot.shadow_candidate(calls, timeout, ratio) {
+        let shadow = match slot.shadow_candidate(&limits) {
             Ok(s) => s,
-            Err(f) => return reject(self, f.to_string(), report),
+            Err(f) => return Err(reject(self, f.to_string(), report)),
         };
         if let Some(s) = &shadow {
             tracing::info!(component = %name, version = %version, step = "shadow", calls = s.calls, differences = s.differences, latency_ratio = s.latency_ratio, "check 3 passed");
         }
         // Step 4: promote: the store first (durable), then one pointer swap in memory.
         if let Err(e) = self.store.promote(&name, Some(&version)) {
-            return reject(self, format!("promotion failed: {e}"), report);
+            return Err(reject(self, format!("promotion failed: {e}"), report));
         }
         slot.promote_candidate();
-        tracing::info!(component = %name, version = %version, step = "promote", "candidate is live");
-        // Step 5: the watch window.
-        match self.watch(slot) {
-            Ok((watched_calls, watched_failures)) => {
-                report.outcome = Outcome::Live {
-                    vectors,
-                    shadow,
-                    watched_calls,
-                    watched_failures,
-                }
-            }
-            Err(reason) => {
-                let reason = match self.rollback(name.as_str(), &reason) {
-                    Ok(_) => reason,
-                    Err(e) => format!("{reason}; rollback failed: {e}"),
-                };
-                report.outcome = Outcome::RolledBack { reason };
-            }
-        }
-        report
+        tracing::info!(component = %name, version = %version, step = "promote", "candidate is live; watch window open");
+        report.outcome = Outcome::Live {
+            vectors,
+            shadow,
+            watched_calls: 0,
+            watched_failures: 0,
+        };
+        Ok((report, slot.live_counts().map(|(_, c)| c)))
     }
 
-    /// Watches the new live version; `Err` with the reason when it must be rolled back.
-    fn watch(&self, slot: &dyn RuleSlot) -> Result<(u64, u64), String> {
-        let Some((_, start)) = slot.live_counts() else {
-            return Ok((0, 0));
+    /// Step 5: judges every open watch window and closes those that are done.
+    fn poll_watches(&mut self) {
+        let mut i = 0;
+        while i < self.watches.len() {
+            let verdict = self.judge(&self.watches[i]);
+            if matches!(verdict, Verdict::Open) {
+                i += 1;
+                continue;
+            }
+            let mut w = self.watches.remove(i);
+            match verdict {
+                Verdict::Passed(calls, failures) => {
+                    if let Outcome::Live {
+                        watched_calls,
+                        watched_failures,
+                        ..
+                    } = &mut w.report.outcome
+                    {
+                        *watched_calls = calls;
+                        *watched_failures = failures;
+                    }
+                }
+                Verdict::Failed(reason) => {
+                    w.report.outcome = match self.rollback(w.component.as_str(), &reason) {
+                        Ok(_) => Outcome::RolledBack { reason },
+                        Err(e) => Outcome::RollbackFailed {
+                            reason: format!("{reason}; the rollback failed: {e}"),
+                        },
+                    };
+                }
+                Verdict::Open => unreachable!("open watches are kept above"),
+            }
+            log_end(&w.report);
+            let _ = w.reply.send(w.report);
+        }
+    }
+
+    fn judge(&self, w: &Watch) -> Verdict {
+        let Ok(slot) = self.rules.slot(w.component.as_str()) else {
+            return Verdict::Failed("the component has no slot".into());
         };
-        let until = Instant::now() + Duration::from_secs(self.checks.watch_secs);
-        loop {
-            let (_, now) = slot.live_counts().ok_or("the live version disappeared")?;
-            let (calls, failures) = (now.calls - start.calls, now.failures - start.failures);
-            if calls >= self.checks.min_calls_for_rate
-                && failures as f64 > self.checks.max_failure_rate * calls as f64
-            {
-                return Err(format!(
-                    "watch window: {failures} of {calls} live calls failed, over the limit of {:.1}%",
-                    self.checks.max_failure_rate * 100.0
-                ));
-            }
-            if calls >= self.checks.watch_calls || Instant::now() >= until {
-                return Ok((calls, failures));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let Some((tag, now)) = slot.live_counts() else {
+            return Verdict::Failed("the live version disappeared".into());
+        };
+        if tag.version != w.version {
+            // Replaced by an operator's rollback meanwhile.
+            return Verdict::Passed(0, 0);
+        }
+        let calls = now.calls - w.start.calls;
+        let failures = now.failures - w.start.failures;
+        let refusals = now.refusals - w.start.refusals;
+        let excess_refusals = (refusals as f64 - w.baseline_refusal_rate * calls as f64).max(0.0);
+        let bad = failures as f64 + excess_refusals;
+        let over = calls > 0 && bad > self.checks.max_failure_rate * calls as f64;
+        let closing = calls >= self.checks.watch_calls || Instant::now() >= w.until;
+        // Judged early once there are enough calls; judged on whatever there is at the close.
+        if over && (calls >= self.checks.min_calls_for_rate || closing) {
+            return Verdict::Failed(format!(
+                "watch window: {failures} failed and {refusals} refused of {calls} live calls \
+                 (the previous version refused {:.1}%), over the limit of {:.1}%",
+                w.baseline_refusal_rate * 100.0,
+                self.checks.max_failure_rate * 100.0
+            ));
+        }
+        if closing {
+            Verdict::Passed(calls, failures)
+        } else {
+            Verdict::Open
         }
     }
 
@@ -416,4 +570,8 @@ impl Worker {
         }
         Ok(tag(&name, &live))
     }
+}
+
+fn log_end(report: &InstallReport) {
+    tracing::info!(component = ?report.component, version = ?report.version, outcome = ?report.outcome, "update ended");
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. a fees call through `LiveModule::call` vs the same call on a directly held instance
 //!    (goal: under 2x, under 2 µs absolute on a warm instance);
-//! 2. a warm reused instance vs a fresh instance per call (the isolation trade-off);
+//! 2. a warm reused instance vs a fresh instance per call (the default: the isolation trade-off),
+//!    and what per-call fuel costs;
 //! 3. the swap itself: p50 / p99 of 10,000 `swap_in` calls (goal: p99 under 1 µs);
 //! 4. calls per second on 2 threads with no swaps vs while 1,000 swaps happen (goal: 0 failed
 //!    calls, throughput within 10%).
@@ -44,7 +45,13 @@ fn request() -> FeeRequest {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let engine = RuleEngine::new(RuntimeConfig::default()).unwrap();
+    // Warm instances reused (what the < 2 µs goal is about); fresh instances per call (the
+    // default, for isolation between patients) are measured beside them.
+    let engine = RuleEngine::new(RuntimeConfig {
+        calls_per_instance: 1000,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     let v1 = load(&engine, "fees-v1", "1.0.0");
     let v2 = load(&engine, "fees-v2", "2.0.0");
     let live = Arc::new(LiveModule::<Fees>::new());
@@ -59,11 +66,15 @@ fn main() {
     g.bench_function("live handle", |b| {
         b.iter(|| live.call(black_box(&input)).unwrap())
     });
-    let fresh_engine = RuleEngine::new(RuntimeConfig {
-        calls_per_instance: 1,
+    let fresh_engine = RuleEngine::new(RuntimeConfig::default()).unwrap();
+    let nofuel_engine = RuleEngine::new(RuntimeConfig {
+        calls_per_instance: 1000,
+        fuel_per_call: None,
         ..RuntimeConfig::default()
     })
     .unwrap();
+    let nofuel = LiveModule::<Fees>::new();
+    nofuel.swap_in(load(&nofuel_engine, "fees-v1", "1.0.0"));
     let fresh = LiveModule::<Fees>::new();
     fresh.swap_in(load(&fresh_engine, "fees-v1", "1.0.0"));
     g.bench_function("live handle, fresh instance per call", |b| {
@@ -104,6 +115,9 @@ fn main() {
     let fresh_us = per_call(&mut || {
         fresh.call(&input).unwrap();
     });
+    let nofuel_us = per_call(&mut || {
+        nofuel.call(&input).unwrap();
+    });
 
     let mut swaps: Vec<f64> = (0..10_000)
         .map(|n| {
@@ -127,7 +141,8 @@ fn main() {
                     let input = request();
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        if live.call(&input).is_err() {
+                        // An answer the standby gave for a failed live call counts as failed too.
+                        if live.call(&input).map_or(true, |a| a.live_failure.is_some()) {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         n += 1;
@@ -166,7 +181,9 @@ fn main() {
     let (busy, busy_failed, swapped) = run(true);
 
     println!();
-    println!("== nonstop-runtime: live handle, side by side (fees quote, warm instances) ==");
+    println!(
+        "== nonstop-runtime: live handle, side by side (fees quote, warm instances, fuel on) =="
+    );
     println!("call on a held instance      {held_us:8.3} µs");
     println!(
         "call through the live handle {live_us:8.3} µs   ratio {:.2}x (goal < 2x, < 2 µs)",
@@ -175,6 +192,10 @@ fn main() {
     println!(
         "fresh instance per call      {fresh_us:8.3} µs   ratio {:.2}x vs reused (isolation cost)",
         fresh_us / live_us
+    );
+    println!(
+        "warm call with fuel off      {nofuel_us:8.3} µs   fuel costs {:.2}x",
+        live_us / nofuel_us
     );
     println!("swap_in                      p50 {p50:.0} ns, p99 {p99:.0} ns (goal p99 < 1 µs)");
     println!(

@@ -101,6 +101,18 @@ pub enum CheckFailure {
         /// The timeout.
         secs: u64,
     },
+    /// Check 3: the candidate refuses inputs the live version answers.
+    #[error(
+        "check 3 (shadow traffic): refused {refused} of {calls} live inputs the live version answered, over the limit of {max_rate}"
+    )]
+    NewRefusals {
+        /// Inputs refused.
+        refused: u32,
+        /// Calls shadowed.
+        calls: u32,
+        /// The limit, as a share of calls.
+        max_rate: f64,
+    },
     /// Check 3: the candidate is too slow.
     #[error(
         "check 3 (shadow traffic): candidate median {candidate_us:.1} µs is {ratio:.2}x the live version's {live_us:.1} µs, over the limit of {max}x"
@@ -169,6 +181,19 @@ pub fn run_vectors<R: RuleKind>(
     Ok(vectors.len())
 }
 
+/// What check 3 requires.
+#[derive(Debug, Clone)]
+pub struct ShadowLimits {
+    /// Live calls to shadow.
+    pub calls: u32,
+    /// How long to wait for them.
+    pub timeout: Duration,
+    /// Largest candidate / live median latency ratio.
+    pub max_latency_ratio: f64,
+    /// Largest share of shadowed calls the candidate may refuse although live answered them.
+    pub max_new_refusal_rate: f64,
+}
+
 /// What shadow traffic showed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShadowReport {
@@ -176,35 +201,29 @@ pub struct ShadowReport {
     pub calls: u32,
     /// How many of its answers differed from the live answers.
     pub differences: u32,
+    /// How many inputs it refused that the live version answered.
+    pub new_refusals: u32,
     /// Up to three differing calls: input, live answer, candidate answer.
     pub examples: Vec<[serde_json::Value; 3]>,
-    /// Median latency of the live version on the same inputs, on the checking thread.
+    /// Median latency of the live version on the same inputs (a private instance, this thread).
     pub live_median_us: f64,
-    /// Median latency of the candidate.
+    /// Median latency of the candidate (a private instance, this thread).
     pub candidate_median_us: f64,
     /// `candidate_median_us / live_median_us`.
     pub latency_ratio: f64,
 }
 
-/// Runs the candidate beside `calls` live calls of `module` (check 3). Live answers are never
-/// taken from the candidate; its answers are compared and discarded. Both versions are timed on
-/// this thread on the same inputs, so the ratio compares like with like.
+/// Runs the candidate beside live calls of `module` (check 3). Live answers are never taken from
+/// the candidate; its answers are checked, compared and discarded. For the latency ratio both
+/// versions are timed on private instances on this thread, on the same inputs, so the ratio
+/// compares like with like and the live version's own counters and instances are untouched.
 pub fn shadow<R: RuleKind>(
     module: &LiveModule<R>,
     candidate: &LoadedVersion<R>,
-    calls: u32,
-    timeout: Duration,
-    max_latency_ratio: f64,
+    limits: &ShadowLimits,
 ) -> Result<ShadowReport, CheckFailure> {
     let samples = module.tap(1024);
-    let result = shadow_samples(
-        module,
-        candidate,
-        &samples,
-        calls,
-        timeout,
-        max_latency_ratio,
-    );
+    let result = shadow_samples(module, candidate, &samples, limits);
     module.untap();
     result
 }
@@ -213,31 +232,31 @@ fn shadow_samples<R: RuleKind>(
     module: &LiveModule<R>,
     candidate: &LoadedVersion<R>,
     samples: &std::sync::mpsc::Receiver<crate::live::ShadowSample<R>>,
-    calls: u32,
-    timeout: Duration,
-    max_latency_ratio: f64,
+    limits: &ShadowLimits,
 ) -> Result<ShadowReport, CheckFailure> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + limits.timeout;
     let mut report = ShadowReport {
         calls: 0,
         differences: 0,
+        new_refusals: 0,
         examples: Vec::new(),
         live_median_us: 0.0,
         candidate_median_us: 0.0,
         latency_ratio: 1.0,
     };
     let (mut live_us, mut cand_us) = (Vec::new(), Vec::new());
-    while report.calls < calls {
+    let mut live_timer = module.live().and_then(|l| l.held_instance().ok());
+    let mut cand_timer = candidate.held_instance().ok();
+    while report.calls < limits.calls {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(sample) = samples.recv_timeout(left) else {
             return Err(CheckFailure::ShadowStarved {
                 seen: report.calls,
-                required: calls,
-                secs: timeout.as_secs(),
+                required: limits.calls,
+                secs: limits.timeout.as_secs(),
             });
         };
         let index = report.calls as usize;
-        let t0 = Instant::now();
         let out = candidate
             .call(&sample.input)
             .map_err(|failure| CheckFailure::ShadowCall {
@@ -245,11 +264,19 @@ fn shadow_samples<R: RuleKind>(
                 failure,
                 input: to_json(&sample.input).to_string(),
             })?;
-        cand_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        if let Some(live) = module.live() {
+        if let (Some(live), Some(cand)) = (live_timer.as_mut(), cand_timer.as_mut()) {
+            let t0 = Instant::now();
+            let cand_ok = cand.call(&sample.input).is_ok();
             let t1 = Instant::now();
-            let _ = live.call(&sample.input);
-            live_us.push(t1.elapsed().as_secs_f64() * 1e6);
+            let live_ok = live.call(&sample.input).is_ok();
+            let t2 = Instant::now();
+            if cand_ok && live_ok {
+                cand_us.push((t1 - t0).as_secs_f64() * 1e6);
+                live_us.push((t2 - t1).as_secs_f64() * 1e6);
+            }
+        }
+        if R::is_refusal(&out) && !R::is_refusal(&sample.live_output) {
+            report.new_refusals += 1;
         }
         let (live_json, cand_json) = (to_json(&sample.live_output), to_json(&out));
         if live_json != cand_json {
@@ -267,12 +294,19 @@ fn shadow_samples<R: RuleKind>(
     if report.live_median_us > 0.0 {
         report.latency_ratio = report.candidate_median_us / report.live_median_us;
     }
-    if report.latency_ratio > max_latency_ratio {
+    if f64::from(report.new_refusals) > limits.max_new_refusal_rate * f64::from(report.calls) {
+        return Err(CheckFailure::NewRefusals {
+            refused: report.new_refusals,
+            calls: report.calls,
+            max_rate: limits.max_new_refusal_rate,
+        });
+    }
+    if report.latency_ratio > limits.max_latency_ratio {
         return Err(CheckFailure::TooSlow {
             candidate_us: report.candidate_median_us,
             live_us: report.live_median_us,
             ratio: report.latency_ratio,
-            max: max_latency_ratio,
+            max: limits.max_latency_ratio,
         });
     }
     Ok(report)

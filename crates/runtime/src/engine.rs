@@ -12,12 +12,15 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
 };
 
+use nonstop_bundle::Digest;
+
 use crate::{RuntimeConfig, RuntimeError};
 
 /// The data of every wasmtime store: only the memory limit. Rule modules import nothing, so the
 /// store holds no capability a guest could use.
 pub struct Sandbox {
     max_memory_bytes: usize,
+    max_table_elements: usize,
     memory_exceeded: bool,
 }
 
@@ -46,7 +49,7 @@ impl ResourceLimiter for Sandbox {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= self.max_table_elements)
     }
 }
 
@@ -80,6 +83,14 @@ impl Drop for EngineInner {
 impl RuleEngine {
     /// Builds the engine and starts its epoch ticker thread.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        // Four components, each with live, standby and candidate loaded at once.
+        let needed = 4 * 3 * config.instances_per_version();
+        if config.max_instances < needed {
+            return Err(RuntimeError::Engine(format!(
+                "max_instances {} is too small: 4 components x 3 versions x (warm_instances {} + 8 concurrent calls) need {needed}",
+                config.max_instances, config.warm_instances
+            )));
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(config.max_instances);
         pool.total_core_instances(config.max_instances * 2);
@@ -89,6 +100,7 @@ impl RuleEngine {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(config.fuel_per_call.is_some())
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -139,17 +151,24 @@ impl RuleEngine {
             &self.inner.engine,
             Sandbox {
                 max_memory_bytes: self.inner.config.max_memory_bytes,
+                max_table_elements: self.inner.config.max_table_elements,
                 memory_exceeded: false,
             },
         );
         store.limiter(|s| s);
         store.epoch_deadline_trap();
+        self.arm(&mut store);
         store
     }
 
-    /// Arms the deadline for the next call on `store`.
-    pub(crate) fn arm_deadline(&self, store: &mut Store<Sandbox>) {
+    /// Gives `store` a full budget (fuel and deadline) for its next call. Instantiation runs
+    /// guest start code too, so a new store is armed before it.
+    pub(crate) fn arm(&self, store: &mut Store<Sandbox>) {
         store.set_epoch_deadline(self.inner.config.deadline_ticks());
+        if let Some(fuel) = self.inner.config.fuel_per_call {
+            // Cannot fail: fuel is enabled exactly when `fuel_per_call` is set.
+            let _ = store.set_fuel(fuel);
+        }
     }
 
     /// Compiles component bytes (no cache).
@@ -158,15 +177,18 @@ impl RuleEngine {
             .map_err(|e| RuntimeError::Compile(format!("{e:#}")))
     }
 
-    /// The compiled form of the component at `payload`: read from the cache file beside it when
-    /// one exists for this engine, else compiled and cached (a failure to cache is only logged).
-    pub fn load(&self, payload: &Path) -> Result<Component, RuntimeError> {
-        let cache = self.cache_path(payload);
+    /// The compiled form of the component at `payload`, whose content has `digest`: read from
+    /// the cache file beside it when one exists for this engine and this content, else compiled
+    /// and cached (a failure to cache is only logged).
+    pub fn load(&self, payload: &Path, digest: &Digest) -> Result<Component, RuntimeError> {
+        let cache = self.cache_path(payload, digest);
         if cache.is_file() {
-            // SAFETY: the cache file is written only by `load` below, into a version directory of
-            // the node's own store, beside the payload whose digest the store verified; it was
-            // produced by an engine with the same compatibility hash (in its name), and
-            // `deserialize_file` checks that header again.
+            // SAFETY: deserialising runs native code, so the file must be one this node wrote:
+            // it is written only by `load` below (temporary name, fsync, rename), into a version
+            // directory of the node's own store, which is trusted exactly as the node's binary
+            // is (whoever can write there can replace any payload's code). Its name binds it to
+            // this payload's digest and this engine's compatibility hash, so a stale or foreign
+            // cache is never picked up, and `deserialize_file` checks the engine header again.
             match unsafe { Component::deserialize_file(&self.inner.engine, &cache) } {
                 Ok(c) => return Ok(c),
                 Err(e) => {
@@ -185,12 +207,20 @@ impl RuleEngine {
         Ok(component)
     }
 
-    /// Where the compiled form of `payload` is cached for this engine.
-    pub fn cache_path(&self, payload: &Path) -> PathBuf {
+    /// Where the compiled form of `payload` (content `digest`) is cached for this engine.
+    pub fn cache_path(&self, payload: &Path, digest: &Digest) -> PathBuf {
         let mut name = payload.file_name().unwrap_or_default().to_owned();
-        name.push(format!(".{}.cwasm", self.inner.cache_tag));
+        name.push(format!(
+            ".{}-{}.cwasm",
+            &hex_digest(digest)[..16],
+            self.inner.cache_tag
+        ));
         payload.with_file_name(name)
     }
+}
+
+fn hex_digest(digest: &Digest) -> String {
+    digest.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {

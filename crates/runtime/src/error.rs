@@ -70,6 +70,9 @@ pub enum CallFailure {
     /// The guest trapped (a panic, an unreachable, a bad memory access...).
     #[error("trapped: {0}")]
     Trap(String),
+    /// The call used up its fuel (its instruction budget).
+    #[error("ran out of its fuel budget of {0} units")]
+    Fuel(u64),
     /// The call ran past its deadline and was interrupted.
     #[error("ran past its deadline of {0} ms and was stopped")]
     Deadline(u64),

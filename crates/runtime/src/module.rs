@@ -31,11 +31,12 @@ impl fmt::Display for VersionTag {
     }
 }
 
-/// Calls and failures of one loaded version, for shadow checks and the watch window.
+/// Calls, failures and refusals of one loaded version, for shadow checks and the watch window.
 #[derive(Debug, Default)]
 pub struct CallStats {
     calls: AtomicU64,
     failures: AtomicU64,
+    refusals: AtomicU64,
 }
 
 /// A snapshot of [`CallStats`].
@@ -43,16 +44,22 @@ pub struct CallStats {
 pub struct CallCounts {
     /// Calls made.
     pub calls: u64,
-    /// Calls that trapped, ran out of time or memory, or broke an invariant.
+    /// Calls that trapped, ran out of fuel, time or memory, or broke an invariant.
     pub failures: u64,
+    /// Calls the rule answered with a refusal (an `Err` answer: "cannot price this").
+    pub refusals: u64,
 }
 
 impl CallStats {
-    /// The counts so far.
+    /// The counts so far. Each call counts in `calls` before its outcome is counted, and the
+    /// outcomes are read first, so a snapshot never shows more outcomes than calls.
     pub fn counts(&self) -> CallCounts {
+        let failures = self.failures.load(Ordering::Acquire);
+        let refusals = self.refusals.load(Ordering::Acquire);
         CallCounts {
-            calls: self.calls.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Acquire),
+            failures,
+            refusals,
         }
     }
 }
@@ -128,39 +135,44 @@ impl<R: RuleKind> LoadedVersion<R> {
 
     /// Calls the rule and checks the host's invariants on the answer.
     pub fn call(&self, input: &R::Input) -> Result<R::Output, CallFailure> {
-        let result = self.call_unchecked(input);
-        let result = result.and_then(|out| match R::invariants(input, &out) {
-            Ok(()) => Ok(out),
-            Err(broken) => Err(CallFailure::Invariant(broken)),
-        });
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        if result.is_err() {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.fetch_add(1, Ordering::Release);
+        let result = self.call_checked(input);
+        match &result {
+            // Running out of instance slots is the host's capacity, not the module's fault.
+            Err(CallFailure::Instantiate(_)) => {}
+            Err(_) => {
+                self.stats.failures.fetch_add(1, Ordering::Release);
+            }
+            Ok(out) if R::is_refusal(out) => {
+                self.stats.refusals.fetch_add(1, Ordering::Release);
+            }
+            Ok(_) => {}
         }
         result
     }
 
-    fn call_unchecked(&self, input: &R::Input) -> Result<R::Output, CallFailure> {
+    fn call_checked(&self, input: &R::Input) -> Result<R::Output, CallFailure> {
         let pooled = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut warm = match pooled {
             Some(w) => w,
             None => self.instantiate()?,
         };
-        self.engine.arm_deadline(&mut warm.store);
-        match R::call(&warm.bindings, &mut warm.store, input) {
-            Ok(out) => {
-                warm.calls += 1;
-                if warm.calls < self.engine.config().calls_per_instance {
-                    let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-                    if pool.len() < self.engine.config().warm_instances {
-                        pool.push(warm);
-                    }
-                }
-                Ok(out)
-            }
+        self.engine.arm(&mut warm.store);
+        let out = match R::call(&warm.bindings, &mut warm.store, input) {
+            Ok(out) => out,
             // The instance is dropped here: after a trap its state cannot be trusted.
-            Err(e) => Err(self.classify(&warm.store, &e)),
+            Err(e) => return Err(self.classify(&warm.store, &e)),
+        };
+        // A wrong answer drops the instance too: its state may be what made it wrong.
+        R::invariants(input, &out).map_err(CallFailure::Invariant)?;
+        warm.calls += 1;
+        if warm.calls < self.engine.config().calls_per_instance {
+            let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < self.engine.config().warm_instances {
+                pool.push(warm);
+            }
         }
+        Ok(out)
     }
 
     /// A new instance held by the caller: no pool, no counters, no invariants. For measuring
@@ -187,8 +199,14 @@ impl<R: RuleKind> LoadedVersion<R> {
         if store.data().memory_exceeded() {
             return CallFailure::Memory(format!("{e:#}"));
         }
-        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            return CallFailure::Deadline(self.engine.config().call_deadline_ms);
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                return CallFailure::Deadline(self.engine.config().call_deadline_ms);
+            }
+            Some(wasmtime::Trap::OutOfFuel) => {
+                return CallFailure::Fuel(self.engine.config().fuel_per_call.unwrap_or_default());
+            }
+            _ => {}
         }
         CallFailure::Trap(format!("{e:#}"))
     }
@@ -203,7 +221,7 @@ pub struct HeldInstance<R: RuleKind> {
 impl<R: RuleKind> HeldInstance<R> {
     /// Calls the rule on this instance.
     pub fn call(&mut self, input: &R::Input) -> wasmtime::Result<R::Output> {
-        self.engine.arm_deadline(&mut self.warm.store);
+        self.engine.arm(&mut self.warm.store);
         R::call(&self.warm.bindings, &mut self.warm.store, input)
     }
 }

@@ -39,6 +39,14 @@ pub trait RuleKind: Send + Sync + 'static {
     ) -> wasmtime::Result<Self::Output>;
     /// The host's invariants on an answer; `Err` names the one broken.
     fn invariants(input: &Self::Input, output: &Self::Output) -> Result<(), String>;
+
+    /// Whether an answer is a refusal ("cannot price this"), not a result.
+    fn is_refusal(output: &Self::Output) -> bool;
+}
+
+/// The sum, or `None` on overflow (a guest's numbers must not be able to wrap a check).
+fn checked_sum(values: impl Iterator<Item = i64>) -> Option<i64> {
+    values.into_iter().try_fold(0i64, i64::checked_add)
 }
 
 /// True when `component` exports an instance named `interface`.
@@ -122,6 +130,9 @@ impl RuleKind for Fees {
     ) -> wasmtime::Result<Self::Output> {
         b.nonstop_his_rules_fees().call_quote(store, *input)
     }
+    fn is_refusal(output: &Self::Output) -> bool {
+        output.is_err()
+    }
     fn invariants(_: &Self::Input, output: &Self::Output) -> Result<(), String> {
         let Ok(q) = output else { return Ok(()) };
         if let Some(l) = q.lines.iter().find(|l| l.amount_fen < 0) {
@@ -130,7 +141,7 @@ impl RuleKind for Fees {
                 l.code, l.amount_fen
             ));
         }
-        let sum: i64 = q.lines.iter().map(|l| l.amount_fen).sum();
+        let sum = checked_sum(q.lines.iter().map(|l| l.amount_fen)).ok_or("fee lines overflow")?;
         if sum != q.total_fen {
             return Err(format!(
                 "fee lines sum to {sum} fen but the total is {} fen",
@@ -166,9 +177,13 @@ impl RuleKind for Insurance {
     ) -> wasmtime::Result<Self::Output> {
         b.nonstop_his_rules_insurance().call_split(store, input)
     }
+    fn is_refusal(output: &Self::Output) -> bool {
+        output.is_err()
+    }
     fn invariants(input: &Self::Input, output: &Self::Output) -> Result<(), String> {
         let Ok(s) = output else { return Ok(()) };
-        let total: i64 = input.lines.iter().map(|l| l.amount_fen).sum();
+        let total =
+            checked_sum(input.lines.iter().map(|l| l.amount_fen)).ok_or("order lines overflow")?;
         if s.total_fen != total {
             return Err(format!(
                 "split total {} fen differs from the order total {total} fen",
@@ -181,7 +196,7 @@ impl RuleKind for Insurance {
                 s.fund_fen, s.self_pay_fen
             ));
         }
-        if s.fund_fen + s.self_pay_fen != total {
+        if s.fund_fen.checked_add(s.self_pay_fen) != Some(total) {
             return Err(format!(
                 "fund {} + self-pay {} fen do not sum to the total {total} fen",
                 s.fund_fen, s.self_pay_fen
@@ -197,7 +212,7 @@ impl RuleKind for Insurance {
         for (line, split) in input.lines.iter().zip(&s.lines) {
             if split.fund_fen < 0
                 || split.self_pay_fen < 0
-                || split.fund_fen + split.self_pay_fen != line.amount_fen
+                || split.fund_fen.checked_add(split.self_pay_fen) != Some(line.amount_fen)
             {
                 return Err(format!(
                     "line {} is split {} + {} fen, not into its {} fen",
@@ -205,7 +220,10 @@ impl RuleKind for Insurance {
                 ));
             }
         }
-        let cap_left = (input.annual_cap_fen - input.fund_paid_this_year_fen).max(0);
+        let cap_left = input
+            .annual_cap_fen
+            .saturating_sub(input.fund_paid_this_year_fen)
+            .max(0);
         if s.fund_fen > cap_left {
             return Err(format!(
                 "fund pays {} fen, over the {cap_left} fen left under the annual cap",
@@ -240,6 +258,9 @@ impl RuleKind for Triage {
         input: &Self::Input,
     ) -> wasmtime::Result<Self::Output> {
         b.nonstop_his_rules_triage().call_assess(store, *input)
+    }
+    fn is_refusal(_: &Self::Output) -> bool {
+        false
     }
     fn invariants(_: &Self::Input, a: &Self::Output) -> Result<(), String> {
         // The weight is an integer, so the queue order (weight, then check-in time) is total;
@@ -283,6 +304,9 @@ impl RuleKind for Quota {
         input: &Self::Input,
     ) -> wasmtime::Result<Self::Output> {
         b.nonstop_his_rules_quota().call_decide(store, *input)
+    }
+    fn is_refusal(d: &Self::Output) -> bool {
+        !d.accept
     }
     fn invariants(r: &Self::Input, d: &Self::Output) -> Result<(), String> {
         use quota_types::Channel;

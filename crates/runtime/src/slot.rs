@@ -3,11 +3,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nonstop_bundle::CandidateChecks;
 
-use crate::checks::{self, CheckFailure, ShadowReport};
+use crate::checks::{self, CheckFailure, ShadowLimits, ShadowReport};
 use crate::rules::{Fees, Insurance, Quota, Triage};
 use crate::{
     CallCounts, LiveModule, LoadedVersion, RuleEngine, RuleKind, RuntimeError, VersionTag,
@@ -21,6 +20,8 @@ pub trait RuleSlot: Send + Sync {
     fn interface(&self) -> &'static str;
     /// The live version, if any.
     fn live_tag(&self) -> Option<Arc<VersionTag>>;
+    /// The standby version's call counts (its record while it was live).
+    fn standby_counts(&self) -> Option<CallCounts>;
     /// The live version's call counts (for the watch window).
     fn live_counts(&self) -> Option<(Arc<VersionTag>, CallCounts)>;
     /// Loads an installed version as live (`standby == false`) or standby, at start-up.
@@ -41,12 +42,8 @@ pub trait RuleSlot: Send + Sync {
         min_vectors: usize,
     ) -> Result<usize, CheckFailure>;
     /// Check 3 on the held candidate; `None` when there is no live traffic source (first install).
-    fn shadow_candidate(
-        &self,
-        calls: u32,
-        timeout: Duration,
-        max_ratio: f64,
-    ) -> Result<Option<ShadowReport>, CheckFailure>;
+    fn shadow_candidate(&self, limits: &ShadowLimits)
+    -> Result<Option<ShadowReport>, CheckFailure>;
     /// The held candidate becomes live; the old live becomes standby.
     fn promote_candidate(&self) -> Option<Arc<VersionTag>>;
     /// Forgets the held candidate.
@@ -73,6 +70,10 @@ impl<R: RuleKind> RuleSlot for LiveModule<R> {
         self.live().map(|v| v.tag().clone())
     }
 
+    fn standby_counts(&self) -> Option<CallCounts> {
+        self.standby().map(|v| v.stats().counts())
+    }
+
     fn live_counts(&self) -> Option<(Arc<VersionTag>, CallCounts)> {
         self.live().map(|v| (v.tag().clone(), v.stats().counts()))
     }
@@ -84,7 +85,7 @@ impl<R: RuleKind> RuleSlot for LiveModule<R> {
         payload: &Path,
         standby: bool,
     ) -> Result<(), RuntimeError> {
-        let component = engine.load(payload)?;
+        let component = engine.load(payload, &tag.digest)?;
         let version = Arc::new(LoadedVersion::<R>::new(engine, tag, &component, &[])?);
         if standby {
             self.set_standby(Some(version));
@@ -104,7 +105,9 @@ impl<R: RuleKind> RuleSlot for LiveModule<R> {
         checks: &CandidateChecks,
         min_vectors: usize,
     ) -> Result<usize, CheckFailure> {
-        let component = engine.load(payload).map_err(CheckFailure::Load)?;
+        let component = engine
+            .load(payload, &tag.digest)
+            .map_err(CheckFailure::Load)?;
         let version = LoadedVersion::<R>::new(engine, tag, &component, &checks.exports)
             .map_err(CheckFailure::Load)?;
         let passed = checks::run_vectors(&version, &checks.test_vectors, min_vectors)?;
@@ -114,17 +117,15 @@ impl<R: RuleKind> RuleSlot for LiveModule<R> {
 
     fn shadow_candidate(
         &self,
-        calls: u32,
-        timeout: Duration,
-        max_ratio: f64,
+        limits: &ShadowLimits,
     ) -> Result<Option<ShadowReport>, CheckFailure> {
         let Some(candidate) = self.candidate() else {
             return Ok(None);
         };
-        if self.live().is_none() || calls == 0 {
+        if self.live().is_none() || limits.calls == 0 {
             return Ok(None);
         }
-        checks::shadow(self, &candidate, calls, timeout, max_ratio).map(Some)
+        checks::shadow(self, &candidate, limits).map(Some)
     }
 
     fn promote_candidate(&self) -> Option<Arc<VersionTag>> {

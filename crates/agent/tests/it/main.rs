@@ -56,7 +56,6 @@ fn start_on(dir: tempfile::TempDir, checks: CheckConfig) -> Node {
     let mut trusted = TrustedKeys::new();
     trusted.add(publisher().public());
     let engine = RuleEngine::new(RuntimeConfig {
-        call_deadline_ms: 20,
         max_memory_bytes: 4 << 20,
         ..RuntimeConfig::default()
     })
@@ -101,25 +100,40 @@ pub const GENERAL_ONLY: u64 = 0;
 /// General and night clinic visits, all ages.
 pub const MIXED: u64 = 1;
 
-/// Calls the live fees rule in a loop, like request workers; counts calls and failed calls. When
-/// `night_after` names a version, it sends only general visits until that version answers.
+/// Calls the live fees rule in a loop, like request workers; counts calls, failed calls, and calls
+/// the live version failed but the standby answered ("covered"). When `night_after` names a
+/// version, it sends only general visits until that version answers.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     pub calls: Arc<AtomicU64>,
     pub failed: Arc<AtomicU64>,
+    pub covered: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the traffic thread saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Tally {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that got no answer.
+    pub failed: u64,
+    /// Calls the live version failed and the standby answered.
+    pub covered: u64,
 }
 
 impl Traffic {
     pub fn start(rules: &Rules, mode: u64, night_after: Option<&str>) -> Traffic {
-        let (stop, calls, failed) = (
+        let counter = || Arc::new(AtomicU64::new(0));
+        let (stop, calls, failed, covered) = (
             Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
+            counter(),
+            counter(),
+            counter(),
         );
         let fees = rules.fees.clone();
         let night_after: Option<semver::Version> = night_after.map(|v| v.parse().unwrap());
-        let (s, c, f) = (stop.clone(), calls.clone(), failed.clone());
+        let (s, c, f, cov) = (stop.clone(), calls.clone(), failed.clone(), covered.clone());
         let thread = std::thread::spawn(move || {
             let mut mixed = mode == MIXED;
             let mut i: u32 = 0;
@@ -144,7 +158,9 @@ impl Traffic {
                 c.fetch_add(1, Ordering::Relaxed);
                 match fees.call(&request) {
                     Ok(answer) => {
-                        if night_after.as_ref() == Some(&answer.version.version) {
+                        if answer.live_failure.is_some() {
+                            cov.fetch_add(1, Ordering::Relaxed);
+                        } else if night_after.as_ref() == Some(&answer.version.version) {
                             mixed = true;
                         }
                     }
@@ -162,17 +178,19 @@ impl Traffic {
             stop,
             calls,
             failed,
+            covered,
             thread: Some(thread),
         }
     }
 
-    /// Stops the thread; returns (calls, failed calls).
-    pub fn stop(mut self) -> (u64, u64) {
+    /// Stops the thread and returns what it saw.
+    pub fn stop(mut self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
-        (
-            self.calls.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        Tally {
+            calls: self.calls.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            covered: self.covered.load(Ordering::Relaxed),
+        }
     }
 }

@@ -7,7 +7,19 @@ use nonstop_runtime::checks::{CheckFailure, run_vectors, shadow};
 use nonstop_runtime::rules::fees_types::{ClinicType, DoctorTitle, FeeRequest};
 use nonstop_runtime::{CallFailure, Fees, Insurance, LiveModule, Quota, RuntimeError, Triage};
 
-use crate::{engine, load, module_checks, module_path, tag};
+use nonstop_runtime::RuntimeConfig;
+use nonstop_runtime::checks::ShadowLimits;
+
+use crate::{engine, engine_with, load, module_checks, module_path, tag};
+
+fn limits(calls: u32, max_latency_ratio: f64) -> ShadowLimits {
+    ShadowLimits {
+        calls,
+        timeout: Duration::from_secs(30),
+        max_latency_ratio,
+        max_new_refusal_rate: 0.01,
+    }
+}
 
 fn night_visit(age: u32) -> FeeRequest {
     FeeRequest {
@@ -127,16 +139,52 @@ fn a_module_with_wrong_answers_fails_its_test_vectors() {
 }
 
 #[test]
-fn a_module_that_loops_forever_is_stopped_at_its_deadline() {
+fn a_module_that_loops_forever_runs_out_of_fuel() {
     let bad = load::<Fees>(&engine(), "bad-loop", "9.0.0").unwrap();
     let err = run_vectors(&*bad, &module_checks("bad-loop").test_vectors, 1).unwrap_err();
     match err {
         CheckFailure::VectorCall {
-            failure: CallFailure::Deadline(20),
+            failure: CallFailure::Fuel(50_000_000),
             ..
         } => {}
         other => panic!("{other}"),
     }
+}
+
+#[test]
+fn with_fuel_off_the_wall_clock_deadline_stops_a_loop() {
+    let e = engine_with(RuntimeConfig {
+        fuel_per_call: None,
+        call_deadline_ms: 20,
+        ..RuntimeConfig::default()
+    });
+    let bad = load::<Fees>(&e, "bad-loop", "9.0.0").unwrap();
+    let err = run_vectors(&*bad, &module_checks("bad-loop").test_vectors, 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "check 2 (test vector 0): ran past its deadline of 20 ms and was stopped"
+    );
+}
+
+#[test]
+fn a_module_that_keeps_state_between_patients_is_caught_when_instances_are_reused() {
+    // Fresh instance per call (the default): every patient sees a new instance.
+    let fresh = load::<Fees>(&engine(), "bad-state", "9.0.0").unwrap();
+    assert_eq!(
+        run_vectors(&*fresh, &module_checks("bad-state").test_vectors, 1).unwrap(),
+        1
+    );
+    // Reused instances: the second identical call gets another answer, and check 2 says so.
+    let reuse = engine_with(RuntimeConfig {
+        calls_per_instance: 1000,
+        ..RuntimeConfig::default()
+    });
+    let reused = load::<Fees>(&reuse, "bad-state", "9.0.0").unwrap();
+    let err = run_vectors(&*reused, &module_checks("bad-state").test_vectors, 1).unwrap_err();
+    assert!(
+        matches!(err, CheckFailure::Nondeterministic { index: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -203,7 +251,7 @@ fn shadow_traffic_reveals_a_module_that_traps_on_live_inputs_and_the_live_versio
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = traffic(module.clone(), stop.clone());
-    let err = shadow(&module, &bad, 200, Duration::from_secs(30), 3.0).unwrap_err();
+    let err = shadow(&module, &bad, &limits(200, 3.0)).unwrap_err();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
         worker.join().unwrap(),
@@ -229,7 +277,7 @@ fn shadow_traffic_counts_the_differences_a_rule_change_makes() {
     let v2 = load::<Fees>(&e, "fees-v2", "2.0.0").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = traffic(module.clone(), stop.clone());
-    let report = shadow(&module, &v2, 200, Duration::from_secs(30), 50.0).unwrap();
+    let report = shadow(&module, &v2, &limits(200, 50.0)).unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(worker.join().unwrap(), 0);
     assert_eq!(report.calls, 200);
@@ -252,8 +300,9 @@ fn the_slot_interface_runs_checks_one_and_two_by_component_name() {
     std::fs::copy(module_path("fees-v1"), &path).unwrap();
     slot.load(&e, tag("fees", "fees-v1", "1.0.0"), &path, false)
         .unwrap();
+    let digest = tag("fees", "fees-v1", "1.0.0").digest;
     assert!(
-        e.cache_path(&path).is_file(),
+        e.cache_path(&path, &digest).is_file(),
         "compiled code is cached beside the payload"
     );
 
@@ -282,10 +331,16 @@ fn a_cached_compilation_is_used_instead_of_compiling_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.wasm");
     std::fs::copy(module_path("triage-v1"), &path).unwrap();
-    e.load(&path).unwrap();
+    let digest = tag("triage", "triage-v1", "1.0.0").digest;
+    e.load(&path, &digest).unwrap();
     // With the payload gone, only the cache can provide the component.
     std::fs::remove_file(&path).unwrap();
-    let component = e.load(&path).unwrap();
+    let component = e.load(&path, &digest).unwrap();
+    // A cache is bound to its payload's digest: another content never picks it up.
+    assert!(
+        e.load(&path, &nonstop_bundle::Digest::of(b"other"))
+            .is_err()
+    );
     assert!(
         nonstop_runtime::LoadedVersion::<Triage>::new(
             &e,
@@ -295,4 +350,20 @@ fn a_cached_compilation_is_used_instead_of_compiling_again() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn a_candidate_slower_than_the_limit_fails_check_three() {
+    let e = engine();
+    let module = std::sync::Arc::new(LiveModule::<Fees>::new());
+    module.swap_in(load::<Fees>(&e, "fees-v1", "1.0.0").unwrap());
+    let v2 = load::<Fees>(&e, "fees-v2", "2.0.0").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = traffic(module.clone(), stop.clone());
+    // No candidate is faster than zero times the live version.
+    let err = shadow(&module, &v2, &limits(20, 0.0)).unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.join().unwrap();
+    assert!(matches!(err, CheckFailure::TooSlow { .. }), "{err}");
+    assert!(err.to_string().contains("over the limit of 0x"), "{err}");
 }

@@ -41,6 +41,7 @@ fn thousands_of_swaps_under_concurrent_calls_fail_no_call_and_mix_no_versions() 
                     let answer = module
                         .call(&night(age))
                         .expect("no call may fail during swaps");
+                    assert_eq!(answer.live_failure, None, "the live version failed a call");
                     let quote = answer.output.expect("a fee quote");
                     // Every line and the total must come from the version the answer names.
                     let expected = match (answer.version.version.major, age) {
@@ -126,23 +127,26 @@ fn with_no_standby_a_failing_call_names_the_version_and_the_cause() {
     let err = module.call(&night(30)).unwrap_err().to_string();
     assert_eq!(
         err,
-        "fees 1.0.0: ran past its deadline of 20 ms and was stopped"
+        "fees 1.0.0: ran out of its fuel budget of 50000000 units"
     );
 }
 
 #[test]
-fn a_fresh_instance_per_call_leaves_no_state_between_patients_and_gives_the_same_answers() {
-    let e = nonstop_runtime::RuleEngine::new(nonstop_runtime::RuntimeConfig {
-        calls_per_instance: 1,
-        ..nonstop_runtime::RuntimeConfig::default()
-    })
-    .unwrap();
-    let fresh = load::<Fees>(&e, "fees-v1", "1.0.0").unwrap();
-    let warm = load::<Fees>(&engine(), "fees-v1", "1.0.0").unwrap();
-    for age in [5, 30, 64, 65, 90] {
-        assert_eq!(
-            serde_json::to_value(fresh.call(&night(age)).unwrap()).unwrap(),
-            serde_json::to_value(warm.call(&night(age)).unwrap()).unwrap()
-        );
-    }
+fn an_old_version_lives_until_its_last_call_ends() {
+    let e = engine();
+    let v1 = load::<Fees>(&e, "fees-v1", "1.0.0").unwrap();
+    let old = Arc::downgrade(&v1);
+    let module = LiveModule::<Fees>::new();
+    module.swap_in(v1);
+    // A call in flight holds the version it started on.
+    let in_flight = module.live().unwrap();
+    module.swap_in(load::<Fees>(&e, "fees-v2", "2.0.0").unwrap());
+    module.swap_in(load::<Fees>(&e, "fees-v2", "2.0.1").unwrap());
+    assert!(
+        old.upgrade().is_some(),
+        "dropped while a call was still running on it"
+    );
+    assert_eq!(in_flight.call(&night(30)).unwrap().unwrap().total_fen, 2600);
+    drop(in_flight);
+    assert!(old.upgrade().is_none(), "kept after its last call ended");
 }

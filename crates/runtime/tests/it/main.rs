@@ -25,12 +25,16 @@ pub fn module_checks(name: &str) -> CandidateChecks {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// An engine with a short deadline and a small memory limit, so bad modules fail fast.
+/// The default engine with a small memory limit, so the memory-eating module fails fast.
 pub fn engine() -> RuleEngine {
+    engine_with(RuntimeConfig::default())
+}
+
+/// An engine with `config`, memory limited to 4 MiB.
+pub fn engine_with(config: RuntimeConfig) -> RuleEngine {
     RuleEngine::new(RuntimeConfig {
-        call_deadline_ms: 20,
         max_memory_bytes: 4 << 20,
-        ..RuntimeConfig::default()
+        ..config
     })
     .unwrap()
 }
@@ -54,6 +58,7 @@ pub fn load<R: RuleKind>(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.wasm");
     std::fs::copy(module_path(name), &path).unwrap();
-    let component = engine.load(&path)?;
-    LoadedVersion::new(engine, tag(R::COMPONENT, name, version), &component, &[]).map(Arc::new)
+    let tag = tag(R::COMPONENT, name, version);
+    let component = engine.load(&path, &tag.digest)?;
+    LoadedVersion::new(engine, tag, &component, &[]).map(Arc::new)
 }
