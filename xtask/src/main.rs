@@ -105,6 +105,9 @@ fn build_modules(check: bool) -> anyhow::Result<()> {
     cmd.env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let compiler = compiler_version(&toolchain)?;
+    let info_path = modules.join("dist/BUILD-INFO");
+    let recorded = std::fs::read_to_string(&info_path).unwrap_or_default();
     let status = cmd.status().context("running cargo for the modules")?;
     if !status.success() {
         bail!("building the modules failed");
@@ -133,7 +136,23 @@ fn build_modules(check: bool) -> anyhow::Result<()> {
             println!("{} ({} bytes)", out.display(), component.len());
         }
     }
+    let info = format!("built by `cargo xtask build-modules` with {compiler}\n");
+    if !check {
+        std::fs::write(&info_path, &info)?;
+    }
     if !differ.is_empty() {
+        if recorded != info {
+            bail!(
+                "the committed modules were {}this machine has {compiler}: a different compiler \
+                 gives different bytes. Rebuild with `cargo xtask build-modules` and commit, after \
+                 checking the tests pass. Differing:\n  {}",
+                recorded
+                    .trim_end()
+                    .replace("built by `cargo xtask build-modules` with ", "built with ")
+                    + "; ",
+                differ.join("\n  ")
+            );
+        }
         bail!(
             "these committed modules differ from a rebuild of their source; run `cargo xtask build-modules` and commit:\n  {}",
             differ.join("\n  ")
@@ -143,6 +162,19 @@ fn build_modules(check: bool) -> anyhow::Result<()> {
         println!("modules/dist matches its source");
     }
     Ok(())
+}
+
+/// The compiler that builds the guests, as `rustc -V` prints it.
+fn compiler_version(toolchain: &Toolchain) -> anyhow::Result<String> {
+    let rustc = match toolchain {
+        Toolchain::Debian { .. } => "/usr/bin/rustc",
+        Toolchain::Rustup => "rustc",
+    };
+    let out = Command::new(rustc)
+        .arg("-V")
+        .output()
+        .with_context(|| format!("running {rustc} -V"))?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// The module crates: directories of `modules/` holding a Cargo.toml.
