@@ -1,0 +1,61 @@
+//! The database: SQLite (embedded, WAL) or PostgreSQL, chosen by the URL, behind one sqlx `Any`
+//! pool so every query is written once. Migrations are versioned files per backend, applied at
+//! start-up.
+
+use std::str::FromStr;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+use crate::HospitalError;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://path`
+    Sqlite,
+    /// `postgres://...`
+    Postgres,
+}
+
+impl FromStr for Backend {
+    type Err = HospitalError;
+    fn from_str(url: &str) -> Result<Self, HospitalError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(HospitalError::Invalid {
+                field: "database_url",
+                reason: format!("{url:?} is neither sqlite:// nor postgres://"),
+            })
+        }
+    }
+}
+
+/// Connects and applies the migrations of the backend.
+pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), HospitalError> {
+    install_default_drivers();
+    let backend: Backend = url.parse()?;
+    let mut options = AnyPoolOptions::new().max_connections(max_connections);
+    if backend == Backend::Sqlite {
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                // Writers queue for the lock instead of failing at once; WAL lets readers run
+                // beside the writer; foreign keys are off by default in SQLite.
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        });
+    }
+    let pool = options.connect(url).await?;
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+        Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+    }
+    Ok((pool, backend))
+}

@@ -1,0 +1,48 @@
+//! Why a hospital operation was refused or failed. Refusals name the field or rule that refused;
+//! a refused operation changes nothing.
+
+/// Errors of the hospital core.
+#[derive(Debug, thiserror::Error)]
+pub enum HospitalError {
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field, e.g. `id_number`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A referenced record does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// `patient`, `schedule`...
+        what: &'static str,
+        /// Its id.
+        id: i64,
+    },
+    /// A hospital rule refused the request (quota, daily limit, fee).
+    #[error("refused by the {rule} rule: {reason}")]
+    Refused {
+        /// The rule component.
+        rule: &'static str,
+        /// Its reason.
+        reason: String,
+    },
+    /// The pool the quota rule chose was taken by concurrent registrations.
+    #[error("no {pool} slot left in schedule {schedule}")]
+    QuotaExhausted {
+        /// The schedule.
+        schedule: i64,
+        /// The pool.
+        pool: &'static str,
+    },
+    /// A rule module could not answer (no live version, or it failed with no standby).
+    #[error("rule unavailable: {0}")]
+    Rule(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}

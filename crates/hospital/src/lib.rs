@@ -1,0 +1,104 @@
+//! The hospital system being updated: the outpatient core of a hospital information system, whose
+//! frequently changing rules (fees, insurance split, triage order, registration quota) come from
+//! the live rule modules ([`nonstop_runtime::Rules`]), so they can be updated while it serves.
+//!
+//! Built so far: patients with validated ID numbers, departments, doctors and clinic sessions (a
+//! seeded demo hospital), and registration with quota and fee rules, on SQLite or PostgreSQL. The
+//! rest of the registration life cycle, queue, payment and the HTTP API come next.
+
+#![deny(missing_docs)]
+
+mod db;
+mod error;
+pub mod patient;
+pub mod registration;
+mod seed;
+
+use nonstop_runtime::Rules;
+use sqlx::{Any, AnyPool, Transaction};
+
+pub use db::Backend;
+pub use error::HospitalError;
+pub use patient::{InsuranceCategory, NewPatient};
+pub use registration::{NewRegistration, Registration};
+pub use seed::NewSchedule;
+
+/// The hospital core: its database and the live rules it prices and admits with.
+#[derive(Clone)]
+pub struct Hospital {
+    pool: AnyPool,
+    backend: Backend,
+    rules: Rules,
+}
+
+impl Hospital {
+    /// Connects to `database_url` (`sqlite://...` or `postgres://...`), applies migrations, and
+    /// uses `rules` for every rule decision.
+    pub async fn open(
+        database_url: &str,
+        max_connections: u32,
+        rules: Rules,
+    ) -> Result<Hospital, HospitalError> {
+        let (pool, backend) = db::connect(database_url, max_connections).await?;
+        Ok(Hospital {
+            pool,
+            backend,
+            rules,
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Ids of the clinic sessions on `date` (`YYYY-MM-DD`), in id order.
+    pub async fn schedules_on(&self, date: &str) -> Result<Vec<i64>, HospitalError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM schedule WHERE session_date = $1 ORDER BY id")
+                .bind(date)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The audit trail of one record: (actor, action, detail), oldest first.
+    pub async fn audit_trail(
+        &self,
+        entity: &str,
+        id: i64,
+    ) -> Result<Vec<(String, String, String)>, HospitalError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT actor, action, detail FROM audit_event WHERE entity = $1 AND entity_id = $2 ORDER BY id")
+                .bind(entity)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows)
+    }
+}
+
+/// Records who did what to which record, in the same transaction as the change.
+pub(crate) async fn audit(
+    tx: &mut Transaction<'_, Any>,
+    actor: &str,
+    entity: &str,
+    id: i64,
+    action: &str,
+    detail: &str,
+) -> Result<(), HospitalError> {
+    sqlx::query("INSERT INTO audit_event (at, actor, entity, entity_id, action, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(now_ms())
+        .bind(actor)
+        .bind(entity)
+        .bind(id)
+        .bind(action)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,265 @@
+//! Registration (挂号, FHIR Appointment): holding a slot in a doctor's clinic session. The quota
+//! rule decides whether and from which pool; the fees rule prices the visit; the slot is taken by
+//! one conditional update, so a session with quota N never accepts N+1. The price and the rule
+//! versions that computed it are stored with the registration: the price quoted is the price
+//! charged even if the rules change before payment.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use nonstop_runtime::rules::fees_types::{ClinicType, DoctorTitle, FeeRequest};
+use nonstop_runtime::rules::quota_types::{Channel, QuotaRequest};
+
+use crate::patient::{age_on, parse_date};
+use crate::{Hospital, HospitalError, now_ms};
+
+/// A registration request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRegistration {
+    /// The patient.
+    pub patient_id: i64,
+    /// The clinic session (FHIR Schedule).
+    pub schedule_id: i64,
+    /// `on-site`, `online` or `elderly-reserved`.
+    pub channel: String,
+}
+
+/// A registration as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Registration {
+    /// Its id.
+    pub id: i64,
+    /// The patient.
+    pub patient_id: i64,
+    /// The clinic session.
+    pub schedule_id: i64,
+    /// FHIR Appointment status: `pending` while held, then `booked` when paid, ...
+    pub status: String,
+    /// The pool its slot was taken from.
+    pub pool: String,
+    /// The registration fee, in fen.
+    pub fee_fen: i64,
+    /// When an unpaid hold lapses (Unix ms).
+    pub hold_expires_at: i64,
+    /// The fees rule that priced it: component, version and digest.
+    pub fee_rule: String,
+    /// The quota rule that admitted it.
+    pub quota_rule: String,
+}
+
+fn channel(text: &str) -> Result<Channel, HospitalError> {
+    match text {
+        "on-site" => Ok(Channel::OnSite),
+        "online" => Ok(Channel::Online),
+        "elderly-reserved" => Ok(Channel::ElderlyReserved),
+        other => Err(HospitalError::Invalid {
+            field: "channel",
+            reason: format!("{other:?} is not on-site, online or elderly-reserved"),
+        }),
+    }
+}
+
+/// The pool's name and its columns in `schedule`.
+fn pool_columns(pool: Channel) -> (&'static str, &'static str, &'static str) {
+    match pool {
+        Channel::OnSite => ("on-site", "taken_on_site", "quota_on_site"),
+        Channel::Online => ("online", "taken_online", "quota_online"),
+        Channel::ElderlyReserved => ("elderly-reserved", "taken_elderly", "quota_elderly"),
+    }
+}
+
+fn title(text: &str) -> DoctorTitle {
+    match text {
+        "chief" => DoctorTitle::Chief,
+        "associate-chief" => DoctorTitle::AssociateChief,
+        "attending" => DoctorTitle::Attending,
+        _ => DoctorTitle::Resident,
+    }
+}
+
+fn clinic(text: &str) -> ClinicType {
+    match text {
+        "specialist" => ClinicType::Specialist,
+        "emergency" => ClinicType::Emergency,
+        "night" => ClinicType::Night,
+        "holiday" => ClinicType::Holiday,
+        _ => ClinicType::General,
+    }
+}
+
+impl Hospital {
+    /// Holds a slot for a patient in a clinic session and prices it. Refused (and nothing
+    /// changed) when the quota rule refuses, the fees rule cannot price it, or the pool ran out.
+    pub async fn register(
+        &self,
+        actor: &str,
+        r: &NewRegistration,
+    ) -> Result<Registration, HospitalError> {
+        let requested = channel(&r.channel)?;
+        let schedule = sqlx::query(
+            "SELECT s.department_id, s.session_date, s.clinic_type, s.registration_level, p.title,
+                    s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online,
+                    s.quota_elderly - s.taken_elderly
+             FROM schedule s JOIN practitioner p ON p.id = s.practitioner_id WHERE s.id = $1",
+        )
+        .bind(r.schedule_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "schedule",
+            id: r.schedule_id,
+        })?;
+        let department_id: i64 = schedule.try_get(0)?;
+        let visit_date: String = schedule.try_get(1)?;
+        let patient = sqlx::query("SELECT birth_date FROM patient WHERE id = $1")
+            .bind(r.patient_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(HospitalError::NotFound {
+                what: "patient",
+                id: r.patient_id,
+            })?;
+        let birth = parse_date("birth_date", &patient.try_get::<String, _>(0)?)?;
+        let age = age_on(birth, parse_date("session_date", &visit_date)?);
+        let active_today: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND visit_date = $3
+             AND status <> 'cancelled'",
+        )
+        .bind(r.patient_id)
+        .bind(department_id)
+        .bind(&visit_date)
+        .fetch_one(&self.pool)
+        .await?;
+        let earlier_visits: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'")
+                .bind(r.patient_id)
+                .bind(department_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let remaining = |i: usize| -> Result<u32, HospitalError> {
+            Ok(schedule.try_get::<i64, _>(i)?.max(0) as u32)
+        };
+
+        let decision = self
+            .rules
+            .quota
+            .call(&QuotaRequest {
+                channel: requested,
+                remaining_on_site: remaining(5)?,
+                remaining_online: remaining(6)?,
+                remaining_elderly: remaining(7)?,
+                patient_age_years: age,
+                registrations_today_in_department: active_today as u32,
+            })
+            .map_err(|e| HospitalError::Rule(e.to_string()))?;
+        let quota_rule = decision.version.to_string() + " " + &decision.version.digest.to_string();
+        let decision = decision.output;
+        let Some(pool) = decision.take_from.filter(|_| decision.accept) else {
+            return Err(HospitalError::Refused {
+                rule: "quota",
+                reason: decision.reason,
+            });
+        };
+        let fee = self
+            .rules
+            .fees
+            .call(&FeeRequest {
+                registration_level: schedule.try_get::<i64, _>(3)?.clamp(0, 255) as u8,
+                doctor_title: title(&schedule.try_get::<String, _>(4)?),
+                clinic_type: clinic(&schedule.try_get::<String, _>(2)?),
+                patient_age_years: age,
+                first_visit: earlier_visits == 0,
+            })
+            .map_err(|e| HospitalError::Rule(e.to_string()))?;
+        let fee_rule = fee.version.to_string() + " " + &fee.version.digest.to_string();
+        let quote = fee.output.map_err(|reason| HospitalError::Refused {
+            rule: "fees",
+            reason,
+        })?;
+        let fee_lines = serde_json::to_string(&quote.lines).unwrap_or_default();
+
+        let (pool_name, taken, quota) = pool_columns(pool);
+        let now = now_ms();
+        let hold_expires_at = now + i64::from(decision.hold_seconds) * 1000;
+        let mut tx = self.pool.begin().await?;
+        // The slot: one conditional update, the first statement of the transaction (so SQLite
+        // takes its write lock here and queues, rather than failing on a lock upgrade later).
+        let taken_now = sqlx::query(&format!(
+            "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
+        ))
+        .bind(r.schedule_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken_now == 0 {
+            return Err(HospitalError::QuotaExhausted {
+                schedule: r.schedule_id,
+                pool: pool_name,
+            });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO appointment (patient_id, schedule_id, department_id, visit_date, channel, pool, status,
+                 hold_expires_at, fee_fen, fee_lines, fee_rule, quota_rule, created_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        )
+        .bind(r.patient_id)
+        .bind(r.schedule_id)
+        .bind(department_id)
+        .bind(&visit_date)
+        .bind(&r.channel)
+        .bind(pool_name)
+        .bind(hold_expires_at)
+        .bind(quote.total_fen)
+        .bind(&fee_lines)
+        .bind(&fee_rule)
+        .bind(&quota_rule)
+        .bind(actor)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let detail = format!(
+            "held from the {pool_name} pool, fee {} fen by {fee_rule}",
+            quote.total_fen
+        );
+        crate::audit(&mut tx, actor, "appointment", id, "hold", &detail).await?;
+        tx.commit().await?;
+        Ok(Registration {
+            id,
+            patient_id: r.patient_id,
+            schedule_id: r.schedule_id,
+            status: "pending".into(),
+            pool: pool_name.into(),
+            fee_fen: quote.total_fen,
+            hold_expires_at,
+            fee_rule,
+            quota_rule,
+        })
+    }
+
+    /// Slots taken in a session, per pool: (on-site, online, elderly-reserved).
+    pub async fn taken(&self, schedule_id: i64) -> Result<(i64, i64, i64), HospitalError> {
+        let row = sqlx::query(
+            "SELECT taken_on_site, taken_online, taken_elderly FROM schedule WHERE id = $1",
+        )
+        .bind(schedule_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "schedule",
+            id: schedule_id,
+        })?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    }
+
+    /// Registrations of a clinic session that hold a slot (held or later, not cancelled).
+    pub async fn registrations_of(&self, schedule_id: i64) -> Result<i64, HospitalError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM appointment WHERE schedule_id = $1 AND status <> 'cancelled'",
+        )
+        .bind(schedule_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

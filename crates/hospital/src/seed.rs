@@ -1,0 +1,173 @@
+//! A demo hospital, so a new node shows something real at once: three departments, their doctors,
+//! and a week of clinic sessions from a given day.
+
+use time::Date;
+
+use crate::{Hospital, HospitalError};
+
+/// A doctor of the demo hospital: name and title.
+type DemoDoctor = (&'static str, &'static str);
+
+/// (department code, name, doctors).
+const DEPARTMENTS: &[(&str, &str, &[DemoDoctor])] = &[
+    (
+        "IM",
+        "内科 Internal Medicine",
+        &[
+            ("王建国", "chief"),
+            ("李秀英", "associate-chief"),
+            ("张伟", "attending"),
+            ("刘洋", "resident"),
+        ],
+    ),
+    (
+        "PED",
+        "儿科 Pediatrics",
+        &[("陈静", "associate-chief"), ("杨帆", "attending")],
+    ),
+    (
+        "SUR",
+        "外科 Surgery",
+        &[("赵强", "chief"), ("黄磊", "attending")],
+    ),
+];
+
+impl Hospital {
+    /// Seeds the demo hospital with sessions for 7 days from `first_day`, unless a department
+    /// exists already. Returns whether it seeded.
+    pub async fn seed_demo(&self, first_day: Date) -> Result<bool, HospitalError> {
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM department")
+            .fetch_one(&self.pool)
+            .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (code, name, doctors) in DEPARTMENTS {
+            let department: i64 = sqlx::query_scalar(
+                "INSERT INTO department (code, name) VALUES ($1, $2) RETURNING id",
+            )
+            .bind(*code)
+            .bind(*name)
+            .fetch_one(&mut *tx)
+            .await?;
+            for (i, (doctor, title)) in doctors.iter().enumerate() {
+                let practitioner: i64 =
+                    sqlx::query_scalar("INSERT INTO practitioner (name, title, department_id) VALUES ($1, $2, $3) RETURNING id")
+                        .bind(*doctor)
+                        .bind(*title)
+                        .bind(department)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let level: i64 = match *title {
+                    "chief" => 1,
+                    "associate-chief" => 2,
+                    "attending" => 3,
+                    _ => 4,
+                };
+                for day in 0..7 {
+                    let date = first_day + time::Duration::days(day);
+                    let weekend = matches!(
+                        date.weekday(),
+                        time::Weekday::Saturday | time::Weekday::Sunday
+                    );
+                    let mut sessions = vec![(
+                        "morning",
+                        if weekend {
+                            "holiday"
+                        } else if level <= 2 {
+                            "specialist"
+                        } else {
+                            "general"
+                        },
+                    )];
+                    if !weekend {
+                        sessions.push(("afternoon", "general"));
+                    }
+                    // The most junior doctor of internal medicine runs the night clinic.
+                    if *code == "IM" && i == doctors.len() - 1 {
+                        sessions.push(("night", "night"));
+                    }
+                    for (period, clinic_type) in sessions {
+                        sqlx::query(
+                            "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
+                                 registration_level, quota_on_site, quota_online, quota_elderly)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        )
+                        .bind(practitioner)
+                        .bind(department)
+                        .bind(date.to_string())
+                        .bind(period)
+                        .bind(clinic_type)
+                        .bind(level)
+                        .bind(20i64)
+                        .bind(15i64)
+                        .bind(5i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// A clinic session to add.
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    /// The doctor.
+    pub practitioner_id: i64,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// `morning`, `afternoon` or `night`.
+    pub period: String,
+    /// `general`, `specialist`, `emergency`, `night` or `holiday`.
+    pub clinic_type: String,
+    /// Registration level, 1 (highest) to 4.
+    pub registration_level: i64,
+    /// Slots for on-site, online, and elderly-reserved registration.
+    pub quotas: (i64, i64, i64),
+}
+
+impl Hospital {
+    /// Adds a clinic session for a doctor; returns its id.
+    pub async fn add_schedule(&self, s: &NewSchedule) -> Result<i64, HospitalError> {
+        crate::patient::parse_date("date", &s.date)?;
+        let department: i64 =
+            sqlx::query_scalar("SELECT department_id FROM practitioner WHERE id = $1")
+                .bind(s.practitioner_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(HospitalError::NotFound {
+                    what: "practitioner",
+                    id: s.practitioner_id,
+                })?;
+        Ok(sqlx::query_scalar(
+            "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
+                 registration_level, quota_on_site, quota_online, quota_elderly)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(s.practitioner_id)
+        .bind(department)
+        .bind(&s.date)
+        .bind(&s.period)
+        .bind(&s.clinic_type)
+        .bind(s.registration_level)
+        .bind(s.quotas.0)
+        .bind(s.quotas.1)
+        .bind(s.quotas.2)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Ids of the doctors, in id order.
+    pub async fn practitioners(&self) -> Result<Vec<i64>, HospitalError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM practitioner ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}

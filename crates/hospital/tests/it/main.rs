@@ -1,0 +1,133 @@
+//! The hospital core against both databases: every test in `conformance` runs on SQLite, and on
+//! PostgreSQL when `DATABASE_URL` names one (each test in a schema of its own).
+
+mod conformance;
+
+use std::path::PathBuf;
+
+use nonstop_bundle::Digest;
+use nonstop_hospital::Hospital;
+use nonstop_runtime::{RuleEngine, Rules, RuntimeConfig, VersionTag};
+
+/// A hospital on one backend, with what keeps its database alive.
+pub struct Backend {
+    pub name: &'static str,
+    pub hospital: Hospital,
+    /// PostgreSQL: the server URL and the test's schema, dropped with the backend.
+    schema: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.schema.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, so the clean-up gets a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::AnyPool::connect(&base).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Live rules loaded from the reference modules: fees 1.0.0 and quota 1.0.0.
+pub fn rules(dir: &std::path::Path) -> Rules {
+    let engine = RuleEngine::new(RuntimeConfig::default()).unwrap();
+    let rules = Rules::new();
+    for (component, module) in [("fees", "fees-v1"), ("quota", "quota-v1")] {
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../modules/dist")
+            .join(format!("{module}.wasm"));
+        let path = dir.join(format!("{module}.wasm"));
+        std::fs::copy(&source, &path).unwrap();
+        let tag = VersionTag {
+            component: component.into(),
+            version: "1.0.0".parse().unwrap(),
+            digest: Digest::of(&std::fs::read(&path).unwrap()),
+        };
+        rules
+            .slot(component)
+            .unwrap()
+            .load(&engine, tag, &path, false)
+            .unwrap();
+    }
+    rules
+}
+
+/// A fresh hospital on each available backend, seeded with the demo hospital from 2026-03-02.
+pub async fn backends() -> Vec<Backend> {
+    let mut out = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("hospital.db").display()
+    );
+    let hospital = Hospital::open(&url, 8, rules(dir.path())).await.unwrap();
+    out.push(Backend {
+        name: "sqlite",
+        hospital,
+        schema: None,
+        _dir: dir,
+    });
+    match std::env::var("DATABASE_URL") {
+        Ok(base) if base.starts_with("postgres") => {
+            let dir = tempfile::tempdir().unwrap();
+            let schema = format!("t{}", std::process::id())
+                + &dir
+                    .path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace(['.', '-'], "_")
+                    .to_lowercase();
+            sqlx::any::install_default_drivers();
+            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            let hospital = Hospital::open(&url, 8, rules(dir.path())).await.unwrap();
+            out.push(Backend {
+                name: "postgres",
+                hospital,
+                schema: Some((base.clone(), schema)),
+                _dir: dir,
+            });
+        }
+        _ => eprintln!(
+            "NOTICE: DATABASE_URL is not set to a PostgreSQL URL: the conformance tests ran on SQLite only"
+        ),
+    }
+    for b in &out {
+        b.hospital
+            .seed_demo(time::Date::from_calendar_date(2026, time::Month::March, 2).unwrap())
+            .await
+            .unwrap();
+    }
+    out
+}
+
+/// A valid 18-character ID number for someone born on `birth` (`YYYYMMDD`), number `seq`.
+pub fn id_number(birth: &str, seq: u32) -> String {
+    let body = format!("110105{birth}{:03}", seq % 1000);
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body
+        .chars()
+        .zip(WEIGHTS)
+        .map(|(c, w)| c.to_digit(10).unwrap() * w)
+        .sum();
+    format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
