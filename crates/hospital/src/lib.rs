@@ -8,18 +8,22 @@
 
 #![deny(missing_docs)]
 
+pub mod billing;
 mod db;
 mod error;
 pub mod patient;
+pub mod queue;
 pub mod registration;
 mod seed;
 
 use nonstop_runtime::Rules;
 use sqlx::{Any, AnyPool, Transaction};
 
+pub use billing::{DailyTotals, Payment, PaymentRequest, RefundRequest};
 pub use db::Backend;
 pub use error::HospitalError;
 pub use patient::{InsuranceCategory, NewPatient};
+pub use queue::{CheckIn, QueueEntry};
 pub use registration::{NewRegistration, Registration};
 pub use seed::NewSchedule;
 
@@ -29,6 +33,7 @@ pub struct Hospital {
     pool: AnyPool,
     backend: Backend,
     rules: Rules,
+    utc_offset: time::UtcOffset,
 }
 
 impl Hospital {
@@ -44,7 +49,16 @@ impl Hospital {
             pool,
             backend,
             rules,
+            // China Standard Time: business days (cashier totals) follow the hospital's clock.
+            utc_offset: time::UtcOffset::from_hms(8, 0, 0).expect("a valid offset"),
         })
+    }
+
+    /// The hospital's business day now.
+    pub fn business_date(&self) -> time::Date {
+        time::OffsetDateTime::now_utc()
+            .to_offset(self.utc_offset)
+            .date()
     }
 
     /// Which database this is.

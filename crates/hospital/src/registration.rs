@@ -30,6 +30,8 @@ pub struct NewRegistration {
 pub struct Registration {
     /// Its id.
     pub id: i64,
+    /// The invoice of its fee.
+    pub invoice_id: i64,
     /// The patient.
     pub patient_id: i64,
     /// The clinic session.
@@ -219,6 +221,29 @@ impl Hospital {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        let invoice_id: i64 = sqlx::query_scalar(
+            "INSERT INTO invoice (patient_id, appointment_id, status, total_fen, created_at, updated_at)
+             VALUES ($1, $2, 'issued', $3, $4, $5) RETURNING id",
+        )
+        .bind(r.patient_id)
+        .bind(id)
+        .bind(quote.total_fen)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for line in &quote.lines {
+            // Registration fees (医事服务费) are class A items of the insurance catalogue.
+            sqlx::query(
+                "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class) VALUES ($1, $2, $3, $4, 'class-a')",
+            )
+            .bind(invoice_id)
+            .bind(&line.code)
+            .bind(&line.description)
+            .bind(line.amount_fen)
+            .execute(&mut *tx)
+            .await?;
+        }
         let detail = format!(
             "held from the {pool_name} pool, fee {} fen by {fee_rule}",
             quote.total_fen
@@ -227,6 +252,7 @@ impl Hospital {
         tx.commit().await?;
         Ok(Registration {
             id,
+            invoice_id,
             patient_id: r.patient_id,
             schedule_id: r.schedule_id,
             status: "pending".into(),

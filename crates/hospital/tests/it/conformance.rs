@@ -6,7 +6,7 @@ use nonstop_hospital::{
 
 use crate::{backends, id_number};
 
-fn patient(n: u32, birth: &str) -> NewPatient {
+pub fn patient(n: u32, birth: &str) -> NewPatient {
     NewPatient {
         name: format!("患者{n}"),
         gender: if n.is_multiple_of(2) {
@@ -23,7 +23,7 @@ fn patient(n: u32, birth: &str) -> NewPatient {
     }
 }
 
-async fn session(h: &Hospital, quotas: (i64, i64, i64)) -> i64 {
+pub async fn session(h: &Hospital, quotas: (i64, i64, i64)) -> i64 {
     let doctor = h.practitioners().await.unwrap()[2]; // 张伟, attending, internal medicine
     h.add_schedule(&NewSchedule {
         practitioner_id: doctor,

@@ -1,7 +1,9 @@
 //! The hospital core against both databases: every test in `conformance` runs on SQLite, and on
 //! PostgreSQL when `DATABASE_URL` names one (each test in a schema of its own).
 
+mod billing;
 mod conformance;
+mod queue;
 
 use std::path::PathBuf;
 
@@ -45,7 +47,12 @@ impl Drop for Backend {
 pub fn rules(dir: &std::path::Path) -> Rules {
     let engine = RuleEngine::new(RuntimeConfig::default()).unwrap();
     let rules = Rules::new();
-    for (component, module) in [("fees", "fees-v1"), ("quota", "quota-v1")] {
+    for (component, module) in [
+        ("fees", "fees-v1"),
+        ("quota", "quota-v1"),
+        ("insurance", "insurance-v1"),
+        ("triage", "triage-v1"),
+    ] {
         let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../modules/dist")
             .join(format!("{module}.wasm"));

@@ -1,0 +1,582 @@
+//! Payment, insurance split, refunds and the cashier's daily totals. Every payment and refund
+//! carries an idempotency key: the same request twice never charges or refunds twice. The
+//! insurance split is computed by the live insurance rule when the invoice is paid, and the rule
+//! version is stored with it.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use nonstop_runtime::rules::insurance_types::{
+    InsuranceCategory, ItemClass, OrderLine, SplitRequest,
+};
+
+use crate::{Hospital, HospitalError, now_ms};
+
+/// How a payment is made.
+const METHODS: [&str; 5] = ["cash", "card", "wechat", "alipay", "self-service"];
+
+/// A payment request, from a cashier or a self-service kiosk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    /// The invoice to pay.
+    pub invoice_id: i64,
+    /// The patient paying; must be the invoice's patient.
+    pub patient_id: i64,
+    /// `cash`, `card`, `wechat`, `alipay` or `self-service`.
+    pub method: String,
+    /// Unique per payment attempt; a retry with the same key returns the first result.
+    pub idempotency_key: String,
+}
+
+/// A refund request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// The paid invoice to refund.
+    pub invoice_id: i64,
+    /// Unique per refund attempt.
+    pub idempotency_key: String,
+    /// Why (退号 reason).
+    pub reason: String,
+}
+
+/// A recorded payment or refund.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Payment {
+    /// Its id.
+    pub id: i64,
+    /// The invoice.
+    pub invoice_id: i64,
+    /// `payment` or `refund`.
+    pub kind: String,
+    /// What the patient paid (or got back).
+    pub self_pay_fen: i64,
+    /// What the insurance fund paid (or got back).
+    pub fund_fen: i64,
+    /// The insurance rule that split it: component, version and digest.
+    pub insurance_rule: String,
+}
+
+/// A cashier's totals for one business day, balancing to the fen.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DailyTotals {
+    /// Self-pay money taken.
+    pub paid_fen: i64,
+    /// Self-pay money given back.
+    pub refunded_fen: i64,
+    /// `paid_fen - refunded_fen`.
+    pub net_fen: i64,
+    /// Net insurance fund amounts.
+    pub fund_net_fen: i64,
+    /// Net self-pay per method.
+    pub by_method: Vec<(String, i64)>,
+}
+
+fn category(text: &str) -> InsuranceCategory {
+    match text {
+        "employee" => InsuranceCategory::Employee,
+        "resident" => InsuranceCategory::Resident,
+        _ => InsuranceCategory::None,
+    }
+}
+
+fn item_class(text: &str) -> ItemClass {
+    match text {
+        "class-b" => ItemClass::ClassB,
+        "class-c" => ItemClass::ClassC,
+        _ => ItemClass::ClassA,
+    }
+}
+
+/// The insurance year's annual cap of fund payments (the rule decides the rest).
+const ANNUAL_CAP_FEN: i64 = 30_000_000;
+
+impl Hospital {
+    /// Pays an invoice: splits it with the insurance rule, records the payment, and books the
+    /// registration. A retry with the same idempotency key returns the first payment unchanged.
+    pub async fn pay(&self, cashier: &str, p: &PaymentRequest) -> Result<Payment, HospitalError> {
+        if !METHODS.contains(&p.method.as_str()) {
+            return Err(HospitalError::Invalid {
+                field: "method",
+                reason: format!("{:?} is not one of {}", p.method, METHODS.join(", ")),
+            });
+        }
+        check_key(&p.idempotency_key)?;
+        if let Some(done) = self
+            .payment_by_key(&p.idempotency_key, p.invoice_id)
+            .await?
+        {
+            return Ok(done);
+        }
+        let invoice = sqlx::query(
+            "SELECT i.patient_id, i.status, a.status, a.hold_expires_at, pt.insurance_category, a.id
+             FROM invoice i JOIN appointment a ON a.id = i.appointment_id JOIN patient pt ON pt.id = i.patient_id
+             WHERE i.id = $1",
+        )
+        .bind(p.invoice_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "invoice",
+            id: p.invoice_id,
+        })?;
+        let owner: i64 = invoice.try_get(0)?;
+        if owner != p.patient_id {
+            return Err(HospitalError::Invalid {
+                field: "patient_id",
+                reason: format!("invoice {} belongs to another patient", p.invoice_id),
+            });
+        }
+        let status: String = invoice.try_get(1)?;
+        if status != "issued" {
+            return Err(HospitalError::Refused {
+                rule: "billing",
+                reason: format!(
+                    "invoice {} is {}, not unpaid",
+                    p.invoice_id,
+                    invoice_word(&status)
+                ),
+            });
+        }
+        let appointment_status: String = invoice.try_get(2)?;
+        let hold_expires_at: i64 = invoice.try_get(3)?;
+        let appointment_id: i64 = invoice.try_get(5)?;
+        if appointment_status == "pending" && hold_expires_at < now_ms() {
+            return Err(HospitalError::Refused {
+                rule: "quota",
+                reason: format!(
+                    "the hold on registration {appointment_id} has expired; register again"
+                ),
+            });
+        }
+        let items = sqlx::query("SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id")
+            .bind(p.invoice_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let year_start = format!("{}-01-01", self.business_date().year());
+        let year = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT) FROM invoice i
+             JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
+             WHERE i.patient_id = $1 AND i.status = 'balanced' AND p.business_date >= $2",
+        )
+        .bind(p.patient_id)
+        .bind(&year_start)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut lines = Vec::with_capacity(items.len());
+        for item in &items {
+            lines.push(OrderLine {
+                code: item.try_get(1)?,
+                amount_fen: item.try_get(2)?,
+                item_class: item_class(&item.try_get::<String, _>(3)?),
+            });
+        }
+        let split = self
+            .rules
+            .insurance
+            .call(&SplitRequest {
+                category: category(&invoice.try_get::<String, _>(4)?),
+                deductible_used_fen: year.try_get(1)?,
+                fund_paid_this_year_fen: year.try_get(0)?,
+                annual_cap_fen: ANNUAL_CAP_FEN,
+                lines,
+            })
+            .map_err(|e| HospitalError::Rule(e.to_string()))?;
+        let insurance_rule = split.version.to_string() + " " + &split.version.digest.to_string();
+        let split = split.output.map_err(|reason| HospitalError::Refused {
+            rule: "insurance",
+            reason,
+        })?;
+
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let paid = sqlx::query(
+            "UPDATE invoice SET status = 'balanced', fund_fen = $1, self_pay_fen = $2, deductible_fen = $3,
+                 insurance_rule = $4, updated_at = $5
+             WHERE id = $6 AND status = 'issued'",
+        )
+        .bind(split.fund_fen)
+        .bind(split.self_pay_fen)
+        .bind(split.deductible_applied_fen)
+        .bind(&insurance_rule)
+        .bind(now)
+        .bind(p.invoice_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if paid == 0 {
+            // Paid meanwhile: by this very request retried concurrently, or by another.
+            drop(tx);
+            return match self
+                .payment_by_key(&p.idempotency_key, p.invoice_id)
+                .await?
+            {
+                Some(done) => Ok(done),
+                None => Err(HospitalError::Refused {
+                    rule: "billing",
+                    reason: format!("invoice {} was paid by another request", p.invoice_id),
+                }),
+            };
+        }
+        for (item, line) in items.iter().zip(&split.lines) {
+            sqlx::query("UPDATE charge_item SET fund_fen = $1, self_pay_fen = $2 WHERE id = $3")
+                .bind(line.fund_fen)
+                .bind(line.self_pay_fen)
+                .bind(item.try_get::<i64, _>(0)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query_scalar(
+            "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
+             VALUES ($1, 'payment', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(p.invoice_id)
+        .bind(&p.method)
+        .bind(split.self_pay_fen)
+        .bind(split.fund_fen)
+        .bind(cashier)
+        .bind(&p.idempotency_key)
+        .bind(self.business_date().to_string())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let id: i64 = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                drop(tx);
+                return self
+                    .payment_by_key(&p.idempotency_key, p.invoice_id)
+                    .await?
+                    .ok_or_else(|| HospitalError::Invalid {
+                        field: "idempotency_key",
+                        reason: "already used for another invoice".into(),
+                    });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query("UPDATE appointment SET status = 'booked', updated_at = $1 WHERE id = $2 AND status = 'pending'")
+            .bind(now)
+            .bind(appointment_id)
+            .execute(&mut *tx)
+            .await?;
+        let detail = format!(
+            "{} by {}: self-pay {} fen, fund {} fen, split by {insurance_rule}",
+            invoice_word("balanced"),
+            p.method,
+            split.self_pay_fen,
+            split.fund_fen
+        );
+        crate::audit(&mut tx, cashier, "invoice", p.invoice_id, "pay", &detail).await?;
+        tx.commit().await?;
+        Ok(Payment {
+            id,
+            invoice_id: p.invoice_id,
+            kind: "payment".into(),
+            self_pay_fen: split.self_pay_fen,
+            fund_fen: split.fund_fen,
+            insurance_rule,
+        })
+    }
+
+    /// Refunds a paid registration that has not been consumed (before the consultation): the
+    /// invoice is voided, both parts are given back, the registration is cancelled and its slot
+    /// released. A retry with the same idempotency key returns the first refund.
+    pub async fn refund(&self, cashier: &str, r: &RefundRequest) -> Result<Payment, HospitalError> {
+        check_key(&r.idempotency_key)?;
+        if let Some(done) = self
+            .payment_by_key(&r.idempotency_key, r.invoice_id)
+            .await?
+        {
+            return Ok(done);
+        }
+        let row = sqlx::query(
+            "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, a.id, a.status,
+                    (SELECT method FROM payment WHERE invoice_id = i.id AND kind = 'payment')
+             FROM invoice i JOIN appointment a ON a.id = i.appointment_id WHERE i.id = $1",
+        )
+        .bind(r.invoice_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "invoice",
+            id: r.invoice_id,
+        })?;
+        let status: String = row.try_get(0)?;
+        if status != "balanced" {
+            return Err(HospitalError::Refused {
+                rule: "billing",
+                reason: format!(
+                    "invoice {} is {}: only a paid invoice can be refunded",
+                    r.invoice_id,
+                    invoice_word(&status)
+                ),
+            });
+        }
+        let appointment_id: i64 = row.try_get(4)?;
+        let appointment_status: String = row.try_get(5)?;
+        if !matches!(appointment_status.as_str(), "booked" | "checked-in") {
+            return Err(HospitalError::Refused {
+                rule: "billing",
+                reason: format!(
+                    "registration {appointment_id} is {appointment_status}: consumed services are not refunded"
+                ),
+            });
+        }
+        let consulted: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')",
+        )
+        .bind(appointment_id)
+        .fetch_one(&self.pool)
+        .await?;
+        if consulted > 0 {
+            return Err(HospitalError::Refused {
+                rule: "billing",
+                reason: format!(
+                    "registration {appointment_id} is in or past its consultation: consumed services are not refunded"
+                ),
+            });
+        }
+        let (self_pay, fund): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+        let insurance_rule: String = row.try_get::<Option<String>, _>(3)?.unwrap_or_default();
+        let method: String = row
+            .try_get::<Option<String>, _>(6)?
+            .unwrap_or_else(|| "cash".into());
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let voided = sqlx::query("UPDATE invoice SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = 'balanced'")
+            .bind(now)
+            .bind(r.invoice_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if voided == 0 {
+            drop(tx);
+            return self
+                .payment_by_key(&r.idempotency_key, r.invoice_id)
+                .await?
+                .ok_or(HospitalError::Refused {
+                    rule: "billing",
+                    reason: format!("invoice {} was refunded by another request", r.invoice_id),
+                });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
+             VALUES ($1, 'refund', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(r.invoice_id)
+        .bind(&method)
+        .bind(self_pay)
+        .bind(fund)
+        .bind(cashier)
+        .bind(&r.idempotency_key)
+        .bind(self.business_date().to_string())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        self.release_slot(&mut tx, appointment_id, &["booked", "checked-in"])
+            .await?;
+        sqlx::query("UPDATE queue_ticket SET status = 'expired', updated_at = $1 WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')")
+            .bind(now)
+            .bind(appointment_id)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit(
+            &mut tx,
+            cashier,
+            "invoice",
+            r.invoice_id,
+            "refund",
+            &format!(
+                "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
+                r.reason
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Payment {
+            id,
+            invoice_id: r.invoice_id,
+            kind: "refund".into(),
+            self_pay_fen: self_pay,
+            fund_fen: fund,
+            insurance_rule,
+        })
+    }
+
+    /// Cancels an unpaid hold (by the patient, or the sweeper when it expires): the slot is
+    /// released and the invoice voided. Returns whether it was still held.
+    pub async fn cancel_hold(
+        &self,
+        actor: &str,
+        appointment_id: i64,
+    ) -> Result<bool, HospitalError> {
+        let mut tx = self.pool.begin().await?;
+        let released = self
+            .release_slot(&mut tx, appointment_id, &["pending"])
+            .await?;
+        if released {
+            sqlx::query("UPDATE invoice SET status = 'cancelled', updated_at = $1 WHERE appointment_id = $2 AND status = 'issued'")
+                .bind(now_ms())
+                .bind(appointment_id)
+                .execute(&mut *tx)
+                .await?;
+            crate::audit(
+                &mut tx,
+                actor,
+                "appointment",
+                appointment_id,
+                "cancel-hold",
+                "hold released",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// Releases every hold whose time limit has passed; returns how many.
+    pub async fn release_expired_holds(&self) -> Result<usize, HospitalError> {
+        let expired: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM appointment WHERE status = 'pending' AND hold_expires_at < $1",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut released = 0;
+        for id in expired {
+            if self.cancel_hold("system", id).await? {
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// Cancels an appointment in one of `from` and gives its slot back to its pool, in `tx`.
+    /// Returns false (and changes nothing) if it was not in one of those states.
+    async fn release_slot(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        appointment_id: i64,
+        from: &[&str],
+    ) -> Result<bool, HospitalError> {
+        let row = sqlx::query("SELECT status, pool, schedule_id FROM appointment WHERE id = $1")
+            .bind(appointment_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(HospitalError::NotFound {
+                what: "appointment",
+                id: appointment_id,
+            })?;
+        let status: String = row.try_get(0)?;
+        if !from.contains(&status.as_str()) {
+            return Ok(false);
+        }
+        let changed = sqlx::query("UPDATE appointment SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = $3")
+            .bind(now_ms())
+            .bind(appointment_id)
+            .bind(&status)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        let taken = match row.try_get::<String, _>(1)?.as_str() {
+            "online" => "taken_online",
+            "elderly-reserved" => "taken_elderly",
+            _ => "taken_on_site",
+        };
+        sqlx::query(&format!(
+            "UPDATE schedule SET {taken} = {taken} - 1 WHERE id = $1 AND {taken} > 0"
+        ))
+        .bind(row.try_get::<i64, _>(2)?)
+        .execute(&mut **tx)
+        .await?;
+        Ok(true)
+    }
+
+    /// A cashier's totals for a business day (`YYYY-MM-DD`); `None` for every cashier.
+    pub async fn daily_totals(
+        &self,
+        business_date: &str,
+        cashier: Option<&str>,
+    ) -> Result<DailyTotals, HospitalError> {
+        let rows = sqlx::query(
+            "SELECT kind, method, CAST(COALESCE(SUM(self_pay_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_fen), 0) AS BIGINT) FROM payment
+             WHERE business_date = $1 AND ($2 = '' OR cashier = $2) GROUP BY kind, method ORDER BY method, kind",
+        )
+        .bind(business_date)
+        .bind(cashier.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut t = DailyTotals::default();
+        for row in rows {
+            let (kind, method): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let (self_pay, fund): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+            let sign = if kind == "refund" { -1 } else { 1 };
+            if sign > 0 {
+                t.paid_fen += self_pay;
+            } else {
+                t.refunded_fen += self_pay;
+            }
+            t.fund_net_fen += sign * fund;
+            match t.by_method.iter_mut().find(|(m, _)| *m == method) {
+                Some((_, net)) => *net += sign * self_pay,
+                None => t.by_method.push((method, sign * self_pay)),
+            }
+        }
+        t.net_fen = t.paid_fen - t.refunded_fen;
+        Ok(t)
+    }
+
+    async fn payment_by_key(
+        &self,
+        key: &str,
+        invoice_id: i64,
+    ) -> Result<Option<Payment>, HospitalError> {
+        let Some(row) = sqlx::query(
+            "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule
+             FROM payment p JOIN invoice i ON i.id = p.invoice_id WHERE p.idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        if row.try_get::<i64, _>(1)? != invoice_id {
+            return Err(HospitalError::Invalid {
+                field: "idempotency_key",
+                reason: "already used for another invoice".into(),
+            });
+        }
+        Ok(Some(Payment {
+            id: row.try_get(0)?,
+            invoice_id,
+            kind: row.try_get(2)?,
+            self_pay_fen: row.try_get(3)?,
+            fund_fen: row.try_get(4)?,
+            insurance_rule: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+        }))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), HospitalError> {
+    if key.is_empty() || key.len() > 128 {
+        return Err(HospitalError::Invalid {
+            field: "idempotency_key",
+            reason: "must be 1 to 128 characters".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The word operators use for an invoice status.
+fn invoice_word(status: &str) -> &'static str {
+    match status {
+        "issued" => "unpaid",
+        "balanced" => "paid",
+        _ => "voided or refunded",
+    }
+}

@@ -1,0 +1,484 @@
+//! The triage queue (分诊叫号) and the doctor's view. A checked-in registration gets a ticket
+//! whose sort weight comes from the live triage rule; doctors call the next patient; a called
+//! patient who does not come is requeued where the rule says and expires after its maximum of
+//! misses; a patient sent for tests is suspended and returns with the rule's return priority.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use nonstop_runtime::rules::triage_types::Ticket;
+
+use crate::patient::{age_on, mask_id_number, parse_date};
+use crate::{Hospital, HospitalError, now_ms};
+
+/// Check-in of a paid registration (签到), with what the triage nurse records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckIn {
+    /// The registration.
+    pub appointment_id: i64,
+    /// 0 none, 1 (most urgent) to 4.
+    #[serde(default)]
+    pub emergency_level: u8,
+    /// Disabled patient.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Military or veteran priority.
+    #[serde(default)]
+    pub military: bool,
+}
+
+/// A queue ticket as the waiting room and the doctor see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueEntry {
+    /// Ticket id.
+    pub ticket_id: i64,
+    /// The registration.
+    pub appointment_id: i64,
+    /// Patient name.
+    pub patient_name: String,
+    /// Masked ID number.
+    pub id_number: String,
+    /// `waiting`, `called`, `in-service`, `done`, `suspended` or `expired`.
+    pub status: String,
+    /// The room a called patient goes to.
+    pub room: Option<String>,
+    /// Sort weight from the triage rule (higher is called first).
+    pub weight: i64,
+    /// Missed calls so far.
+    pub missed_calls: i64,
+    /// Whether the registration fee is paid (the doctor's view).
+    pub paid: bool,
+    /// The triage rule that set the weight.
+    pub triage_rule: String,
+}
+
+impl Hospital {
+    /// Checks a paid registration in and puts it in its session's queue.
+    pub async fn check_in(&self, actor: &str, c: &CheckIn) -> Result<QueueEntry, HospitalError> {
+        if c.emergency_level > 4 {
+            return Err(HospitalError::Invalid {
+                field: "emergency_level",
+                reason: format!("{} is not 0 to 4", c.emergency_level),
+            });
+        }
+        let row = sqlx::query(
+            "SELECT a.status, a.schedule_id, a.visit_date, p.birth_date, a.channel, a.patient_id, a.department_id
+             FROM appointment a JOIN patient p ON p.id = a.patient_id WHERE a.id = $1",
+        )
+        .bind(c.appointment_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "appointment",
+            id: c.appointment_id,
+        })?;
+        let status: String = row.try_get(0)?;
+        if status != "booked" {
+            return Err(HospitalError::Refused {
+                rule: "registration",
+                reason: format!(
+                    "registration {} is {status}: only a paid registration can check in",
+                    c.appointment_id
+                ),
+            });
+        }
+        let schedule_id: i64 = row.try_get(1)?;
+        let age = age_on(
+            parse_date("birth_date", &row.try_get::<String, _>(3)?)?,
+            parse_date("visit_date", &row.try_get::<String, _>(2)?)?,
+        );
+        let revisits: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'")
+                .bind(row.try_get::<i64, _>(5)?)
+                .bind(row.try_get::<i64, _>(6)?)
+                .fetch_one(&self.pool)
+                .await?;
+        let ticket = Ticket {
+            emergency_level: c.emergency_level,
+            age_years: age,
+            disabled: c.disabled,
+            military: c.military,
+            appointment: row.try_get::<String, _>(4)? == "online",
+            returned_from_tests: false,
+            revisit: revisits > 0,
+            missed_calls: 0,
+        };
+        let (assessment, rule) = self.assess(&ticket)?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE appointment SET status = 'checked-in', updated_at = $1 WHERE id = $2 AND status = 'booked'")
+            .bind(now)
+            .bind(c.appointment_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(HospitalError::Refused {
+                rule: "registration",
+                reason: format!("registration {} changed meanwhile", c.appointment_id),
+            });
+        }
+        let ticket_id: i64 = sqlx::query_scalar(
+            "INSERT INTO queue_ticket (appointment_id, schedule_id, status, weight, triage_rule, emergency_level, disabled,
+                 military, revisit, max_misses, requeue_behind, checked_in_at, updated_at)
+             VALUES ($1, $2, 'waiting', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(c.appointment_id)
+        .bind(schedule_id)
+        .bind(assessment.weight)
+        .bind(&rule)
+        .bind(i64::from(c.emergency_level))
+        .bind(i64::from(c.disabled))
+        .bind(i64::from(c.military))
+        .bind(i64::from(ticket.revisit))
+        .bind(i64::from(assessment.max_misses))
+        .bind(i64::from(assessment.requeue_behind))
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        crate::audit(
+            &mut tx,
+            actor,
+            "queue_ticket",
+            ticket_id,
+            "check-in",
+            &format!("weight {} by {rule}", assessment.weight),
+        )
+        .await?;
+        tx.commit().await?;
+        self.ticket(ticket_id).await
+    }
+
+    /// Calls the next eligible waiting patient of a session to `room`; `None` if nobody waits.
+    pub async fn call_next(
+        &self,
+        doctor: &str,
+        schedule_id: i64,
+        room: &str,
+    ) -> Result<Option<QueueEntry>, HospitalError> {
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let calls_made: Option<i64> =
+                sqlx::query_scalar("UPDATE schedule SET calls_made = calls_made + 1 WHERE id = $1 RETURNING calls_made")
+                    .bind(schedule_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(calls_made) = calls_made else {
+                return Err(HospitalError::NotFound {
+                    what: "schedule",
+                    id: schedule_id,
+                });
+            };
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM queue_ticket WHERE schedule_id = $1 AND status = 'waiting' AND eligible_after_call < $2
+                 ORDER BY weight DESC, checked_in_at, id LIMIT 1",
+            )
+            .bind(schedule_id)
+            .bind(calls_made)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let next = match next {
+                Some(id) => id,
+                // Only requeued patients wait: the earliest of them comes back now.
+                None => match sqlx::query_scalar(
+                    "SELECT id FROM queue_ticket WHERE schedule_id = $1 AND status = 'waiting'
+                     ORDER BY eligible_after_call, weight DESC, id LIMIT 1",
+                )
+                .bind(schedule_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                {
+                    Some(id) => id,
+                    None => return Ok(None),
+                },
+            };
+            let called = sqlx::query(
+                "UPDATE queue_ticket SET status = 'called', room = $1, updated_at = $2 WHERE id = $3 AND status = 'waiting'",
+            )
+            .bind(room)
+            .bind(now_ms())
+            .bind(next)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if called == 0 {
+                // Another doctor called this patient first; try the next one.
+                continue;
+            }
+            crate::audit(&mut tx, doctor, "queue_ticket", next, "call", room).await?;
+            tx.commit().await?;
+            return self.ticket(next).await.map(Some);
+        }
+    }
+
+    /// The called patient came in: the consultation starts.
+    pub async fn start_consultation(
+        &self,
+        doctor: &str,
+        ticket_id: i64,
+    ) -> Result<QueueEntry, HospitalError> {
+        self.move_ticket(doctor, ticket_id, "called", "in-service", "start")
+            .await
+    }
+
+    /// The consultation ended: the registration is fulfilled.
+    pub async fn finish_consultation(
+        &self,
+        doctor: &str,
+        ticket_id: i64,
+    ) -> Result<QueueEntry, HospitalError> {
+        let entry = self
+            .move_ticket(doctor, ticket_id, "in-service", "done", "finish")
+            .await?;
+        sqlx::query("UPDATE appointment SET status = 'fulfilled', updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(entry.appointment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(entry)
+    }
+
+    /// A called patient did not come: requeued behind the next patients as the triage rule says,
+    /// or expired (no-show) after its maximum of misses.
+    pub async fn miss(&self, doctor: &str, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
+        let t = self.ticket_row(ticket_id).await?;
+        if t.status != "called" {
+            return Err(refused_move(ticket_id, &t.status, "missed"));
+        }
+        let missed = t.missed_calls + 1;
+        let (assessment, rule) = self.assess(&Ticket {
+            missed_calls: missed as u32,
+            ..t.ticket
+        })?;
+        let mut tx = self.pool.begin().await?;
+        let calls_made: i64 = sqlx::query_scalar("SELECT calls_made FROM schedule WHERE id = $1")
+            .bind(t.schedule_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let expired = missed >= i64::from(assessment.max_misses);
+        let changed = sqlx::query(
+            "UPDATE queue_ticket SET status = $1, missed_calls = $2, weight = $3, triage_rule = $4, max_misses = $5,
+                 requeue_behind = $6, eligible_after_call = $7, room = NULL, updated_at = $8
+             WHERE id = $9 AND status = 'called'",
+        )
+        .bind(if expired { "expired" } else { "waiting" })
+        .bind(missed)
+        .bind(assessment.weight)
+        .bind(&rule)
+        .bind(i64::from(assessment.max_misses))
+        .bind(i64::from(assessment.requeue_behind))
+        .bind(calls_made + i64::from(assessment.requeue_behind))
+        .bind(now_ms())
+        .bind(ticket_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(refused_move(ticket_id, "changed meanwhile", "missed"));
+        }
+        if expired {
+            sqlx::query("UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(t.appointment_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let detail = if expired {
+            format!(
+                "miss {missed}: expired after {} misses ({rule})",
+                assessment.max_misses
+            )
+        } else {
+            format!(
+                "miss {missed}: requeued behind {} ({rule})",
+                assessment.requeue_behind
+            )
+        };
+        crate::audit(&mut tx, doctor, "queue_ticket", ticket_id, "miss", &detail).await?;
+        tx.commit().await?;
+        self.ticket(ticket_id).await
+    }
+
+    /// The patient is sent for tests: off the queue until they return.
+    pub async fn suspend(&self, doctor: &str, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
+        self.move_ticket(doctor, ticket_id, "in-service", "suspended", "suspend")
+            .await
+    }
+
+    /// Back from tests: waiting again, with the triage rule's return priority.
+    pub async fn resume(&self, actor: &str, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
+        let t = self.ticket_row(ticket_id).await?;
+        if t.status != "suspended" {
+            return Err(refused_move(ticket_id, &t.status, "resumed"));
+        }
+        let (assessment, rule) = self.assess(&Ticket {
+            returned_from_tests: true,
+            ..t.ticket
+        })?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE queue_ticket SET status = 'waiting', returned_from_tests = 1, weight = $1, triage_rule = $2,
+                 eligible_after_call = 0, updated_at = $3 WHERE id = $4 AND status = 'suspended'",
+        )
+        .bind(assessment.weight)
+        .bind(&rule)
+        .bind(now_ms())
+        .bind(ticket_id)
+        .execute(&mut *tx)
+        .await?;
+        crate::audit(
+            &mut tx,
+            actor,
+            "queue_ticket",
+            ticket_id,
+            "resume",
+            &format!("weight {} by {rule}", assessment.weight),
+        )
+        .await?;
+        tx.commit().await?;
+        self.ticket(ticket_id).await
+    }
+
+    /// A session's queue in calling order: called and in-service first, then waiting by weight.
+    /// With the paid status of each registration: the doctor's view.
+    pub async fn queue(&self, schedule_id: i64) -> Result<Vec<QueueEntry>, HospitalError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM queue_ticket WHERE schedule_id = $1 AND status IN ('called', 'in-service', 'waiting', 'suspended')
+             ORDER BY CASE status WHEN 'in-service' THEN 0 WHEN 'called' THEN 1 WHEN 'waiting' THEN 2 ELSE 3 END,
+                      weight DESC, checked_in_at, id",
+        )
+        .bind(schedule_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.ticket(id).await?);
+        }
+        Ok(out)
+    }
+
+    /// One ticket as shown.
+    pub async fn ticket(&self, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
+        let row = sqlx::query(
+            "SELECT t.id, t.appointment_id, p.name, p.id_number, t.status, t.room, t.weight, t.missed_calls,
+                    (SELECT COUNT(*) FROM invoice i WHERE i.appointment_id = t.appointment_id AND i.status = 'balanced'),
+                    t.triage_rule
+             FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
+             WHERE t.id = $1",
+        )
+        .bind(ticket_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "ticket",
+            id: ticket_id,
+        })?;
+        Ok(QueueEntry {
+            ticket_id: row.try_get(0)?,
+            appointment_id: row.try_get(1)?,
+            patient_name: row.try_get(2)?,
+            id_number: mask_id_number(&row.try_get::<String, _>(3)?),
+            status: row.try_get(4)?,
+            room: row.try_get(5)?,
+            weight: row.try_get(6)?,
+            missed_calls: row.try_get(7)?,
+            paid: row.try_get::<i64, _>(8)? > 0,
+            triage_rule: row.try_get(9)?,
+        })
+    }
+
+    fn assess(
+        &self,
+        t: &Ticket,
+    ) -> Result<(nonstop_runtime::rules::triage_types::Assessment, String), HospitalError> {
+        let answer = self
+            .rules
+            .triage
+            .call(t)
+            .map_err(|e| HospitalError::Rule(e.to_string()))?;
+        let rule = answer.version.to_string() + " " + &answer.version.digest.to_string();
+        Ok((answer.output, rule))
+    }
+
+    async fn move_ticket(
+        &self,
+        actor: &str,
+        ticket_id: i64,
+        from: &str,
+        to: &str,
+        action: &str,
+    ) -> Result<QueueEntry, HospitalError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE queue_ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(to)
+        .bind(now_ms())
+        .bind(ticket_id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            drop(tx);
+            let now = self.ticket(ticket_id).await?;
+            return Err(refused_move(ticket_id, &now.status, to));
+        }
+        crate::audit(&mut tx, actor, "queue_ticket", ticket_id, action, to).await?;
+        tx.commit().await?;
+        self.ticket(ticket_id).await
+    }
+
+    async fn ticket_row(&self, ticket_id: i64) -> Result<TicketRow, HospitalError> {
+        let row = sqlx::query(
+            "SELECT t.status, t.schedule_id, t.appointment_id, t.missed_calls, t.emergency_level, t.disabled, t.military,
+                    t.returned_from_tests, a.channel, a.visit_date, p.birth_date, t.revisit
+             FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
+             WHERE t.id = $1",
+        )
+        .bind(ticket_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "ticket",
+            id: ticket_id,
+        })?;
+        let missed_calls: i64 = row.try_get(3)?;
+        Ok(TicketRow {
+            status: row.try_get(0)?,
+            schedule_id: row.try_get(1)?,
+            appointment_id: row.try_get(2)?,
+            missed_calls,
+            ticket: Ticket {
+                emergency_level: row.try_get::<i64, _>(4)?.clamp(0, 4) as u8,
+                age_years: age_on(
+                    parse_date("birth_date", &row.try_get::<String, _>(10)?)?,
+                    parse_date("visit_date", &row.try_get::<String, _>(9)?)?,
+                ),
+                disabled: row.try_get::<i64, _>(5)? != 0,
+                military: row.try_get::<i64, _>(6)? != 0,
+                appointment: row.try_get::<String, _>(8)? == "online",
+                returned_from_tests: row.try_get::<i64, _>(7)? != 0,
+                revisit: row.try_get::<i64, _>(11)? != 0,
+                missed_calls: missed_calls as u32,
+            },
+        })
+    }
+}
+
+struct TicketRow {
+    status: String,
+    schedule_id: i64,
+    appointment_id: i64,
+    missed_calls: i64,
+    ticket: Ticket,
+}
+
+fn refused_move(ticket_id: i64, status: &str, to: &str) -> HospitalError {
+    HospitalError::Refused {
+        rule: "queue",
+        reason: format!("ticket {ticket_id} is {status}, so it cannot be {to}"),
+    }
+}
