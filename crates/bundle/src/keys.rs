@@ -164,7 +164,14 @@ impl PublicKey {
 
     /// Reads a public key file written by [`PublicKey::to_file_text`].
     pub fn read(path: &Path) -> Result<Self, BundleError> {
-        let file = read_key_file(path)?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| BundleError::io("reading", path, e))?;
+        Self::from_file_text(&text, path)
+    }
+
+    /// Parses public key file text (e.g. a key compiled into a binary); `path` names it in errors.
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Self, BundleError> {
+        let file = parse_key_file(text, path)?;
         let bytes = decode_32(path, file.public_key.as_deref(), "public_key")?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|e| BundleError::KeyFile {
             path: path.display().to_string(),
@@ -184,7 +191,11 @@ impl fmt::Debug for PublicKey {
 
 fn read_key_file(path: &Path) -> Result<KeyFile, BundleError> {
     let text = std::fs::read_to_string(path).map_err(|e| BundleError::io("reading", path, e))?;
-    let file: KeyFile = serde_json::from_str(&text).map_err(|e| BundleError::KeyFile {
+    parse_key_file(&text, path)
+}
+
+fn parse_key_file(text: &str, path: &Path) -> Result<KeyFile, BundleError> {
+    let file: KeyFile = serde_json::from_str(text).map_err(|e| BundleError::KeyFile {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;

@@ -3,6 +3,7 @@
 
 mod bundle_cmd;
 mod keygen;
+mod node_cmd;
 mod rules_cmd;
 mod store_cmd;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Look at and change a node's version store (live / candidate / standby).
     #[command(subcommand)]
     Store(store_cmd::Command),
+    /// Run the hospital node: registration, payment, queue, with its update agent inside.
+    Node(node_cmd::Args),
     /// Check rule-module bundles and call live rules (fees, insurance, triage, quota).
     #[command(subcommand)]
     Rules(rules_cmd::Command),
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Store(cmd) => store_cmd::run(cmd),
         Command::Rules(cmd) => rules_cmd::run(cmd),
+        Command::Node(args) => node_cmd::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -36,6 +36,15 @@ pub enum HospitalError {
         /// The pool.
         pool: &'static str,
     },
+    /// No valid credentials.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The caller's role may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Hashing a secret failed.
+    #[error("authentication: {0}")]
+    Auth(String),
     /// A rule module could not answer (no live version, or it failed with no standby).
     #[error("rule unavailable: {0}")]
     Rule(String),

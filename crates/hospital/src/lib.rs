@@ -8,9 +8,12 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod auth;
 pub mod billing;
 mod db;
 mod error;
+pub mod node;
 pub mod patient;
 pub mod queue;
 pub mod registration;
@@ -19,6 +22,7 @@ mod seed;
 use nonstop_runtime::Rules;
 use sqlx::{Any, AnyPool, Transaction};
 
+pub use auth::{Role, Staff};
 pub use billing::{DailyTotals, Payment, PaymentRequest, RefundRequest};
 pub use db::Backend;
 pub use error::HospitalError;
@@ -34,6 +38,7 @@ pub struct Hospital {
     backend: Backend,
     rules: Rules,
     utc_offset: time::UtcOffset,
+    tokens: auth::TokenCache,
 }
 
 impl Hospital {
@@ -51,6 +56,7 @@ impl Hospital {
             rules,
             // China Standard Time: business days (cashier totals) follow the hospital's clock.
             utc_offset: time::UtcOffset::from_hms(8, 0, 0).expect("a valid offset"),
+            tokens: auth::TokenCache::default(),
         })
     }
 
@@ -59,6 +65,22 @@ impl Hospital {
         time::OffsetDateTime::now_utc()
             .to_offset(self.utc_offset)
             .date()
+    }
+
+    /// The live version of each rule component: (component, version, digest).
+    pub fn live_rules(&self) -> Vec<(String, String, String)> {
+        self.rules
+            .slots()
+            .iter()
+            .filter_map(|s| s.live_tag())
+            .map(|t| {
+                (
+                    t.component.clone(),
+                    t.version.to_string(),
+                    t.digest.to_string(),
+                )
+            })
+            .collect()
     }
 
     /// Which database this is.

@@ -215,3 +215,53 @@ mod tests {
         assert_eq!(age_on(date("1960-06-15"), date("2025-06-15")), 65);
     }
 }
+
+/// A patient as lists show it: the ID number masked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatientSummary {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Gender.
+    pub gender: String,
+    /// Birth date.
+    pub birth_date: String,
+    /// Masked ID number.
+    pub id_number: String,
+    /// Insurance category.
+    pub insurance_category: String,
+}
+
+impl Hospital {
+    /// A page of patients, newest first, and how many there are in all.
+    pub async fn list_patients(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<PatientSummary>, i64), HospitalError> {
+        let rows = sqlx::query(
+            "SELECT id, name, gender, birth_date, id_number, insurance_category FROM patient ORDER BY id DESC LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM patient")
+            .fetch_one(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            use sqlx::Row;
+            out.push(PatientSummary {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                gender: r.try_get(2)?,
+                birth_date: r.try_get(3)?,
+                id_number: mask_id_number(&r.try_get::<String, _>(4)?),
+                insurance_category: r.try_get(5)?,
+            });
+        }
+        Ok((out, total))
+    }
+}

@@ -171,3 +171,55 @@ impl Hospital {
         )
     }
 }
+
+/// A clinic session as the registration desk sees it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ScheduleSummary {
+    /// Id.
+    pub id: i64,
+    /// Department name.
+    pub department: String,
+    /// Doctor's name.
+    pub practitioner: String,
+    /// Doctor's title.
+    pub title: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// `morning`, `afternoon` or `night`.
+    pub period: String,
+    /// Clinic type.
+    pub clinic_type: String,
+    /// Slots left: on site, online, reserved for the elderly.
+    pub remaining: (i64, i64, i64),
+}
+
+impl Hospital {
+    /// The clinic sessions of a day.
+    pub async fn schedule_list(&self, date: &str) -> Result<Vec<ScheduleSummary>, HospitalError> {
+        use sqlx::Row;
+        crate::patient::parse_date("date", date)?;
+        let rows = sqlx::query(
+            "SELECT s.id, d.name, p.name, p.title, s.session_date, s.period, s.clinic_type,
+                    s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online, s.quota_elderly - s.taken_elderly
+             FROM schedule s JOIN practitioner p ON p.id = s.practitioner_id JOIN department d ON d.id = s.department_id
+             WHERE s.session_date = $1 ORDER BY s.id",
+        )
+        .bind(date)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(ScheduleSummary {
+                id: r.try_get(0)?,
+                department: r.try_get(1)?,
+                practitioner: r.try_get(2)?,
+                title: r.try_get(3)?,
+                date: r.try_get(4)?,
+                period: r.try_get(5)?,
+                clinic_type: r.try_get(6)?,
+                remaining: (r.try_get(7)?, r.try_get(8)?, r.try_get(9)?),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -3,6 +3,7 @@
 
 mod billing;
 mod conformance;
+mod node;
 mod queue;
 
 use std::path::PathBuf;

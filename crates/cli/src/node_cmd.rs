@@ -1,0 +1,68 @@
+//! `nonstop node`: runs the hospital node.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use nonstop_hospital::node::{NodeConfig, start};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A TOML configuration file (see `NodeConfig`); without one, defaults that run.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::read(path).map_err(anyhow::Error::msg)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(listen) = &args.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        config.database_url = Some(url);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let node = start(config)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("starting the node")?;
+        println!("nonstop node listening on http://{}", node.addr);
+        println!("API: http://{}/api/v1/openapi.json", node.addr);
+        println!(
+            "live rules: {}",
+            node.hospital
+                .live_rules()
+                .iter()
+                .map(|(c, v, _)| format!("{c} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(path) = &node.admin_password_file {
+            println!("administrator: user admin, password in {}", path.display());
+        }
+        tokio::select! {
+            () = node_wait(node) => {}
+            _ = tokio::signal::ctrl_c() => println!("stopping"),
+        }
+        Ok(())
+    })
+}
+
+async fn node_wait(node: nonstop_hospital::node::RunningNode) {
+    node.wait().await;
+}

@@ -1,0 +1,19 @@
+-- PostgreSQL twin of migrations/sqlite/0004_users.sql: the same schema, with BIGSERIAL / BIGINT ids.
+-- Staff accounts and their API tokens. Passwords and token secrets are stored only as argon2
+-- hashes; a token is `<id>.<secret>`, so its row is found by id and its secret checked.
+
+CREATE TABLE app_user (
+    id            BIGSERIAL PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    role          TEXT NOT NULL CHECK (role IN ('clerk', 'cashier', 'doctor', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+
+CREATE TABLE api_token (
+    id          BIGSERIAL PRIMARY KEY,
+    user_id     BIGINT NOT NULL REFERENCES app_user(id),
+    secret_hash TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);

@@ -1,0 +1,518 @@
+//! The node's HTTP JSON API under `/api/v1`. Handlers are thin: they check the caller's role,
+//! call the hospital core, and turn its errors into responses in one place ([`ApiError`]): a
+//! machine-readable code, the field at fault if any, and a message. Patient data is never served
+//! without a token; each endpoint admits only the roles that need it.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use std::sync::Arc;
+
+use nonstop_agent::Agent;
+
+use crate::auth::{Role, Staff};
+use crate::billing::{PaymentRequest, RefundRequest};
+use crate::patient::NewPatient;
+use crate::queue::CheckIn;
+use crate::registration::NewRegistration;
+use crate::{Hospital, HospitalError};
+
+/// The OpenAPI document served at `/api/v1/openapi.json`; a test checks it lists every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the handlers share: the hospital core and, in a node, its update agent.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hospital core.
+    pub hospital: Hospital,
+    /// The update agent, which takes pushed bundles.
+    pub agent: Option<Arc<Agent>>,
+}
+
+/// The API's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/sessions", post(login))
+        .route("/api/v1/users", post(add_user))
+        .route("/api/v1/patients", post(add_patient).get(list_patients))
+        .route("/api/v1/schedules", get(schedules))
+        .route("/api/v1/registrations", post(register))
+        .route("/api/v1/registrations/{id}/cancel", post(cancel))
+        .route("/api/v1/payments", post(pay))
+        .route("/api/v1/refunds", post(refund))
+        .route("/api/v1/cashier/totals", get(totals))
+        .route("/api/v1/check-ins", post(check_in))
+        .route("/api/v1/schedules/{id}/call-next", post(call_next))
+        .route("/api/v1/schedules/{id}/queue", get(queue))
+        .route("/api/v1/schedules/{id}/waiting-room", get(waiting_room))
+        .route("/api/v1/tickets/{id}/{action}", post(ticket_action))
+        .route("/api/v1/audit/{entity}/{id}", get(audit))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/updates", post(push_update))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                None,
+                "no such endpoint".into(),
+            )
+        })
+        .with_state(state)
+}
+
+/// An error response: `{"error": {"code", "field", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    field: Option<String>,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, field: Option<String>, message: String) -> Self {
+        ApiError {
+            status,
+            code,
+            field,
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"error": {"code": self.code, "field": self.field, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<HospitalError> for ApiError {
+    fn from(e: HospitalError) -> Self {
+        let message = e.to_string();
+        let (status, code, field) = match &e {
+            HospitalError::Invalid { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                Some(field.to_string()),
+            ),
+            HospitalError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found", None),
+            HospitalError::Refused { .. } => (StatusCode::CONFLICT, "refused", None),
+            HospitalError::QuotaExhausted { .. } => (StatusCode::CONFLICT, "quota-exhausted", None),
+            HospitalError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            HospitalError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            HospitalError::Rule(_) => (StatusCode::SERVICE_UNAVAILABLE, "rule-unavailable", None),
+            HospitalError::Db(_) | HospitalError::Migrate(_) | HospitalError::Auth(_) => {
+                tracing::error!(error = %e, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        ApiError::new(status, code, field, message)
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A JSON body whose rejection (malformed JSON, unknown or missing field) becomes a 400 naming it.
+pub struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(bad_body(&rejection)),
+        }
+    }
+}
+
+fn bad_body(rejection: &JsonRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        None,
+        rejection.body_text(),
+    )
+}
+
+/// Query parameters whose rejection becomes a 400 naming the parameter.
+pub struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(rejection) => Err(bad_query(&rejection)),
+        }
+    }
+}
+
+fn bad_query(rejection: &QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        None,
+        rejection.body_text(),
+    )
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`.
+pub struct Caller(Staff);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let hospital = &state.hospital;
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::from(HospitalError::Unauthorized(
+                    "an Authorization: Bearer token is required".into(),
+                ))
+            })?;
+        Ok(Caller(hospital.authenticate(token).await?))
+    }
+}
+
+impl Caller {
+    /// The caller's username if their role is one of `roles`.
+    fn allow(&self, roles: &[Role]) -> Result<&str, ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(&self.0.username)
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(HospitalError::Forbidden(format!(
+                "this needs the role {}; {} is {}",
+                names.join(" or "),
+                self.0.username,
+                self.0.role.as_str()
+            ))
+            .into())
+        }
+    }
+}
+
+const ALL: &[Role] = &[Role::Clerk, Role::Cashier, Role::Doctor, Role::Admin];
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    Body(l): Body<Login>,
+) -> ApiResult<serde_json::Value> {
+    let (token, staff) = h.login(&l.username, &l.password).await?;
+    Ok(Json(
+        json!({"token": token, "username": staff.username, "role": staff.role}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    role: Role,
+    password: String,
+}
+
+async fn add_user(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(u): Body<NewUser>,
+) -> ApiResult<serde_json::Value> {
+    let actor = c.allow(&[Role::Admin])?;
+    Ok(Json(
+        json!({"id": h.add_user(actor, &u.username, u.role, &u.password).await?}),
+    ))
+}
+
+async fn add_patient(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(p): Body<NewPatient>,
+) -> ApiResult<serde_json::Value> {
+    let actor = c.allow(&[Role::Clerk, Role::Admin])?;
+    Ok(Json(json!({"id": h.add_patient(actor, &p).await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+fn default_limit() -> i64 {
+    50
+}
+
+async fn list_patients(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Params(p): Params<Page>,
+) -> ApiResult<serde_json::Value> {
+    c.allow(ALL)?;
+    if !(1..=500).contains(&p.limit) || p.offset < 0 {
+        return Err(HospitalError::Invalid {
+            field: "limit",
+            reason: "limit must be 1 to 500 and offset not negative".into(),
+        }
+        .into());
+    }
+    let (items, total) = h.list_patients(p.limit, p.offset).await?;
+    Ok(Json(
+        json!({"items": items, "limit": p.limit, "offset": p.offset, "total": total}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Day {
+    date: String,
+}
+
+async fn schedules(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Params(d): Params<Day>,
+) -> ApiResult<serde_json::Value> {
+    c.allow(ALL)?;
+    Ok(Json(json!({"items": h.schedule_list(&d.date).await?})))
+}
+
+async fn register(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(r): Body<NewRegistration>,
+) -> ApiResult<crate::Registration> {
+    let actor = c.allow(&[Role::Clerk, Role::Admin])?;
+    Ok(Json(h.register(actor, &r).await?))
+}
+
+async fn cancel(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<serde_json::Value> {
+    let actor = c.allow(&[Role::Clerk, Role::Admin])?;
+    Ok(Json(json!({"released": h.cancel_hold(actor, id).await?})))
+}
+
+async fn pay(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(p): Body<PaymentRequest>,
+) -> ApiResult<crate::Payment> {
+    let actor = c.allow(&[Role::Cashier])?;
+    Ok(Json(h.pay(actor, &p).await?))
+}
+
+async fn refund(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(r): Body<RefundRequest>,
+) -> ApiResult<crate::Payment> {
+    let actor = c.allow(&[Role::Cashier])?;
+    Ok(Json(h.refund(actor, &r).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotalsQuery {
+    date: String,
+    cashier: Option<String>,
+}
+
+async fn totals(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Params(q): Params<TotalsQuery>,
+) -> ApiResult<crate::DailyTotals> {
+    c.allow(&[Role::Cashier, Role::Admin])?;
+    crate::patient::parse_date("date", &q.date)?;
+    Ok(Json(h.daily_totals(&q.date, q.cashier.as_deref()).await?))
+}
+
+async fn check_in(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(ci): Body<CheckIn>,
+) -> ApiResult<crate::QueueEntry> {
+    let actor = c.allow(&[Role::Clerk, Role::Admin])?;
+    Ok(Json(h.check_in(actor, &ci).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Room {
+    room: String,
+}
+
+async fn call_next(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Path(id): Path<i64>,
+    Body(r): Body<Room>,
+) -> Result<Response, ApiError> {
+    let actor = c.allow(&[Role::Doctor])?;
+    Ok(match h.call_next(actor, id, &r.room).await? {
+        Some(entry) => Json(entry).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn queue(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<serde_json::Value> {
+    c.allow(&[Role::Doctor, Role::Clerk, Role::Admin])?;
+    Ok(Json(json!({"items": h.queue(id).await?})))
+}
+
+/// The waiting-room screen: who is called to which room, and who waits, by surname only.
+#[derive(Serialize)]
+struct Board {
+    ticket_id: i64,
+    patient: String,
+    status: String,
+    room: Option<String>,
+}
+
+async fn waiting_room(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<serde_json::Value> {
+    c.allow(ALL)?;
+    let items: Vec<Board> = h
+        .queue(id)
+        .await?
+        .into_iter()
+        .filter(|e| e.status == "called" || e.status == "waiting")
+        .map(|e| Board {
+            ticket_id: e.ticket_id,
+            patient: e.patient_name.chars().take(1).chain("**".chars()).collect(),
+            status: e.status,
+            room: e.room,
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+async fn ticket_action(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Path((id, action)): Path<(i64, String)>,
+) -> ApiResult<crate::QueueEntry> {
+    let entry = match action.as_str() {
+        "start" => h.start_consultation(c.allow(&[Role::Doctor])?, id).await?,
+        "finish" => h.finish_consultation(c.allow(&[Role::Doctor])?, id).await?,
+        "miss" => h.miss(c.allow(&[Role::Doctor])?, id).await?,
+        "suspend" => h.suspend(c.allow(&[Role::Doctor])?, id).await?,
+        "resume" => h.resume(c.allow(&[Role::Doctor, Role::Clerk])?, id).await?,
+        other => {
+            return Err(HospitalError::Invalid {
+                field: "action",
+                reason: format!("{other:?} is not start, finish, miss, suspend or resume"),
+            }
+            .into());
+        }
+    };
+    Ok(Json(entry))
+}
+
+async fn audit(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Path((entity, id)): Path<(String, i64)>,
+) -> ApiResult<serde_json::Value> {
+    c.allow(&[Role::Admin])?;
+    let items: Vec<_> = h
+        .audit_trail(&entity, id)
+        .await?
+        .into_iter()
+        .map(|(actor, action, detail)| json!({"actor": actor, "action": action, "detail": detail}))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+async fn rules(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+) -> ApiResult<serde_json::Value> {
+    c.allow(ALL)?;
+    let items: Vec<_> = h
+        .live_rules()
+        .into_iter()
+        .map(|(component, version, digest)| json!({"component": component, "version": version, "digest": digest}))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+/// An update bundle pushed to this node (the body is the bundle file). The agent verifies,
+/// stages, checks and promotes it on its own thread; the reply is its report, sent when the
+/// update has ended (after the watch window if it went live).
+async fn push_update(
+    State(app): State<AppState>,
+    c: Caller,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    c.allow(&[Role::Admin])?;
+    let Some(agent) = app.agent.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-agent",
+            None,
+            "this server has no update agent".into(),
+        ));
+    };
+    let report = tokio::task::spawn_blocking(move || agent.install_and_wait(body.to_vec()))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                None,
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-agent",
+                None,
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(report).into_response())
+}

@@ -1,0 +1,253 @@
+//! Staff, roles and API tokens. Passwords and token secrets are stored as argon2 hashes only.
+//! Verifying argon2 takes tens of milliseconds by design, so a token is verified once and then
+//! remembered in memory by the SHA-256 of its secret until it expires: requests stay fast and
+//! the database never holds anything a thief could replay.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::{Hospital, HospitalError, now_ms};
+
+/// What a member of staff may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Registration clerk (挂号员): patients, registrations, check-in.
+    Clerk,
+    /// Cashier (收费员): payments, refunds, daily totals.
+    Cashier,
+    /// Doctor: the queue and consultations.
+    Doctor,
+    /// Administrator: staff accounts, audit.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Clerk => "clerk",
+            Role::Cashier => "cashier",
+            Role::Doctor => "doctor",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Role> {
+        match text {
+            "clerk" => Some(Role::Clerk),
+            "cashier" => Some(Role::Cashier),
+            "doctor" => Some(Role::Doctor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staff {
+    /// Username, recorded as the actor of every change.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// A verified token: SHA-256 of its secret, who it belongs to, and until when (Unix ms).
+type VerifiedToken = ([u8; 32], Staff, i64);
+
+/// Tokens already verified, by token id.
+#[derive(Default, Clone)]
+pub(crate) struct TokenCache(Arc<Mutex<HashMap<i64, VerifiedToken>>>);
+
+/// How long a token lives.
+const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+
+fn hash_secret(secret: &str) -> Result<String, HospitalError> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HospitalError::Auth(e.to_string()))?;
+    Ok(Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map_err(|e| HospitalError::Auth(e.to_string()))?
+        .to_string())
+}
+
+fn verify_secret(secret: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// A random secret of 32 bytes, hex.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Hospital {
+    /// Creates a staff account.
+    pub async fn add_user(
+        &self,
+        actor: &str,
+        username: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<i64, HospitalError> {
+        if username.is_empty()
+            || username.len() > 64
+            || !username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(HospitalError::Invalid {
+                field: "username",
+                reason: "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
+            });
+        }
+        if password.len() < 12 {
+            return Err(HospitalError::Invalid {
+                field: "password",
+                reason: "must be at least 12 characters".into(),
+            });
+        }
+        let hash = hash_secret(password)?;
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO app_user (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(username)
+            .bind(role.as_str())
+            .bind(&hash)
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => HospitalError::Invalid {
+                    field: "username",
+                    reason: format!("{username} exists already"),
+                },
+                _ => HospitalError::Db(e),
+            })?;
+        crate::audit(&mut tx, actor, "app_user", id, "create", role.as_str()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Whether any staff account exists (a new node creates its administrator).
+    pub async fn has_users(&self) -> Result<bool, HospitalError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM app_user")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Checks a username and password; returns a new token `<id>.<secret>`.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(String, Staff), HospitalError> {
+        let row = sqlx::query("SELECT id, role, password_hash FROM app_user WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        let denied = || HospitalError::Unauthorized("wrong username or password".into());
+        let Some(row) = row else { return Err(denied()) };
+        let hash: String = row.try_get(2)?;
+        let password = password.to_owned();
+        // argon2 is slow on purpose: keep it off the async workers.
+        let ok = tokio::task::spawn_blocking(move || verify_secret(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(denied());
+        }
+        let staff = Staff {
+            username: username.to_owned(),
+            role: Role::parse(&row.try_get::<String, _>(1)?).ok_or_else(denied)?,
+        };
+        let secret = random_secret();
+        let secret_hash = hash_secret(&secret)?;
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(row.try_get::<i64, _>(0)?)
+        .bind(&secret_hash)
+        .bind(now)
+        .bind(now + TOKEN_LIFETIME_MS)
+        .fetch_one(&self.pool)
+        .await?;
+        self.tokens
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                (
+                    Sha256::digest(secret.as_bytes()).into(),
+                    staff.clone(),
+                    now + TOKEN_LIFETIME_MS,
+                ),
+            );
+        Ok((format!("{id}.{secret}"), staff))
+    }
+
+    /// Who a bearer token belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<Staff, HospitalError> {
+        let denied = || HospitalError::Unauthorized("the token is not valid".into());
+        let (id, secret) = token.split_once('.').ok_or_else(denied)?;
+        let id: i64 = id.parse().map_err(|_| denied())?;
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some((known, staff, until)) = self
+            .tokens
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+        {
+            return if known == digest && until > now_ms() {
+                Ok(staff)
+            } else {
+                Err(denied())
+            };
+        }
+        let row = sqlx::query(
+            "SELECT t.secret_hash, t.expires_at, u.username, u.role FROM api_token t JOIN app_user u ON u.id = t.user_id WHERE t.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(denied)?;
+        let until: i64 = row.try_get(1)?;
+        let hash: String = row.try_get(0)?;
+        let given = secret.to_owned();
+        let ok = until > now_ms()
+            && tokio::task::spawn_blocking(move || verify_secret(&given, &hash))
+                .await
+                .unwrap_or(false);
+        if !ok {
+            return Err(denied());
+        }
+        let staff = Staff {
+            username: row.try_get(2)?,
+            role: Role::parse(&row.try_get::<String, _>(3)?).ok_or_else(denied)?,
+        };
+        self.tokens
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (digest, staff.clone(), until));
+        Ok(staff)
+    }
+}

@@ -1,0 +1,244 @@
+//! `nonstop node`: the hospital system with its update agent inside. With no configuration it
+//! keeps everything in one data directory (an SQLite database in WAL mode, the version store,
+//! trusted keys), seeds a demo hospital, installs the reference rule modules shipped with it, and
+//! creates an administrator whose password it writes to `admin-password` (readable by its owner
+//! only). `DATABASE_URL=postgres://...` selects PostgreSQL instead.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nonstop_agent::Agent;
+use nonstop_bundle::{BundleLimits, ComponentName, PublicKey, TrustedKeys, Verifier};
+use nonstop_runtime::{CheckConfig, RuleEngine, Rules, RuntimeConfig};
+use nonstop_store::Store;
+use serde::Deserialize;
+
+use crate::api::{AppState, router};
+use crate::{Hospital, Role};
+
+/// The rule modules a new node starts with, signed by the nonstop release key
+/// (`modules/factory/release.pub`), and verified like any pushed bundle.
+const FACTORY_BUNDLES: [&[u8]; 4] = [
+    include_bytes!("../../../modules/factory/fees-1.0.0.nsb"),
+    include_bytes!("../../../modules/factory/insurance-1.0.0.nsb"),
+    include_bytes!("../../../modules/factory/triage-1.0.0.nsb"),
+    include_bytes!("../../../modules/factory/quota-1.0.0.nsb"),
+];
+
+/// The public release key the factory bundles are signed with.
+const RELEASE_KEY: &str = include_str!("../../../modules/factory/release.pub");
+
+/// A node's configuration (a TOML file); every field has a default that runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where the database (SQLite), version store and keys live.
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// `sqlite://...` or `postgres://...`; default: SQLite in the data directory. (`nonstop
+    /// node` sets it from the `DATABASE_URL` environment variable when that is set.)
+    pub database_url: Option<String>,
+    /// Database connections.
+    pub max_connections: u32,
+    /// Extra trusted public keys (files or directories of `*.pub`), beside
+    /// `<data_dir>/trusted-keys/` and the nonstop release key.
+    pub trust: Vec<PathBuf>,
+    /// Seed the demo hospital when the database is empty.
+    pub seed_demo: bool,
+    /// Bundle size limits.
+    pub bundle_limits: BundleLimits,
+    /// Rule call limits.
+    pub runtime: RuntimeConfig,
+    /// Candidate checks and watch window.
+    pub checks: CheckConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("nonstop-data"),
+            listen: "127.0.0.1:8080".into(),
+            database_url: None,
+            max_connections: 16,
+            trust: Vec::new(),
+            seed_demo: true,
+            bundle_limits: BundleLimits::default(),
+            runtime: RuntimeConfig::default(),
+            checks: CheckConfig::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML configuration file.
+    pub fn read(path: &Path) -> Result<NodeConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The hospital core.
+    pub hospital: Hospital,
+    /// The live rules.
+    pub rules: Rules,
+    /// Where the administrator's first password was written, if this start created it.
+    pub admin_password_file: Option<PathBuf>,
+    server: tokio::task::JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RunningNode {
+    /// Serves until the process is stopped.
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+
+    /// Stops serving (requests in flight finish first).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.server.await;
+    }
+}
+
+/// Starts a node: store, rules, agent, database, API.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data.join("trusted-keys"))
+        .map_err(|e| format!("creating {}: {e}", data.display()))?;
+    let mut trusted = TrustedKeys::new();
+    let release = release_key()?;
+    trusted.add(release);
+    trusted
+        .load(&data.join("trusted-keys"))
+        .map_err(|e| e.to_string())?;
+    for path in &config.trust {
+        trusted.load(path).map_err(|e| e.to_string())?;
+    }
+    let verifier = Verifier::new(trusted, config.bundle_limits.clone());
+    let mut store = Store::init(&data.join("store")).map_err(|e| e.to_string())?;
+    install_factory_rules(&mut store, &verifier)?;
+
+    let engine = RuleEngine::new(config.runtime.clone()).map_err(|e| e.to_string())?;
+    let rules = Rules::new();
+    let agent = Agent::start(
+        store,
+        verifier,
+        engine,
+        rules.clone(),
+        config.checks.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}?mode=rwc", data.join("hospital.db").display()),
+    };
+    let hospital = Hospital::open(&url, config.max_connections, rules.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    if config.seed_demo
+        && hospital
+            .seed_demo(hospital.business_date())
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        tracing::info!("seeded the demo hospital");
+    }
+    let admin_password_file = if hospital.has_users().await.map_err(|e| e.to_string())? {
+        None
+    } else {
+        let password = crate::auth::random_secret()[..24].to_owned();
+        hospital
+            .add_user("node", "admin", Role::Admin, &password)
+            .await
+            .map_err(|e| e.to_string())?;
+        let path = data.join("admin-password");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        writeln!(f, "{password}").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Some(path)
+    };
+
+    // Unpaid holds lapse: release them (and their slots) in the background.
+    let sweeper = hospital.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            match sweeper.release_expired_holds().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "released expired holds"),
+                Err(e) => tracing::warn!(error = %e, "releasing expired holds failed"),
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(AppState {
+        hospital: hospital.clone(),
+        agent: Some(Arc::new(agent)),
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server failed");
+        }
+    });
+    tracing::info!(%addr, database = ?hospital.backend(), "node serving");
+    Ok(RunningNode {
+        addr,
+        hospital,
+        rules,
+        admin_password_file,
+        server,
+        shutdown: Some(tx),
+    })
+}
+
+fn release_key() -> Result<PublicKey, String> {
+    PublicKey::from_file_text(RELEASE_KEY, Path::new("modules/factory/release.pub"))
+        .map_err(|e| e.to_string())
+}
+
+/// Installs each shipped rule module whose component has no live version yet: verified (signature,
+/// digest, limits), staged and promoted. There is no live traffic to shadow and no older version
+/// to compare with; the agent checks its interface (check 1) when it loads it, and the modules'
+/// test vectors are checked against the very same bytes by the project's tests.
+fn install_factory_rules(store: &mut Store, verifier: &Verifier) -> Result<(), String> {
+    for bytes in FACTORY_BUNDLES {
+        let bundle = verifier
+            .open(bytes, None)
+            .map_err(|e| format!("a shipped rule bundle is refused: {e}"))?;
+        let name: &ComponentName = &bundle.manifest().component;
+        let has_live = store.component(name).is_ok_and(|s| s.live.is_some());
+        if has_live {
+            continue;
+        }
+        store.stage(&bundle).map_err(|e| e.to_string())?;
+        store.promote(name, None).map_err(|e| e.to_string())?;
+        tracing::info!(component = %name, version = %bundle.manifest().version, "installed the shipped rule module");
+    }
+    Ok(())
+}

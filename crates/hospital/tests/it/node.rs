@@ -1,0 +1,495 @@
+//! The node end to end over HTTP: real processes' worth of wiring (store, agent, rules, database,
+//! API) started on a loopback port, driven as staff would drive it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nonstop_hospital::node::{NodeConfig, RunningNode, start};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::id_number;
+
+struct Api {
+    base: String,
+    client: Client,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            _ => self.client.post(url),
+        };
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, value) = self
+            .call(method, path, Some(body).filter(|b| !b.is_null()))
+            .await;
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    async fn as_user(&self, username: &str, password: &str) -> Api {
+        let login = Api {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            token: String::new(),
+        };
+        let v = login
+            .ok(
+                "POST",
+                "/api/v1/sessions",
+                json!({"username": username, "password": password}),
+            )
+            .await;
+        Api {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            token: v["token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+fn test_config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".into(),
+        ..NodeConfig::default()
+    };
+    config.checks.shadow_calls = 20;
+    config.checks.watch_calls = 20;
+    config.checks.watch_secs = 2;
+    config
+}
+
+/// A node on SQLite in `dir`, with an administrator and one user of each role.
+async fn node(dir: &std::path::Path) -> (RunningNode, Api, Api, Api, Api) {
+    let node = start(test_config(dir)).await.unwrap();
+    let password = std::fs::read_to_string(node.admin_password_file.as_ref().unwrap()).unwrap();
+    let base = format!("http://{}", node.addr);
+    let anon = Api {
+        base,
+        client: Client::new(),
+        token: String::new(),
+    };
+    let admin = anon.as_user("admin", password.trim()).await;
+    for role in ["clerk", "cashier", "doctor"] {
+        admin
+            .ok(
+                "POST",
+                "/api/v1/users",
+                json!({"username": role, "role": role, "password": format!("{role}-password-1")}),
+            )
+            .await;
+    }
+    let clerk = admin.as_user("clerk", "clerk-password-1").await;
+    let cashier = admin.as_user("cashier", "cashier-password-1").await;
+    let doctor = admin.as_user("doctor", "doctor-password-1").await;
+    (node, admin, clerk, cashier, doctor)
+}
+
+fn patient(n: u32) -> Value {
+    json!({
+        "name": format!("病人{n}"), "gender": "female", "birth_date": "1990-01-01",
+        "id_number": id_number("19900101", n), "phone": "13800001111",
+        "insurance_category": "resident", "insurance_number": null
+    })
+}
+
+/// The id of today's night clinic (internal medicine's most junior doctor).
+async fn night_clinic(clerk: &Api, today: &str) -> i64 {
+    let schedules = clerk
+        .ok(
+            "GET",
+            &format!("/api/v1/schedules?date={today}"),
+            Value::Null,
+        )
+        .await;
+    schedules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["period"] == "night")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, admin, clerk, cashier, doctor) = node(dir.path()).await;
+    let today = node.hospital.business_date().to_string();
+    let schedule = night_clinic(&clerk, &today).await;
+
+    let p = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
+        .as_i64()
+        .unwrap();
+    let r = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+    // fees 1.0.0 for the resident doctor's night clinic: 10 yuan x 90% + 5 yuan + booklet 1 yuan.
+    assert_eq!(r["fee_fen"], 1500);
+    assert!(
+        r["fee_rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("fees 1.0.0 sha256:")
+    );
+    let pay = json!({"invoice_id": r["invoice_id"], "patient_id": p, "method": "wechat", "idempotency_key": "k-1"});
+    let first = cashier.ok("POST", "/api/v1/payments", pay.clone()).await;
+    assert_eq!(
+        cashier.ok("POST", "/api/v1/payments", pay).await,
+        first,
+        "the same request twice charges once"
+    );
+    clerk
+        .ok(
+            "POST",
+            "/api/v1/check-ins",
+            json!({"appointment_id": r["id"]}),
+        )
+        .await;
+    let called = doctor
+        .ok(
+            "POST",
+            &format!("/api/v1/schedules/{schedule}/call-next"),
+            json!({"room": "诊室 5"}),
+        )
+        .await;
+    assert_eq!(
+        (called["room"].as_str(), called["paid"].as_bool()),
+        (Some("诊室 5"), Some(true))
+    );
+    let view = doctor
+        .ok(
+            "GET",
+            &format!("/api/v1/schedules/{schedule}/queue"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        view["items"][0]["id_number"],
+        "110105********0019".replace("0019", &id_number("19900101", 1)[14..])
+    );
+    let board = clerk
+        .ok(
+            "GET",
+            &format!("/api/v1/schedules/{schedule}/waiting-room"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(board["items"][0]["patient"], "病**");
+    doctor
+        .ok(
+            "POST",
+            &format!("/api/v1/tickets/{}/start", called["ticket_id"]),
+            Value::Null,
+        )
+        .await;
+    doctor
+        .ok(
+            "POST",
+            &format!("/api/v1/tickets/{}/finish", called["ticket_id"]),
+            Value::Null,
+        )
+        .await;
+
+    let totals = cashier
+        .ok(
+            "GET",
+            &format!("/api/v1/cashier/totals?date={today}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(totals["net_fen"], 1500);
+    let trail = admin
+        .ok(
+            "GET",
+            &format!("/api/v1/audit/appointment/{}", r["id"]),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(trail["items"][0]["actor"], "clerk");
+    let rules = clerk.ok("GET", "/api/v1/rules", Value::Null).await;
+    assert_eq!(rules["items"].as_array().unwrap().len(), 4);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_reason_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _admin, clerk, cashier, doctor) = node(dir.path()).await;
+    let today = node.hospital.business_date().to_string();
+    let schedule = night_clinic(&clerk, &today).await;
+    let p1 = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
+        .as_i64()
+        .unwrap();
+    let p2 = clerk.ok("POST", "/api/v1/patients", patient(2)).await["id"]
+        .as_i64()
+        .unwrap();
+    let r1 = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p1, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+
+    let anon = Api {
+        base: clerk.base.clone(),
+        client: Client::new(),
+        token: String::new(),
+    };
+    let raw = clerk
+        .client
+        .post(format!("{}/api/v1/patients", clerk.base))
+        .bearer_auth(&clerk.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+
+    let mut wrong_digit = patient(3);
+    let id = wrong_digit["id_number"].as_str().unwrap().to_owned();
+    wrong_digit["id_number"] = json!(format!(
+        "{}{}",
+        &id[..17],
+        if id.ends_with('0') { '1' } else { '0' }
+    ));
+    let cases = [
+        (anon.call("GET", "/api/v1/patients", None).await, StatusCode::UNAUTHORIZED, "unauthorized", None),
+        (cashier.call("POST", "/api/v1/registrations", Some(json!({"patient_id": p2, "schedule_id": schedule, "channel": "on-site"}))).await, StatusCode::FORBIDDEN, "forbidden", None),
+        (clerk.call("POST", "/api/v1/patients", Some(json!({"name": "x", "age": 3}))).await, StatusCode::BAD_REQUEST, "bad-request", None),
+        (clerk.call("POST", "/api/v1/patients", Some(wrong_digit)).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("id_number")),
+        (clerk.call("POST", "/api/v1/registrations", Some(json!({"patient_id": p1, "schedule_id": schedule, "channel": "online"}))).await, StatusCode::CONFLICT, "refused", None),
+        (cashier.call("POST", "/api/v1/payments", Some(json!({"invoice_id": r1["invoice_id"], "patient_id": p2, "method": "cash", "idempotency_key": "x"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("patient_id")),
+        (cashier.call("POST", "/api/v1/refunds", Some(json!({"invoice_id": r1["invoice_id"], "idempotency_key": "y", "reason": "r"}))).await, StatusCode::CONFLICT, "refused", None),
+        (doctor.call("POST", "/api/v1/tickets/999/start", None).await, StatusCode::NOT_FOUND, "not-found", None),
+        (clerk.call("GET", "/api/v1/patients?limit=100000", None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("limit")),
+    ];
+    for (i, ((status, body), want_status, want_code, want_field)) in cases.into_iter().enumerate() {
+        assert_eq!(status, want_status, "case {i}: {body}");
+        assert_eq!(body["error"]["code"], want_code, "case {i}: {body}");
+        assert_eq!(
+            body["error"]["field"].as_str(),
+            want_field,
+            "case {i}: {body}"
+        );
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Nothing changed: one slot taken, no payment, two patients, listed masked.
+    assert_eq!(node.hospital.taken(schedule).await.unwrap(), (1, 0, 0));
+    assert_eq!(
+        cashier
+            .ok(
+                "GET",
+                &format!("/api/v1/cashier/totals?date={today}"),
+                Value::Null
+            )
+            .await["paid_fen"],
+        0
+    );
+    let list = clerk
+        .ok("GET", "/api/v1/patients?limit=1&offset=0", Value::Null)
+        .await;
+    assert_eq!(
+        (
+            list["total"].as_i64(),
+            list["items"].as_array().unwrap().len()
+        ),
+        (Some(2), 1)
+    );
+    assert!(
+        list["items"][0]["id_number"]
+            .as_str()
+            .unwrap()
+            .contains("********")
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_update_pushed_under_traffic_goes_live_and_quoted_prices_stay_as_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, admin, clerk, cashier, _doctor) = node(dir.path()).await;
+    let today = node.hospital.business_date().to_string();
+    let schedule = night_clinic(&clerk, &today).await;
+    let p = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
+        .as_i64()
+        .unwrap();
+    let before = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+    assert_eq!(before["fee_fen"], 1500);
+
+    // Traffic: the fees rule is called by registrations of other patients at other sessions.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (base, token, stop) = (clerk.base.clone(), clerk.token.clone(), stop.clone());
+        let schedules: Vec<i64> = clerk
+            .ok(
+                "GET",
+                &format!("/api/v1/schedules?date={today}"),
+                Value::Null,
+            )
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_i64().unwrap())
+            .collect();
+        tokio::spawn(async move {
+            let api = Api {
+                base,
+                client: Client::new(),
+                token,
+            };
+            let (mut ok, mut failed) = (0, 0);
+            let mut n = 100;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let (s, v) = api.call("POST", "/api/v1/patients", Some(patient(n))).await;
+                if !s.is_success() {
+                    failed += 1;
+                    continue;
+                }
+                let sid = schedules[n as usize % schedules.len()];
+                let (s, _) = api.call("POST", "/api/v1/registrations", Some(json!({"patient_id": v["id"], "schedule_id": sid, "channel": "on-site"}))).await;
+                if s.is_success() || s == StatusCode::CONFLICT {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let bundle = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../modules/factory/fees-2.0.0.nsb"),
+    )
+    .unwrap();
+    let resp = admin
+        .client
+        .post(format!("{}/api/v1/updates", admin.base))
+        .bearer_auth(&admin.token)
+        .body(bundle)
+        .send()
+        .await
+        .unwrap();
+    let report: Value = resp.json().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert_eq!(report["outcome"], "live", "{report}");
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during the update ({ok} succeeded)"
+    );
+    assert!(ok > 0);
+
+    let rules = clerk.ok("GET", "/api/v1/rules", Value::Null).await;
+    let fees = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["component"] == "fees")
+        .unwrap()
+        .clone();
+    assert_eq!(fees["version"], "2.0.0");
+    // A new night-clinic registration is priced by 2.0.0; the earlier one is charged as quoted.
+    let p2 = clerk.ok("POST", "/api/v1/patients", patient(2)).await["id"]
+        .as_i64()
+        .unwrap();
+    let after = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p2, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+    assert_eq!(after["fee_fen"], 1800, "night clinic 5 -> 8 yuan");
+    let paid = cashier
+        .ok("POST", "/api/v1/payments", json!({"invoice_id": before["invoice_id"], "patient_id": p, "method": "cash", "idempotency_key": "q"}))
+        .await;
+    assert_eq!(
+        paid["self_pay_fen"].as_i64().unwrap() + paid["fund_fen"].as_i64().unwrap(),
+        1500
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    node.stop().await;
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let source =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api.rs"))
+            .unwrap();
+    let mut routes: Vec<String> = source
+        .split(".route(\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    routes.sort();
+    let doc: Value = serde_json::from_str(nonstop_hospital::api::OPENAPI).unwrap();
+    let mut documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    documented.sort();
+    assert_eq!(routes, documented);
+}
+
+#[test]
+fn the_shipped_rule_bundles_carry_exactly_the_built_modules() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../modules");
+    for (bundle, module) in [
+        ("fees-1.0.0", "fees-v1"),
+        ("insurance-1.0.0", "insurance-v1"),
+        ("triage-1.0.0", "triage-v1"),
+        ("quota-1.0.0", "quota-v1"),
+        ("fees-2.0.0", "fees-v2"),
+        ("triage-2.0.0", "triage-v2"),
+    ] {
+        let bytes = std::fs::read(root.join("factory").join(format!("{bundle}.nsb"))).unwrap();
+        let inspected = nonstop_bundle::inspect(&bytes, &Default::default()).unwrap();
+        let built = std::fs::read(root.join("dist").join(format!("{module}.wasm"))).unwrap();
+        assert_eq!(
+            inspected.payload_digest,
+            nonstop_bundle::Digest::of(&built),
+            "{bundle} does not carry modules/dist/{module}.wasm"
+        );
+        let checks: nonstop_bundle::CandidateChecks = serde_json::from_str(
+            &std::fs::read_to_string(root.join(module).join("checks.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            inspected.manifest.unwrap().checks,
+            checks,
+            "{bundle}'s test vectors"
+        );
+    }
+}
