@@ -3,6 +3,7 @@
 
 mod bundle_cmd;
 mod keygen;
+mod loadgen_cmd;
 mod node_cmd;
 mod rules_cmd;
 mod store_cmd;
@@ -39,6 +40,8 @@ enum Command {
     Store(store_cmd::Command),
     /// Run the hospital node: registration, payment, queue, with its update agent inside.
     Node(node_cmd::Args),
+    /// Drive a node with mixed outpatient traffic; report rates and latencies, check every record.
+    Loadgen(loadgen_cmd::Args),
     /// Check rule-module bundles and call live rules (fees, insurance, triage, quota).
     #[command(subcommand)]
     Rules(rules_cmd::Command),
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Store(cmd) => store_cmd::run(cmd),
         Command::Rules(cmd) => rules_cmd::run(cmd),
         Command::Node(args) => node_cmd::run(&args),
+        Command::Loadgen(args) => loadgen_cmd::run_cmd(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod billing;
 mod db;
 mod error;
+pub mod loadgen;
 pub mod node;
 pub mod patient;
 pub mod queue;
@@ -28,7 +29,7 @@ pub use db::Backend;
 pub use error::HospitalError;
 pub use patient::{InsuranceCategory, NewPatient};
 pub use queue::{CheckIn, QueueEntry};
-pub use registration::{NewRegistration, Registration};
+pub use registration::{NewRegistration, RecordCheck, Registration};
 pub use seed::NewSchedule;
 
 /// The hospital core: its database and the live rules it prices and admits with.

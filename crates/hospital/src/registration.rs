@@ -289,3 +289,59 @@ impl Hospital {
         .await?)
     }
 }
+
+/// What a load test's acknowledged records look like in the database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RecordCheck {
+    /// Acknowledged registrations found (each id is unique, so found once).
+    pub registrations_found: usize,
+    /// Acknowledged payments found, each on a paid invoice.
+    pub payments_found: usize,
+    /// Invoices with more than one payment (must be 0).
+    pub invoices_paid_twice: i64,
+}
+
+impl Hospital {
+    /// Checks that every acknowledged registration and payment is in the database, and that no
+    /// invoice was paid twice.
+    pub async fn verify_records(
+        &self,
+        registrations: &[i64],
+        payments: &[i64],
+    ) -> Result<RecordCheck, HospitalError> {
+        let mut check = RecordCheck::default();
+        for chunk in registrations.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM appointment WHERE id IN ({list})"
+            ))
+            .fetch_one(&self.pool)
+            .await?;
+            check.registrations_found += n as usize;
+        }
+        for chunk in payments.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM payment p JOIN invoice i ON i.id = p.invoice_id
+                 WHERE p.id IN ({list}) AND p.kind = 'payment' AND i.status = 'balanced'"
+            ))
+            .fetch_one(&self.pool)
+            .await?;
+            check.payments_found += n as usize;
+        }
+        check.invoices_paid_twice = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT invoice_id FROM payment WHERE kind = 'payment' GROUP BY invoice_id HAVING COUNT(*) > 1) twice",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(check)
+    }
+}

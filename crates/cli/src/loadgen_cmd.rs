@@ -1,0 +1,84 @@
+//! `nonstop loadgen`: drives a node with mixed traffic and checks the records it acknowledged.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use nonstop_hospital::loadgen::{LoadConfig, run};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds of traffic.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Registration desks working at once (patient, registration, payment, check-in).
+    #[arg(long, default_value_t = 12)]
+    desks: usize,
+    /// Doctors calling patients at once.
+    #[arg(long, default_value_t = 4)]
+    doctors: usize,
+    /// Waiting-room screens polling at once.
+    #[arg(long, default_value_t = 4)]
+    screens: usize,
+    /// A PostgreSQL URL with an empty schema; default SQLite in a temporary directory.
+    #[arg(long, env = "LOADGEN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime
+        .block_on(run(LoadConfig {
+            database_url: args.database_url.clone(),
+            duration: Duration::from_secs(args.seconds),
+            desks: args.desks,
+            doctors: args.doctors,
+            screens: args.screens,
+        }))
+        .map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {:.0} requests/s over {:.1} s, {} requests, {} errors, p99 {:.1} ms",
+            report.database,
+            report.requests_per_second,
+            report.seconds,
+            report.requests,
+            report.errors,
+            report.p99_ms
+        );
+        println!(
+            "{:<36} {:>9} {:>7} {:>9} {:>9}",
+            "endpoint", "requests", "errors", "p50 ms", "p99 ms"
+        );
+        for e in &report.endpoints {
+            println!(
+                "{:<36} {:>9} {:>7} {:>9.2} {:>9.2}",
+                e.endpoint, e.requests, e.errors, e.p50_ms, e.p99_ms
+            );
+        }
+        let r = &report.records;
+        println!(
+            "records: {} of {} acknowledged registrations and {} of {} acknowledged payments in the database; {} invoices paid twice",
+            r.registrations_found,
+            report.acknowledged.0,
+            r.payments_found,
+            report.acknowledged.1,
+            r.invoices_paid_twice
+        );
+    }
+    let r = &report.records;
+    if r.registrations_found != report.acknowledged.0
+        || r.payments_found != report.acknowledged.1
+        || r.invoices_paid_twice != 0
+    {
+        anyhow::bail!("lost or duplicated records");
+    }
+    Ok(())
+}
