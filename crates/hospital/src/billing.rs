@@ -580,3 +580,53 @@ fn invoice_word(status: &str) -> &'static str {
         _ => "voided or refunded",
     }
 }
+
+impl Hospital {
+    /// Marks paid registrations of sessions before `today` (`YYYY-MM-DD`) that never checked in
+    /// as no-shows; returns how many. Their payment stands (the slot was held for them).
+    pub async fn mark_no_shows(&self, today: &str) -> Result<u64, HospitalError> {
+        crate::patient::parse_date("today", today)?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM appointment WHERE status = 'booked' AND visit_date < $1",
+        )
+        .bind(today)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut marked = 0;
+        for id in ids {
+            let mut tx = self.pool.begin().await?;
+            let changed = sqlx::query("UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2 AND status = 'booked'")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                crate::audit(
+                    &mut tx,
+                    "system",
+                    "appointment",
+                    id,
+                    "no-show",
+                    "paid, never checked in",
+                )
+                .await?;
+                marked += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(marked)
+    }
+
+    /// A registration's FHIR Appointment status.
+    pub async fn registration_status(&self, appointment_id: i64) -> Result<String, HospitalError> {
+        sqlx::query_scalar("SELECT status FROM appointment WHERE id = $1")
+            .bind(appointment_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(HospitalError::NotFound {
+                what: "appointment",
+                id: appointment_id,
+            })
+    }
+}

@@ -176,7 +176,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         Some(path)
     };
 
-    // Unpaid holds lapse: release them (and their slots) in the background.
+    // Unpaid holds lapse (their slots are released), and paid registrations of past sessions
+    // that never checked in become no-shows: both in the background.
     let sweeper = hospital.clone();
     tokio::spawn(async move {
         loop {
@@ -185,6 +186,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(released = n, "released expired holds"),
                 Err(e) => tracing::warn!(error = %e, "releasing expired holds failed"),
+            }
+            match sweeper
+                .mark_no_shows(&sweeper.business_date().to_string())
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(marked = n, "marked no-shows"),
+                Err(e) => tracing::warn!(error = %e, "marking no-shows failed"),
             }
         }
     });

@@ -243,3 +243,49 @@ async fn a_refund_gives_back_what_was_paid_releases_the_slot_and_the_day_balance
         );
     }
 }
+
+#[tokio::test]
+async fn a_paid_registration_never_checked_in_becomes_a_no_show_after_its_day() {
+    for b in backends().await {
+        let h = &b.hospital;
+        let doctor = h.practitioners().await.unwrap()[0];
+        let past = h
+            .add_schedule(&nonstop_hospital::NewSchedule {
+                practitioner_id: doctor,
+                date: "2026-03-01".into(),
+                period: "morning".into(),
+                clinic_type: "general".into(),
+                registration_level: 1,
+                quotas: (5, 5, 1),
+            })
+            .await
+            .unwrap();
+        let absent = registered(h, 1, past).await;
+        let came = registered(h, 2, past).await;
+        h.pay("cashier", &payment(&absent, "a")).await.unwrap();
+        h.pay("cashier", &payment(&came, "c")).await.unwrap();
+        h.check_in(
+            "nurse",
+            &nonstop_hospital::CheckIn {
+                appointment_id: came.id,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            h.mark_no_shows("2026-03-01").await.unwrap(),
+            0,
+            "{}: not before the day is over",
+            b.name
+        );
+        assert_eq!(
+            h.mark_no_shows("2026-03-02").await.unwrap(),
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(h.registration_status(absent.id).await.unwrap(), "noshow");
+        assert_eq!(h.registration_status(came.id).await.unwrap(), "checked-in");
+    }
+}
