@@ -114,31 +114,28 @@ impl Hospital {
         })?;
         let department_id: i64 = schedule.try_get(0)?;
         let visit_date: String = schedule.try_get(1)?;
-        let patient = sqlx::query("SELECT birth_date FROM patient WHERE id = $1")
-            .bind(r.patient_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(HospitalError::NotFound {
-                what: "patient",
-                id: r.patient_id,
-            })?;
-        let birth = parse_date("birth_date", &patient.try_get::<String, _>(0)?)?;
-        let age = age_on(birth, parse_date("session_date", &visit_date)?);
-        let active_today: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND visit_date = $3
-             AND status <> 'cancelled'",
+        // The patient and their registrations in this department, in one round trip.
+        let patient = sqlx::query(
+            "SELECT p.birth_date,
+                    (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
+                        AND a.visit_date = $3 AND a.status <> 'cancelled'),
+                    (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
+                        AND a.status = 'fulfilled')
+             FROM patient p WHERE p.id = $1",
         )
         .bind(r.patient_id)
         .bind(department_id)
         .bind(&visit_date)
-        .fetch_one(&self.pool)
-        .await?;
-        let earlier_visits: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'")
-                .bind(r.patient_id)
-                .bind(department_id)
-                .fetch_one(&self.pool)
-                .await?;
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "patient",
+            id: r.patient_id,
+        })?;
+        let birth = parse_date("birth_date", &patient.try_get::<String, _>(0)?)?;
+        let age = age_on(birth, parse_date("session_date", &visit_date)?);
+        let active_today: i64 = patient.try_get(1)?;
+        let earlier_visits: i64 = patient.try_get(2)?;
         let remaining = |i: usize| -> Result<u32, HospitalError> {
             Ok(schedule.try_get::<i64, _>(i)?.max(0) as u32)
         };
