@@ -67,9 +67,6 @@ type VerifiedToken = ([u8; 32], Staff, i64);
 #[derive(Default, Clone)]
 pub(crate) struct TokenCache(Arc<Mutex<HashMap<i64, VerifiedToken>>>);
 
-/// How long a token lives.
-const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
-
 fn hash_secret(secret: &str) -> Result<String, HospitalError> {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);
@@ -95,7 +92,24 @@ pub fn random_secret() -> String {
     hex::encode(bytes)
 }
 
+/// The hash an unknown username is checked against (see `login`).
+static UNKNOWN_USER_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// argon2 verifications running at once: each takes about 19 MiB and tens of milliseconds, so
+/// a flood of bad credentials queues here instead of exhausting memory.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 impl Hospital {
+    /// Verifies a secret against its argon2 hash off the async workers, a bounded number at once.
+    async fn verify_slowly(&self, secret: String, hash: String) -> bool {
+        let Ok(_slot) = ARGON2_SLOTS.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Creates a staff account.
     pub async fn add_user(
         &self,
@@ -121,7 +135,10 @@ impl Hospital {
                 reason: "must be at least 12 characters".into(),
             });
         }
-        let hash = hash_secret(password)?;
+        let to_hash = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
+            .await
+            .map_err(|e| HospitalError::Auth(e.to_string()))??;
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar("INSERT INTO app_user (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
             .bind(username)
@@ -161,22 +178,27 @@ impl Hospital {
             .fetch_optional(&self.pool)
             .await?;
         let denied = || HospitalError::Unauthorized("wrong username or password".into());
-        let Some(row) = row else { return Err(denied()) };
-        let hash: String = row.try_get(2)?;
-        let password = password.to_owned();
-        // argon2 is slow on purpose: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || verify_secret(&password, &hash))
-            .await
-            .unwrap_or(false);
-        if !ok {
+        // An unknown user costs the same argon2 work as a known one, so timing does not tell
+        // which usernames exist.
+        let hash: String = match &row {
+            Some(row) => row.try_get(2)?,
+            None => UNKNOWN_USER_HASH
+                .get_or_init(|| hash_secret("no such user").unwrap_or_default())
+                .clone(),
+        };
+        let ok = self.verify_slowly(password.to_owned(), hash).await;
+        let Some(row) = row.filter(|_| ok) else {
             return Err(denied());
-        }
+        };
         let staff = Staff {
             username: username.to_owned(),
             role: Role::parse(&row.try_get::<String, _>(1)?).ok_or_else(denied)?,
         };
         let secret = random_secret();
-        let secret_hash = hash_secret(&secret)?;
+        let to_hash = secret.clone();
+        let secret_hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
+            .await
+            .map_err(|e| HospitalError::Auth(e.to_string()))??;
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -184,7 +206,7 @@ impl Hospital {
         .bind(row.try_get::<i64, _>(0)?)
         .bind(&secret_hash)
         .bind(now)
-        .bind(now + TOKEN_LIFETIME_MS)
+        .bind(now + self.token_lifetime_ms)
         .fetch_one(&self.pool)
         .await?;
         self.tokens
@@ -196,7 +218,7 @@ impl Hospital {
                 (
                     Sha256::digest(secret.as_bytes()).into(),
                     staff.clone(),
-                    now + TOKEN_LIFETIME_MS,
+                    now + self.token_lifetime_ms,
                 ),
             );
         Ok((format!("{id}.{secret}"), staff))

@@ -89,12 +89,34 @@ fn item_class(text: &str) -> ItemClass {
     }
 }
 
-/// The insurance year's annual cap of fund payments (the rule decides the rest).
-const ANNUAL_CAP_FEN: i64 = 30_000_000;
+/// Locks the patient an invoice belongs to, as the first write of `tx`: payments, refunds and
+/// cancellations of one patient then run one at a time (on SQLite the write lock is taken here,
+/// so the transaction never fails on a lock upgrade later).
+async fn lock_patient_of_invoice(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    invoice_id: i64,
+) -> Result<(), HospitalError> {
+    let locked = sqlx::query(
+        "UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM invoice WHERE id = $1)",
+    )
+    .bind(invoice_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if locked == 0 {
+        return Err(HospitalError::NotFound {
+            what: "invoice",
+            id: invoice_id,
+        });
+    }
+    Ok(())
+}
 
 impl Hospital {
     /// Pays an invoice: splits it with the insurance rule, records the payment, and books the
     /// registration. A retry with the same idempotency key returns the first payment unchanged.
+    /// Everything is read and decided inside one transaction that first locks the patient, so
+    /// two invoices of one patient paid at once cannot both use the same deductible or cap.
     pub async fn pay(&self, cashier: &str, p: &PaymentRequest) -> Result<Payment, HospitalError> {
         if !METHODS.contains(&p.method.as_str()) {
             return Err(HospitalError::Invalid {
@@ -104,25 +126,24 @@ impl Hospital {
         }
         check_key(&p.idempotency_key)?;
         if let Some(done) = self
-            .payment_by_key(&p.idempotency_key, p.invoice_id)
+            .replay(&p.idempotency_key, "payment", p.invoice_id)
             .await?
         {
             return Ok(done);
         }
+        let mut tx = self.pool.begin().await?;
+        lock_patient_of_invoice(&mut tx, p.invoice_id).await?;
         let invoice = sqlx::query(
             "SELECT i.patient_id, i.status, a.status, a.hold_expires_at, pt.insurance_category, a.id
              FROM invoice i JOIN appointment a ON a.id = i.appointment_id JOIN patient pt ON pt.id = i.patient_id
              WHERE i.id = $1",
         )
         .bind(p.invoice_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound {
-            what: "invoice",
-            id: p.invoice_id,
-        })?;
+        .fetch_one(&mut *tx)
+        .await?;
         let owner: i64 = invoice.try_get(0)?;
         if owner != p.patient_id {
+            tx.rollback().await?;
             return Err(HospitalError::Invalid {
                 field: "patient_id",
                 reason: format!("invoice {} belongs to another patient", p.invoice_id),
@@ -130,6 +151,14 @@ impl Hospital {
         }
         let status: String = invoice.try_get(1)?;
         if status != "issued" {
+            tx.rollback().await?;
+            // Paid meanwhile, perhaps by this very request retried concurrently.
+            if let Some(done) = self
+                .replay(&p.idempotency_key, "payment", p.invoice_id)
+                .await?
+            {
+                return Ok(done);
+            }
             return Err(HospitalError::Refused {
                 rule: "billing",
                 reason: format!(
@@ -142,7 +171,8 @@ impl Hospital {
         let appointment_status: String = invoice.try_get(2)?;
         let hold_expires_at: i64 = invoice.try_get(3)?;
         let appointment_id: i64 = invoice.try_get(5)?;
-        if appointment_status == "pending" && hold_expires_at < now_ms() {
+        if appointment_status != "pending" || hold_expires_at < now_ms() {
+            tx.rollback().await?;
             return Err(HospitalError::Refused {
                 rule: "quota",
                 reason: format!(
@@ -152,17 +182,17 @@ impl Hospital {
         }
         let items = sqlx::query("SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id")
             .bind(p.invoice_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
         let year_start = format!("{}-01-01", self.business_date().year());
         let year = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT) FROM invoice i
-             JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
+            "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT)
+             FROM invoice i JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
              WHERE i.patient_id = $1 AND i.status = 'balanced' AND p.business_date >= $2",
         )
         .bind(p.patient_id)
         .bind(&year_start)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
         let mut lines = Vec::with_capacity(items.len());
         for item in &items {
@@ -172,26 +202,36 @@ impl Hospital {
                 item_class: item_class(&item.try_get::<String, _>(3)?),
             });
         }
-        let split = self
-            .rules
-            .insurance
-            .call(&SplitRequest {
-                category: category(&invoice.try_get::<String, _>(4)?),
-                deductible_used_fen: year.try_get(1)?,
-                fund_paid_this_year_fen: year.try_get(0)?,
-                annual_cap_fen: ANNUAL_CAP_FEN,
-                lines,
-            })
-            .map_err(|e| HospitalError::Rule(e.to_string()))?;
-        let insurance_rule = split.version.to_string() + " " + &split.version.digest.to_string();
-        let split = split.output.map_err(|reason| HospitalError::Refused {
-            rule: "insurance",
-            reason,
-        })?;
+        let category = category(&invoice.try_get::<String, _>(4)?);
+        let answer = self.rules.insurance.call(&SplitRequest {
+            category,
+            deductible_used_fen: year.try_get(1)?,
+            fund_paid_this_year_fen: year.try_get(0)?,
+            annual_cap_fen: self.annual_cap_fen,
+            lines,
+        });
+        // A refusal ends the transaction at once, releasing the patient's lock.
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(HospitalError::Rule(e.to_string()));
+            }
+        };
+        let insurance_rule = answer.version.to_string() + " " + &answer.version.digest.to_string();
+        let split = match answer.output {
+            Ok(split) => split,
+            Err(reason) => {
+                tx.rollback().await?;
+                return Err(HospitalError::Refused {
+                    rule: "insurance",
+                    reason,
+                });
+            }
+        };
 
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let paid = sqlx::query(
+        sqlx::query(
             "UPDATE invoice SET status = 'balanced', fund_fen = $1, self_pay_fen = $2, deductible_fen = $3,
                  insurance_rule = $4, updated_at = $5
              WHERE id = $6 AND status = 'issued'",
@@ -203,22 +243,7 @@ impl Hospital {
         .bind(now)
         .bind(p.invoice_id)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if paid == 0 {
-            // Paid meanwhile: by this very request retried concurrently, or by another.
-            drop(tx);
-            return match self
-                .payment_by_key(&p.idempotency_key, p.invoice_id)
-                .await?
-            {
-                Some(done) => Ok(done),
-                None => Err(HospitalError::Refused {
-                    rule: "billing",
-                    reason: format!("invoice {} was paid by another request", p.invoice_id),
-                }),
-            };
-        }
+        .await?;
         for (item, line) in items.iter().zip(&split.lines) {
             sqlx::query("UPDATE charge_item SET fund_fen = $1, self_pay_fen = $2 WHERE id = $3")
                 .bind(line.fund_fen)
@@ -243,17 +268,18 @@ impl Hospital {
         .await;
         let id: i64 = match inserted {
             Ok(id) => id,
+            // The key was used meanwhile by another invoice's payment or a refund.
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                drop(tx);
-                return self
-                    .payment_by_key(&p.idempotency_key, p.invoice_id)
-                    .await?
-                    .ok_or_else(|| HospitalError::Invalid {
-                        field: "idempotency_key",
-                        reason: "already used for another invoice".into(),
-                    });
+                tx.rollback().await?;
+                return Err(HospitalError::Invalid {
+                    field: "idempotency_key",
+                    reason: "already used for another request".into(),
+                });
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e.into());
+            }
         };
         sqlx::query("UPDATE appointment SET status = 'booked', updated_at = $1 WHERE id = $2 AND status = 'pending'")
             .bind(now)
@@ -261,11 +287,8 @@ impl Hospital {
             .execute(&mut *tx)
             .await?;
         let detail = format!(
-            "{} by {}: self-pay {} fen, fund {} fen, split by {insurance_rule}",
-            invoice_word("balanced"),
-            p.method,
-            split.self_pay_fen,
-            split.fund_fen
+            "paid by {}: self-pay {} fen, fund {} fen, split by {insurance_rule}",
+            p.method, split.self_pay_fen, split.fund_fen
         );
         crate::audit(&mut tx, cashier, "invoice", p.invoice_id, "pay", &detail).await?;
         tx.commit().await?;
@@ -281,29 +304,36 @@ impl Hospital {
 
     /// Refunds a paid registration that has not been consumed (before the consultation): the
     /// invoice is voided, both parts are given back, the registration is cancelled and its slot
-    /// released. A retry with the same idempotency key returns the first refund.
+    /// released. A retry with the same idempotency key returns the first refund. Decided inside
+    /// one transaction: a consultation that starts meanwhile either wins (and the refund is
+    /// refused) or finds its ticket withdrawn.
     pub async fn refund(&self, cashier: &str, r: &RefundRequest) -> Result<Payment, HospitalError> {
         check_key(&r.idempotency_key)?;
         if let Some(done) = self
-            .payment_by_key(&r.idempotency_key, r.invoice_id)
+            .replay(&r.idempotency_key, "refund", r.invoice_id)
             .await?
         {
             return Ok(done);
         }
+        let mut tx = self.pool.begin().await?;
+        lock_patient_of_invoice(&mut tx, r.invoice_id).await?;
         let row = sqlx::query(
-            "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, a.id, a.status,
+            "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, i.appointment_id,
                     (SELECT method FROM payment WHERE invoice_id = i.id AND kind = 'payment')
-             FROM invoice i JOIN appointment a ON a.id = i.appointment_id WHERE i.id = $1",
+             FROM invoice i WHERE i.id = $1",
         )
         .bind(r.invoice_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound {
-            what: "invoice",
-            id: r.invoice_id,
-        })?;
+        .fetch_one(&mut *tx)
+        .await?;
         let status: String = row.try_get(0)?;
         if status != "balanced" {
+            tx.rollback().await?;
+            if let Some(done) = self
+                .replay(&r.idempotency_key, "refund", r.invoice_id)
+                .await?
+            {
+                return Ok(done);
+            }
             return Err(HospitalError::Refused {
                 rule: "billing",
                 reason: format!(
@@ -314,22 +344,28 @@ impl Hospital {
             });
         }
         let appointment_id: i64 = row.try_get(4)?;
-        let appointment_status: String = row.try_get(5)?;
-        if !matches!(appointment_status.as_str(), "booked" | "checked-in") {
-            return Err(HospitalError::Refused {
-                rule: "billing",
-                reason: format!(
-                    "registration {appointment_id} is {appointment_status}: consumed services are not refunded"
-                ),
-            });
-        }
-        let consulted: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')",
+        let now = now_ms();
+        // Withdraw a ticket that has not reached the doctor; a consultation that has started
+        // (or a visit that ended) makes the registration consumed.
+        sqlx::query(
+            "UPDATE queue_ticket SET status = 'expired', updated_at = $1
+             WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')",
         )
+        .bind(now)
         .bind(appointment_id)
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if consulted > 0 {
+        let consulted: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')")
+                .bind(appointment_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if consulted > 0
+            || !self
+                .release_slot(&mut tx, appointment_id, &["booked", "checked-in"])
+                .await?
+        {
+            tx.rollback().await?;
             return Err(HospitalError::Refused {
                 rule: "billing",
                 reason: format!(
@@ -340,27 +376,14 @@ impl Hospital {
         let (self_pay, fund): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
         let insurance_rule: String = row.try_get::<Option<String>, _>(3)?.unwrap_or_default();
         let method: String = row
-            .try_get::<Option<String>, _>(6)?
+            .try_get::<Option<String>, _>(5)?
             .unwrap_or_else(|| "cash".into());
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let voided = sqlx::query("UPDATE invoice SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = 'balanced'")
+        sqlx::query("UPDATE invoice SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = 'balanced'")
             .bind(now)
             .bind(r.invoice_id)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if voided == 0 {
-            drop(tx);
-            return self
-                .payment_by_key(&r.idempotency_key, r.invoice_id)
-                .await?
-                .ok_or(HospitalError::Refused {
-                    rule: "billing",
-                    reason: format!("invoice {} was refunded by another request", r.invoice_id),
-                });
-        }
-        let id: i64 = sqlx::query_scalar(
+            .await?;
+        let inserted = sqlx::query_scalar(
             "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
              VALUES ($1, 'refund', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -373,26 +396,26 @@ impl Hospital {
         .bind(self.business_date().to_string())
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
-        self.release_slot(&mut tx, appointment_id, &["booked", "checked-in"])
-            .await?;
-        sqlx::query("UPDATE queue_ticket SET status = 'expired', updated_at = $1 WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')")
-            .bind(now)
-            .bind(appointment_id)
-            .execute(&mut *tx)
-            .await?;
-        crate::audit(
-            &mut tx,
-            cashier,
-            "invoice",
-            r.invoice_id,
-            "refund",
-            &format!(
-                "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
-                r.reason
-            ),
-        )
-        .await?;
+        .await;
+        let id: i64 = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                tx.rollback().await?;
+                return Err(HospitalError::Invalid {
+                    field: "idempotency_key",
+                    reason: "already used for another request".into(),
+                });
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e.into());
+            }
+        };
+        let detail = format!(
+            "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
+            r.reason
+        );
+        crate::audit(&mut tx, cashier, "invoice", r.invoice_id, "refund", &detail).await?;
         tx.commit().await?;
         Ok(Payment {
             id,
@@ -412,6 +435,19 @@ impl Hospital {
         appointment_id: i64,
     ) -> Result<bool, HospitalError> {
         let mut tx = self.pool.begin().await?;
+        // The patient first, as payment does: the two never wait on each other in opposite order.
+        let locked = sqlx::query("UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM appointment WHERE id = $1)")
+            .bind(appointment_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if locked == 0 {
+            tx.rollback().await?;
+            return Err(HospitalError::NotFound {
+                what: "appointment",
+                id: appointment_id,
+            });
+        }
         let released = self
             .release_slot(&mut tx, appointment_id, &["pending"])
             .await?;
@@ -435,7 +471,8 @@ impl Hospital {
         Ok(released)
     }
 
-    /// Releases every hold whose time limit has passed; returns how many.
+    /// Releases every hold whose time limit has passed; returns how many. One hold that cannot
+    /// be released is logged and skipped, not allowed to stop the others.
     pub async fn release_expired_holds(&self) -> Result<usize, HospitalError> {
         let expired: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM appointment WHERE status = 'pending' AND hold_expires_at < $1",
@@ -445,8 +482,12 @@ impl Hospital {
         .await?;
         let mut released = 0;
         for id in expired {
-            if self.cancel_hold("system", id).await? {
-                released += 1;
+            match self.cancel_hold("system", id).await {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(appointment = id, error = %e, "could not release an expired hold")
+                }
             }
         }
         Ok(released)
@@ -530,9 +571,12 @@ impl Hospital {
         Ok(t)
     }
 
-    async fn payment_by_key(
+    /// The earlier result of a request with this idempotency key: a payment or refund of the same
+    /// kind and invoice. A key used for anything else is refused, never silently answered.
+    async fn replay(
         &self,
         key: &str,
+        kind: &str,
         invoice_id: i64,
     ) -> Result<Option<Payment>, HospitalError> {
         let Some(row) = sqlx::query(
@@ -545,10 +589,10 @@ impl Hospital {
         else {
             return Ok(None);
         };
-        if row.try_get::<i64, _>(1)? != invoice_id {
+        if row.try_get::<i64, _>(1)? != invoice_id || row.try_get::<String, _>(2)? != kind {
             return Err(HospitalError::Invalid {
                 field: "idempotency_key",
-                reason: "already used for another invoice".into(),
+                reason: "already used for another request".into(),
             });
         }
         Ok(Some(Payment {

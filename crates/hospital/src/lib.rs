@@ -39,7 +39,31 @@ pub struct Hospital {
     backend: Backend,
     rules: Rules,
     utc_offset: time::UtcOffset,
+    annual_cap_fen: i64,
+    token_lifetime_ms: i64,
     tokens: auth::TokenCache,
+}
+
+/// The hospital's own settings, beside the rules (which the rule modules hold).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Hours east of UTC of the hospital's clock (business days, cashier totals).
+    pub utc_offset_hours: i8,
+    /// The insurance year's cap of fund payments per patient, in fen.
+    pub annual_cap_fen: i64,
+    /// How long a login token lives, in hours.
+    pub token_lifetime_hours: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            utc_offset_hours: 8,
+            annual_cap_fen: 30_000_000,
+            token_lifetime_hours: 12,
+        }
+    }
 }
 
 impl Hospital {
@@ -55,10 +79,21 @@ impl Hospital {
             pool,
             backend,
             rules,
-            // China Standard Time: business days (cashier totals) follow the hospital's clock.
-            utc_offset: time::UtcOffset::from_hms(8, 0, 0).expect("a valid offset"),
+            utc_offset: time::UtcOffset::UTC,
+            annual_cap_fen: 0,
+            token_lifetime_ms: 0,
             tokens: auth::TokenCache::default(),
-        })
+        }
+        .with_policy(&Policy::default()))
+    }
+
+    /// Applies the hospital's settings.
+    pub fn with_policy(mut self, policy: &Policy) -> Hospital {
+        self.utc_offset = time::UtcOffset::from_hms(policy.utc_offset_hours, 0, 0)
+            .unwrap_or(time::UtcOffset::UTC);
+        self.annual_cap_fen = policy.annual_cap_fen;
+        self.token_lifetime_ms = i64::from(policy.token_lifetime_hours) * 3600 * 1000;
+        self
     }
 
     /// The hospital's business day now.

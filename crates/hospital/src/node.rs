@@ -56,6 +56,10 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// Candidate checks and watch window.
     pub checks: CheckConfig,
+    /// The hospital's own settings (clock, insurance cap, token lifetime).
+    pub policy: crate::Policy,
+    /// Seconds between sweeps that release expired holds and mark no-shows.
+    pub sweep_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +74,8 @@ impl Default for NodeConfig {
             bundle_limits: BundleLimits::default(),
             runtime: RuntimeConfig::default(),
             checks: CheckConfig::default(),
+            policy: crate::Policy::default(),
+            sweep_secs: 15,
         }
     }
 }
@@ -95,6 +101,10 @@ pub struct RunningNode {
     pub admin_password_file: Option<PathBuf>,
     server: tokio::task::JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    sweep: (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Sender<bool>,
+    ),
 }
 
 impl RunningNode {
@@ -109,6 +119,8 @@ impl RunningNode {
             let _ = tx.send(());
         }
         let _ = self.server.await;
+        let _ = self.sweep.1.send(true);
+        let _ = self.sweep.0.await;
     }
 }
 
@@ -179,9 +191,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     // Unpaid holds lapse (their slots are released), and paid registrations of past sessions
     // that never checked in become no-shows: both in the background.
     let sweeper = hospital.clone();
-    tokio::spawn(async move {
+    let every = Duration::from_secs(config.sweep_secs.max(1));
+    let (stop_sweeping, mut sweeping_stopped) = tokio::sync::watch::channel(false);
+    let sweep = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(15)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = sweeping_stopped.changed() => return,
+            }
             match sweeper.release_expired_holds().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(released = n, "released expired holds"),
@@ -223,6 +240,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         admin_password_file,
         server,
         shutdown: Some(tx),
+        sweep: (sweep, stop_sweeping),
     })
 }
 

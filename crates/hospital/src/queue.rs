@@ -114,6 +114,7 @@ impl Hospital {
             .await?
             .rows_affected();
         if changed == 0 {
+            tx.rollback().await?;
             return Err(HospitalError::Refused {
                 rule: "registration",
                 reason: format!("registration {} changed meanwhile", c.appointment_id),
@@ -166,6 +167,7 @@ impl Hospital {
                     .fetch_optional(&mut *tx)
                     .await?;
             let Some(calls_made) = calls_made else {
+                tx.rollback().await?;
                 return Err(HospitalError::NotFound {
                     what: "schedule",
                     id: schedule_id,
@@ -191,7 +193,10 @@ impl Hospital {
                 .await?
                 {
                     Some(id) => id,
-                    None => return Ok(None),
+                    None => {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
                 },
             };
             let called = sqlx::query(
@@ -205,6 +210,7 @@ impl Hospital {
             .rows_affected();
             if called == 0 {
                 // Another doctor called this patient first; try the next one.
+                tx.rollback().await?;
                 continue;
             }
             crate::audit(&mut tx, doctor, "queue_ticket", next, "call", room).await?;
@@ -223,21 +229,43 @@ impl Hospital {
             .await
     }
 
-    /// The consultation ended: the registration is fulfilled.
+    /// The consultation ended: the ticket is done and the registration fulfilled, together.
     pub async fn finish_consultation(
         &self,
         doctor: &str,
         ticket_id: i64,
     ) -> Result<QueueEntry, HospitalError> {
-        let entry = self
-            .move_ticket(doctor, ticket_id, "in-service", "done", "finish")
-            .await?;
-        sqlx::query("UPDATE appointment SET status = 'fulfilled', updated_at = $1 WHERE id = $2")
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE queue_ticket SET status = 'done', updated_at = $1 WHERE id = $2 AND status = 'in-service'")
             .bind(now_ms())
-            .bind(entry.appointment_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(entry)
+            .bind(ticket_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            tx.rollback().await?;
+            let now = self.ticket(ticket_id).await?;
+            return Err(refused_move(ticket_id, &now.status, "done"));
+        }
+        sqlx::query(
+            "UPDATE appointment SET status = 'fulfilled', updated_at = $1
+             WHERE id = (SELECT appointment_id FROM queue_ticket WHERE id = $2) AND status = 'checked-in'",
+        )
+        .bind(now_ms())
+        .bind(ticket_id)
+        .execute(&mut *tx)
+        .await?;
+        crate::audit(
+            &mut tx,
+            doctor,
+            "queue_ticket",
+            ticket_id,
+            "finish",
+            "done; registration fulfilled",
+        )
+        .await?;
+        tx.commit().await?;
+        self.ticket(ticket_id).await
     }
 
     /// A called patient did not come: requeued behind the next patients as the triage rule says,
@@ -253,14 +281,14 @@ impl Hospital {
             ..t.ticket
         })?;
         let mut tx = self.pool.begin().await?;
-        let calls_made: i64 = sqlx::query_scalar("SELECT calls_made FROM schedule WHERE id = $1")
-            .bind(t.schedule_id)
-            .fetch_one(&mut *tx)
-            .await?;
         let expired = missed >= i64::from(assessment.max_misses);
+        // The first statement writes (SQLite takes its lock here); the session's call counter is
+        // read inside it, so the requeue position is where the rule says at this moment.
         let changed = sqlx::query(
             "UPDATE queue_ticket SET status = $1, missed_calls = $2, weight = $3, triage_rule = $4, max_misses = $5,
-                 requeue_behind = $6, eligible_after_call = $7, room = NULL, updated_at = $8
+                 requeue_behind = $6,
+                 eligible_after_call = (SELECT calls_made FROM schedule WHERE id = queue_ticket.schedule_id) + $7,
+                 room = NULL, updated_at = $8
              WHERE id = $9 AND status = 'called'",
         )
         .bind(if expired { "expired" } else { "waiting" })
@@ -269,13 +297,14 @@ impl Hospital {
         .bind(&rule)
         .bind(i64::from(assessment.max_misses))
         .bind(i64::from(assessment.requeue_behind))
-        .bind(calls_made + i64::from(assessment.requeue_behind))
+        .bind(i64::from(assessment.requeue_behind))
         .bind(now_ms())
         .bind(ticket_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed == 0 {
+            tx.rollback().await?;
             return Err(refused_move(ticket_id, "changed meanwhile", "missed"));
         }
         if expired {
@@ -318,7 +347,7 @@ impl Hospital {
             ..t.ticket
         })?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE queue_ticket SET status = 'waiting', returned_from_tests = 1, weight = $1, triage_rule = $2,
                  eligible_after_call = 0, updated_at = $3 WHERE id = $4 AND status = 'suspended'",
         )
@@ -327,7 +356,12 @@ impl Hospital {
         .bind(now_ms())
         .bind(ticket_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Err(refused_move(ticket_id, "changed meanwhile", "resumed"));
+        }
         crate::audit(
             &mut tx,
             actor,
@@ -422,7 +456,7 @@ impl Hospital {
         .await?
         .rows_affected();
         if changed == 0 {
-            drop(tx);
+            tx.rollback().await?;
             let now = self.ticket(ticket_id).await?;
             return Err(refused_move(ticket_id, &now.status, to));
         }
@@ -448,7 +482,6 @@ impl Hospital {
         let missed_calls: i64 = row.try_get(3)?;
         Ok(TicketRow {
             status: row.try_get(0)?,
-            schedule_id: row.try_get(1)?,
             appointment_id: row.try_get(2)?,
             missed_calls,
             ticket: Ticket {
@@ -470,7 +503,6 @@ impl Hospital {
 
 struct TicketRow {
     status: String,
-    schedule_id: i64,
     appointment_id: i64,
     missed_calls: i64,
     ticket: Ticket,

@@ -114,6 +114,15 @@ impl Hospital {
         })?;
         let department_id: i64 = schedule.try_get(0)?;
         let visit_date: String = schedule.try_get(1)?;
+        if parse_date("session_date", &visit_date)? < self.business_date() {
+            return Err(HospitalError::Refused {
+                rule: "registration",
+                reason: format!(
+                    "schedule {} was on {visit_date}, which has passed",
+                    r.schedule_id
+                ),
+            });
+        }
         // The patient and their registrations in this department, in one round trip.
         let patient = sqlx::query(
             "SELECT p.birth_date,
@@ -182,8 +191,33 @@ impl Hospital {
         let now = now_ms();
         let hold_expires_at = now + i64::from(decision.hold_seconds) * 1000;
         let mut tx = self.pool.begin().await?;
-        // The slot: one conditional update, the first statement of the transaction (so SQLite
-        // takes its write lock here and queues, rather than failing on a lock upgrade later).
+        // The patient first (the same order as payment and cancellation), then a recount: two
+        // registrations of one patient at once cannot both pass the quota rule's daily limit.
+        // Being the first statement, this write also takes SQLite's lock, so the transaction
+        // queues here rather than failing on a lock upgrade later.
+        sqlx::query("UPDATE patient SET id = id WHERE id = $1")
+            .bind(r.patient_id)
+            .execute(&mut *tx)
+            .await?;
+        let active_now: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND visit_date = $3
+             AND status <> 'cancelled'",
+        )
+        .bind(r.patient_id)
+        .bind(department_id)
+        .bind(&visit_date)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active_now != active_today {
+            tx.rollback().await?;
+            return Err(HospitalError::Refused {
+                rule: "quota",
+                reason:
+                    "another registration of this patient was made at the same moment; try again"
+                        .into(),
+            });
+        }
+        // The slot: one conditional update, so a session with quota N never accepts N+1.
         let taken_now = sqlx::query(&format!(
             "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
         ))
@@ -192,6 +226,7 @@ impl Hospital {
         .await?
         .rows_affected();
         if taken_now == 0 {
+            tx.rollback().await?;
             return Err(HospitalError::QuotaExhausted {
                 schedule: r.schedule_id,
                 pool: pool_name,

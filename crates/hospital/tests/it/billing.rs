@@ -82,7 +82,7 @@ async fn the_same_payment_twice_charges_once() {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid idempotency_key: already used for another invoice"
+            "invalid idempotency_key: already used for another request"
         );
         let mut wrong = payment(&other, "pay-3");
         wrong.patient_id = r.patient_id;
@@ -248,20 +248,9 @@ async fn a_refund_gives_back_what_was_paid_releases_the_slot_and_the_day_balance
 async fn a_paid_registration_never_checked_in_becomes_a_no_show_after_its_day() {
     for b in backends().await {
         let h = &b.hospital;
-        let doctor = h.practitioners().await.unwrap()[0];
-        let past = h
-            .add_schedule(&nonstop_hospital::NewSchedule {
-                practitioner_id: doctor,
-                date: "2026-03-01".into(),
-                period: "morning".into(),
-                clinic_type: "general".into(),
-                registration_level: 1,
-                quotas: (5, 5, 1),
-            })
-            .await
-            .unwrap();
-        let absent = registered(h, 1, past).await;
-        let came = registered(h, 2, past).await;
+        let schedule = session(h, (5, 5, 2)).await; // the day after tomorrow
+        let absent = registered(h, 1, schedule).await;
+        let came = registered(h, 2, schedule).await;
         h.pay("cashier", &payment(&absent, "a")).await.unwrap();
         h.pay("cashier", &payment(&came, "c")).await.unwrap();
         h.check_in(
@@ -273,19 +262,54 @@ async fn a_paid_registration_never_checked_in_becomes_a_no_show_after_its_day() 
         )
         .await
         .unwrap();
+        let day = h.business_date() + time::Duration::days(2);
         assert_eq!(
-            h.mark_no_shows("2026-03-01").await.unwrap(),
+            h.mark_no_shows(&day.to_string()).await.unwrap(),
             0,
             "{}: not before the day is over",
             b.name
         );
+        let next = day + time::Duration::days(1);
         assert_eq!(
-            h.mark_no_shows("2026-03-02").await.unwrap(),
+            h.mark_no_shows(&next.to_string()).await.unwrap(),
             1,
             "{}",
             b.name
         );
         assert_eq!(h.registration_status(absent.id).await.unwrap(), "noshow");
         assert_eq!(h.registration_status(came.id).await.unwrap(), "checked-in");
+    }
+}
+
+#[tokio::test]
+async fn a_refund_key_reused_for_a_payment_is_refused_not_answered() {
+    for b in backends().await {
+        let h = &b.hospital;
+        let schedule = session(h, (5, 5, 2)).await;
+        let r = registered(h, 1, schedule).await;
+        h.pay("cashier", &payment(&r, "same-key")).await.unwrap();
+        let err = h
+            .refund(
+                "cashier",
+                &RefundRequest {
+                    invoice_id: r.invoice_id,
+                    idempotency_key: "same-key".into(),
+                    reason: "x".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid idempotency_key: already used for another request",
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            h.registration_status(r.id).await.unwrap(),
+            "booked",
+            "{}: nothing was refunded",
+            b.name
+        );
     }
 }

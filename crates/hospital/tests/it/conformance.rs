@@ -27,7 +27,7 @@ pub async fn session(h: &Hospital, quotas: (i64, i64, i64)) -> i64 {
     let doctor = h.practitioners().await.unwrap()[2]; // 张伟, attending, internal medicine
     h.add_schedule(&NewSchedule {
         practitioner_id: doctor,
-        date: "2026-03-04".into(),
+        date: (h.business_date() + time::Duration::days(2)).to_string(),
         period: "night".into(),
         clinic_type: "night".into(),
         registration_level: 3,
@@ -235,23 +235,99 @@ async fn bad_patient_fields_are_refused_with_the_field_named() {
 async fn the_demo_hospital_has_a_week_of_sessions() {
     for b in backends().await {
         let h = &b.hospital;
-        // Monday: 8 doctors x 2 sessions + 1 night clinic; Saturday: 8 mornings + 1 night clinic.
-        assert_eq!(
-            h.schedules_on("2026-03-02").await.unwrap().len(),
-            17,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            h.schedules_on("2026-03-07").await.unwrap().len(),
-            9,
-            "{}",
-            b.name
-        );
+        for day in 0..7 {
+            let date = h.business_date() + time::Duration::days(day);
+            let weekend = matches!(
+                date.weekday(),
+                time::Weekday::Saturday | time::Weekday::Sunday
+            );
+            // 8 doctors, mornings only at weekends, plus internal medicine's night clinic.
+            let expected = if weekend { 8 + 1 } else { 16 + 1 };
+            assert_eq!(
+                h.schedules_on(&date.to_string()).await.unwrap().len(),
+                expected,
+                "{} {date}",
+                b.name
+            );
+        }
         assert!(
-            !h.seed_demo(time::Date::from_calendar_date(2026, time::Month::March, 2).unwrap())
-                .await
-                .unwrap()
+            !h.seed_demo(h.business_date()).await.unwrap(),
+            "seeding twice adds nothing"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_patient_registering_twice_at_once_gets_one_registration() {
+    for b in backends().await {
+        let h = b.hospital.clone();
+        let schedule = session(&h, (10, 10, 2)).await;
+        let p = h
+            .add_patient("clerk", &patient(1, "19900101"))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    h.register(
+                        "clerk",
+                        &NewRegistration {
+                            patient_id: p,
+                            schedule_id: schedule,
+                            channel: "on-site".into(),
+                        },
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(
+            accepted, 1,
+            "{}: the daily limit holds under concurrency",
+            b.name
+        );
+        assert_eq!(h.taken(schedule).await.unwrap(), (1, 0, 0), "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_has_passed_takes_no_registration() {
+    for b in backends().await {
+        let h = &b.hospital;
+        let doctor = h.practitioners().await.unwrap()[0];
+        let past = h
+            .add_schedule(&NewSchedule {
+                practitioner_id: doctor,
+                date: (h.business_date() - time::Duration::days(1)).to_string(),
+                period: "morning".into(),
+                clinic_type: "general".into(),
+                registration_level: 1,
+                quotas: (5, 5, 1),
+            })
+            .await
+            .unwrap();
+        let p = h
+            .add_patient("clerk", &patient(1, "19900101"))
+            .await
+            .unwrap();
+        let err = h
+            .register(
+                "clerk",
+                &NewRegistration {
+                    patient_id: p,
+                    schedule_id: past,
+                    channel: "on-site".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().ends_with("which has passed"), "{err}");
     }
 }

@@ -73,7 +73,7 @@ pub fn rules(dir: &std::path::Path) -> Rules {
     rules
 }
 
-/// A fresh hospital on each available backend, seeded with the demo hospital from 2026-03-02.
+/// A fresh hospital on each available backend, seeded with the demo hospital from today.
 pub async fn backends() -> Vec<Backend> {
     let mut out = Vec::new();
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +121,7 @@ pub async fn backends() -> Vec<Backend> {
     }
     for b in &out {
         b.hospital
-            .seed_demo(time::Date::from_calendar_date(2026, time::Month::March, 2).unwrap())
+            .seed_demo(b.hospital.business_date())
             .await
             .unwrap();
     }

@@ -69,6 +69,8 @@ async fn patients_are_called_in_the_triage_rules_order_and_a_missed_one_is_reque
         arrive(h, schedule, 2, "19410101", "on-site", 0).await; // 85 years: 3000
         let (emergency, _) = arrive(h, schedule, 3, "19960101", "on-site", 2).await; // level 2: 500000
         arrive(h, schedule, 4, "19960101", "online", 0).await; // appointment: 1000
+        arrive(h, schedule, 5, "19960101", "on-site", 0).await; // 0, after patient 1
+        arrive(h, schedule, 6, "19960101", "on-site", 0).await; // 0
         let order: Vec<String> = h
             .queue(schedule)
             .await
@@ -76,7 +78,12 @@ async fn patients_are_called_in_the_triage_rules_order_and_a_missed_one_is_reque
             .iter()
             .map(|e| e.patient_name.clone())
             .collect();
-        assert_eq!(order, ["患者3", "患者2", "患者4", "患者1"], "{}", b.name);
+        assert_eq!(
+            order,
+            ["患者3", "患者2", "患者4", "患者1", "患者5", "患者6"],
+            "{}",
+            b.name
+        );
         assert!(
             h.queue(schedule).await.unwrap().iter().all(|e| e.paid),
             "the doctor sees who paid"
@@ -111,32 +118,37 @@ async fn patients_are_called_in_the_triage_rules_order_and_a_missed_one_is_reque
             "{}",
             b.name
         );
-        // Requeued behind the next 3 patients: the two left are called first.
-        let next: Vec<String> = [
-            h.call_next("dr-zhang", schedule, "room 3")
-                .await
-                .unwrap()
-                .unwrap(),
-            h.call_next("dr-zhang", schedule, "room 4")
-                .await
-                .unwrap()
-                .unwrap(),
-        ]
-        .iter()
-        .map(|e| e.patient_name.clone())
-        .collect();
-        assert_eq!(next, ["患者4", "患者1"], "{}", b.name);
-        // Nobody else waits: the missed patient comes back, misses twice more and expires.
-        for misses in 2..=3 {
-            let again = h
-                .call_next("dr-zhang", schedule, "room 3")
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(again.ticket_id, elderly.ticket_id);
-            let t = h.miss("dr-zhang", again.ticket_id).await.unwrap();
-            assert_eq!(t.missed_calls, misses);
+        // triage 1.0.0 requeues a missed patient behind the next 3: patients 4, 1 and 5 come
+        // first, then the missed one (weight 2000) before patient 6 (weight 0).
+        let mut next = Vec::new();
+        for _ in 0..4 {
+            next.push(
+                h.call_next("dr-zhang", schedule, "room 3")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .patient_name,
+            );
         }
+        assert_eq!(next, ["患者4", "患者1", "患者5", "患者2"], "{}", b.name);
+        // Missed again it waits behind 3 more; only patient 6 is left, so it comes back after
+        // them, misses a third time, and expires (the rule's maximum).
+        let t = h.miss("dr-zhang", elderly.ticket_id).await.unwrap();
+        assert_eq!(t.missed_calls, 2);
+        let sixth = h
+            .call_next("dr-zhang", schedule, "room 3")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sixth.patient_name, "患者6", "{}", b.name);
+        let again = h
+            .call_next("dr-zhang", schedule, "room 3")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.ticket_id, elderly.ticket_id, "{}", b.name);
+        let t = h.miss("dr-zhang", again.ticket_id).await.unwrap();
+        assert_eq!(t.missed_calls, 3);
         assert_eq!(
             h.ticket(elderly.ticket_id).await.unwrap().status,
             "expired",
@@ -189,7 +201,7 @@ async fn a_patient_back_from_tests_returns_with_priority_and_unpaid_ones_cannot_
         let h = &b.hospital;
         let schedule = session(h, (10, 10, 2)).await;
         let (_, t1) = arrive(h, schedule, 1, "19960101", "on-site", 0).await;
-        arrive(h, schedule, 2, "19960101", "online", 0).await; // 1000
+        let (second, _) = arrive(h, schedule, 2, "19960101", "online", 0).await; // 1000
         let called = h
             .call_next("dr", schedule, "room 1")
             .await
@@ -197,6 +209,29 @@ async fn a_patient_back_from_tests_returns_with_priority_and_unpaid_ones_cannot_
             .unwrap();
         assert_eq!(called.patient_name, "患者2");
         h.start_consultation("dr", called.ticket_id).await.unwrap();
+        // In consultation, the registration is consumed: no refund.
+        let err = h
+            .refund(
+                "cashier",
+                &RefundRequest {
+                    invoice_id: second.invoice_id,
+                    idempotency_key: "rf".into(),
+                    reason: "r".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("consumed services are not refunded"),
+            "{err}"
+        );
+        assert_eq!(
+            h.ticket(called.ticket_id).await.unwrap().status,
+            "in-service",
+            "{}",
+            b.name
+        );
         let away = h.suspend("dr", called.ticket_id).await.unwrap();
         assert_eq!(away.status, "suspended");
         assert_eq!(
