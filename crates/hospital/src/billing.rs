@@ -89,6 +89,50 @@ fn item_class(text: &str) -> ItemClass {
     }
 }
 
+/// A payment or refund row to insert.
+struct Record<'a> {
+    invoice_id: i64,
+    kind: &'static str,
+    method: &'a str,
+    self_pay_fen: i64,
+    fund_fen: i64,
+    cashier: &'a str,
+    key: &'a str,
+    business_date: String,
+    at: i64,
+}
+
+/// Inserts a payment or refund; its idempotency key must be new.
+async fn record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: Record<'_>,
+) -> Result<i64, HospitalError> {
+    let inserted = sqlx::query_scalar(
+        "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(r.invoice_id)
+    .bind(r.kind)
+    .bind(r.method)
+    .bind(r.self_pay_fen)
+    .bind(r.fund_fen)
+    .bind(r.cashier)
+    .bind(r.key)
+    .bind(&r.business_date)
+    .bind(r.at)
+    .fetch_one(&mut **tx)
+    .await;
+    match inserted {
+        Ok(id) => Ok(id),
+        // The key was used meanwhile by another request.
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(HospitalError::Invalid {
+            field: "idempotency_key",
+            reason: "already used for another request".into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Locks the patient an invoice belongs to, as the first write of `tx`: payments, refunds and
 /// cancellations of one patient then run one at a time (on SQLite the write lock is taken here,
 /// so the transaction never fails on a lock upgrade later).
@@ -252,33 +296,26 @@ impl Hospital {
                 .execute(&mut *tx)
                 .await?;
         }
-        let inserted = sqlx::query_scalar(
-            "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
-             VALUES ($1, 'payment', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        let recorded = record(
+            &mut tx,
+            Record {
+                invoice_id: p.invoice_id,
+                kind: "payment",
+                method: &p.method,
+                self_pay_fen: split.self_pay_fen,
+                fund_fen: split.fund_fen,
+                cashier,
+                key: &p.idempotency_key,
+                business_date: self.business_date().to_string(),
+                at: now,
+            },
         )
-        .bind(p.invoice_id)
-        .bind(&p.method)
-        .bind(split.self_pay_fen)
-        .bind(split.fund_fen)
-        .bind(cashier)
-        .bind(&p.idempotency_key)
-        .bind(self.business_date().to_string())
-        .bind(now)
-        .fetch_one(&mut *tx)
         .await;
-        let id: i64 = match inserted {
+        let id = match recorded {
             Ok(id) => id,
-            // The key was used meanwhile by another invoice's payment or a refund.
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                tx.rollback().await?;
-                return Err(HospitalError::Invalid {
-                    field: "idempotency_key",
-                    reason: "already used for another request".into(),
-                });
-            }
             Err(e) => {
                 tx.rollback().await?;
-                return Err(e.into());
+                return Err(e);
             }
         };
         sqlx::query("UPDATE appointment SET status = 'booked', updated_at = $1 WHERE id = $2 AND status = 'pending'")
@@ -383,32 +420,26 @@ impl Hospital {
             .bind(r.invoice_id)
             .execute(&mut *tx)
             .await?;
-        let inserted = sqlx::query_scalar(
-            "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
-             VALUES ($1, 'refund', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        let recorded = record(
+            &mut tx,
+            Record {
+                invoice_id: r.invoice_id,
+                kind: "refund",
+                method: &method,
+                self_pay_fen: self_pay,
+                fund_fen: fund,
+                cashier,
+                key: &r.idempotency_key,
+                business_date: self.business_date().to_string(),
+                at: now,
+            },
         )
-        .bind(r.invoice_id)
-        .bind(&method)
-        .bind(self_pay)
-        .bind(fund)
-        .bind(cashier)
-        .bind(&r.idempotency_key)
-        .bind(self.business_date().to_string())
-        .bind(now)
-        .fetch_one(&mut *tx)
         .await;
-        let id: i64 = match inserted {
+        let id = match recorded {
             Ok(id) => id,
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                tx.rollback().await?;
-                return Err(HospitalError::Invalid {
-                    field: "idempotency_key",
-                    reason: "already used for another request".into(),
-                });
-            }
             Err(e) => {
                 tx.rollback().await?;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let detail = format!(
