@@ -2,9 +2,12 @@
 //! frequently changing rules (fees, insurance split, triage order, registration quota) come from
 //! the live rule modules ([`nonstop_runtime::Rules`]), so they can be updated while it serves.
 //!
-//! Built so far: patients with validated ID numbers, departments, doctors and clinic sessions (a
-//! seeded demo hospital), and registration with quota and fee rules, on SQLite or PostgreSQL. The
-//! rest of the registration life cycle, queue, payment and the HTTP API come next.
+//! - the core: [`patient`], [`registration`], [`billing`], [`queue`], [`auth`], on SQLite or
+//!   PostgreSQL; every change of one patient's registrations and money first locks that
+//!   patient's row, so they happen one at a time, in one lock order everywhere;
+//! - [`api`]: the HTTP JSON API under `/api/v1`;
+//! - [`node`]: `nonstop node`, the core with its rules, store and update agent;
+//! - [`loadgen`]: `nonstop loadgen`, traffic and a check of every acknowledged record.
 
 #![deny(missing_docs)]
 
