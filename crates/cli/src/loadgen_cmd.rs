@@ -45,22 +45,23 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{}: {:.0} requests/s over {:.1} s, {} requests, {} errors, p99 {:.1} ms",
+            "{}: {:.0} requests/s over {:.1} s, {} requests, {} errors, {} refused, p99 {:.1} ms",
             report.database,
             report.requests_per_second,
             report.seconds,
             report.requests,
             report.errors,
+            report.refused,
             report.p99_ms
         );
         println!(
-            "{:<36} {:>9} {:>7} {:>9} {:>9}",
-            "endpoint", "requests", "errors", "p50 ms", "p99 ms"
+            "{:<36} {:>9} {:>7} {:>7} {:>9} {:>9}",
+            "endpoint", "requests", "errors", "refused", "p50 ms", "p99 ms"
         );
         for e in &report.endpoints {
             println!(
-                "{:<36} {:>9} {:>7} {:>9.2} {:>9.2}",
-                e.endpoint, e.requests, e.errors, e.p50_ms, e.p99_ms
+                "{:<36} {:>9} {:>7} {:>7} {:>9.2} {:>9.2}",
+                e.endpoint, e.requests, e.errors, e.refused, e.p50_ms, e.p99_ms
             );
         }
         let r = &report.records;
@@ -79,6 +80,13 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
         || r.invoices_paid_twice != 0
     {
         anyhow::bail!("lost or duplicated records");
+    }
+    if report.errors > 0 || report.refused > 0 {
+        anyhow::bail!(
+            "{} requests failed and {} were refused",
+            report.errors,
+            report.refused
+        );
     }
     Ok(())
 }

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/refunds", post(refund))
         .route("/api/v1/cashier/totals", get(totals))
         .route("/api/v1/check-ins", post(check_in))
+        .route("/api/v1/practitioners/{id}/day", get(doctor_day))
         .route("/api/v1/schedules/{id}/call-next", post(call_next))
         .route("/api/v1/schedules/{id}/queue", get(queue))
         .route("/api/v1/schedules/{id}/waiting-room", get(waiting_room))
@@ -138,12 +139,46 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 fn bad_body(rejection: &JsonRejection) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad-request",
-        None,
-        rejection.body_text(),
-    )
+    let message = rejection.body_text();
+    let field = field_of(&message);
+    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", field, message)
+}
+
+/// The field a deserialization message is about: serde names an unknown or missing field in
+/// backticks, and axum puts the path of a field of the wrong type before serde's message
+/// ("...target type: patient_id: invalid type..."). axum's rejection keeps only the text, so the
+/// field is read back from it.
+fn field_of(message: &str) -> Option<String> {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            return rest.split('`').next().map(str::to_owned);
+        }
+    }
+    let rest = message.split("target type: ").nth(1)?;
+    let (path, _) = rest.split_once(": ")?;
+    let is_path = !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'));
+    is_path.then(|| path.to_owned())
+}
+
+/// Path parameters whose rejection (an id that is not a number) becomes a 400 naming it.
+pub struct Ids<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Ids<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Ids(v)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                None,
+                rejection.body_text(),
+            )),
+        }
+    }
 }
 
 /// Query parameters whose rejection becomes a 400 naming the parameter.
@@ -207,6 +242,25 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// A doctor whose account names a practitioner acts only in that practitioner's sessions.
+    async fn own_session(&self, h: &Hospital, of: crate::SessionOf) -> Result<(), ApiError> {
+        let Some(mine) = self.0.practitioner_id else {
+            return Ok(());
+        };
+        let theirs = h.practitioner_of(of).await?;
+        if theirs == mine {
+            Ok(())
+        } else {
+            Err(HospitalError::Forbidden(format!(
+                "{} is practitioner {mine}; this is practitioner {theirs}'s session",
+                self.0.username
+            ))
+            .into())
+        }
+    }
+}
+
 const ALL: &[Role] = &[Role::Clerk, Role::Cashier, Role::Doctor, Role::Admin];
 
 async fn openapi() -> Response {
@@ -239,6 +293,8 @@ async fn login(
 struct NewUser {
     username: String,
     role: Role,
+    #[serde(default)]
+    practitioner_id: Option<i64>,
     password: String,
 }
 
@@ -249,7 +305,7 @@ async fn add_user(
 ) -> ApiResult<serde_json::Value> {
     let actor = c.allow(&[Role::Admin])?;
     Ok(Json(
-        json!({"id": h.add_user(actor, &u.username, u.role, &u.password).await?}),
+        json!({"id": h.add_user(actor, &u.username, u.role, u.practitioner_id, &u.password).await?}),
     ))
 }
 
@@ -275,19 +331,31 @@ fn default_limit() -> i64 {
     50
 }
 
+impl Page {
+    fn check(&self) -> Result<(), HospitalError> {
+        if !(1..=500).contains(&self.limit) {
+            return Err(HospitalError::Invalid {
+                field: "limit",
+                reason: format!("{} is not 1 to 500", self.limit),
+            });
+        }
+        if self.offset < 0 {
+            return Err(HospitalError::Invalid {
+                field: "offset",
+                reason: format!("{} is negative", self.offset),
+            });
+        }
+        Ok(())
+    }
+}
+
 async fn list_patients(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
     Params(p): Params<Page>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(ALL)?;
-    if !(1..=500).contains(&p.limit) || p.offset < 0 {
-        return Err(HospitalError::Invalid {
-            field: "limit",
-            reason: "limit must be 1 to 500 and offset not negative".into(),
-        }
-        .into());
-    }
+    p.check()?;
     let (items, total) = h.list_patients(p.limit, p.offset).await?;
     Ok(Json(
         json!({"items": items, "limit": p.limit, "offset": p.offset, "total": total}),
@@ -321,10 +389,24 @@ async fn register(
 async fn cancel(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
-    Path(id): Path<i64>,
+    Ids(id): Ids<i64>,
 ) -> ApiResult<serde_json::Value> {
     let actor = c.allow(&[Role::Clerk, Role::Admin])?;
-    Ok(Json(json!({"released": h.cancel_hold(actor, id).await?})))
+    if h.cancel_hold(actor, id).await? {
+        return Ok(Json(json!({"released": true})));
+    }
+    let status = h.registration_status(id).await?;
+    let reason = match status.as_str() {
+        "booked" | "checked-in" => format!(
+            "registration {id} is paid ({status}): cancel it by refunding its invoice (退号)"
+        ),
+        _ => format!("registration {id} is {status}, not held"),
+    };
+    Err(HospitalError::Refused {
+        rule: "registration",
+        reason,
+    }
+    .into())
 }
 
 async fn pay(
@@ -380,10 +462,11 @@ struct Room {
 async fn call_next(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
-    Path(id): Path<i64>,
+    Ids(id): Ids<i64>,
     Body(r): Body<Room>,
 ) -> Result<Response, ApiError> {
     let actor = c.allow(&[Role::Doctor])?;
+    c.own_session(&h, crate::SessionOf::Schedule(id)).await?;
     Ok(match h.call_next(actor, id, &r.room).await? {
         Some(entry) => Json(entry).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -393,10 +476,38 @@ async fn call_next(
 async fn queue(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
-    Path(id): Path<i64>,
+    Ids(id): Ids<i64>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(&[Role::Doctor, Role::Clerk, Role::Admin])?;
     Ok(Json(json!({"items": h.queue(id).await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaybeDay {
+    date: Option<String>,
+}
+
+/// The doctor's view: a practitioner's sessions of a day (today by default), each with its queue
+/// and who has paid. A doctor linked to a practitioner sees their own.
+async fn doctor_day(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Ids(id): Ids<i64>,
+    Params(d): Params<MaybeDay>,
+) -> ApiResult<crate::DoctorDay> {
+    c.allow(&[Role::Doctor, Role::Clerk, Role::Admin])?;
+    if let Some(mine) = c.0.practitioner_id
+        && mine != id
+    {
+        return Err(HospitalError::Forbidden(format!(
+            "{} is practitioner {mine}, not {id}",
+            c.0.username
+        ))
+        .into());
+    }
+    let date = d.date.unwrap_or_else(|| h.business_date().to_string());
+    Ok(Json(h.doctor_day(id, &date).await?))
 }
 
 /// The waiting-room screen: who is called to which room, and who waits, by surname only.
@@ -411,7 +522,7 @@ struct Board {
 async fn waiting_room(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
-    Path(id): Path<i64>,
+    Ids(id): Ids<i64>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(ALL)?;
     let items: Vec<Board> = h
@@ -432,8 +543,9 @@ async fn waiting_room(
 async fn ticket_action(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
-    Path((id, action)): Path<(i64, String)>,
+    Ids((id, action)): Ids<(i64, String)>,
 ) -> ApiResult<crate::QueueEntry> {
+    c.own_session(&h, crate::SessionOf::Ticket(id)).await?;
     let entry = match action.as_str() {
         "start" => h.start_consultation(c.allow(&[Role::Doctor])?, id).await?,
         "finish" => h.finish_consultation(c.allow(&[Role::Doctor])?, id).await?,
@@ -454,7 +566,7 @@ async fn ticket_action(
 async fn audit(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
-    Path((entity, id)): Path<(String, i64)>,
+    Ids((entity, id)): Ids<(String, i64)>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(&[Role::Admin])?;
     let items: Vec<_> = h

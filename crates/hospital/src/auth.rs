@@ -58,6 +58,9 @@ pub struct Staff {
     pub username: String,
     /// Role.
     pub role: Role,
+    /// The practitioner a doctor's account is (`None` for other roles, and for doctor accounts
+    /// not linked to one).
+    pub practitioner_id: Option<i64>,
 }
 
 /// A verified token: SHA-256 of its secret, who it belongs to, and until when (Unix ms).
@@ -66,6 +69,17 @@ type VerifiedToken = ([u8; 32], Staff, i64);
 /// Tokens already verified, by token id.
 #[derive(Default, Clone)]
 pub(crate) struct TokenCache(Arc<Mutex<HashMap<i64, VerifiedToken>>>);
+
+impl TokenCache {
+    /// Remembers a verified token, forgetting the expired ones (so the cache holds only tokens
+    /// that could still be used, however long the node runs).
+    fn remember(&self, id: i64, token: VerifiedToken) {
+        let mut tokens = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        tokens.retain(|_, (_, _, until)| *until > now);
+        tokens.insert(id, token);
+    }
+}
 
 fn hash_secret(secret: &str) -> Result<String, HospitalError> {
     let mut salt = [0u8; 16];
@@ -110,14 +124,36 @@ impl Hospital {
             .unwrap_or(false)
     }
 
-    /// Creates a staff account.
+    /// Creates a staff account; a doctor's may name the practitioner it is.
     pub async fn add_user(
         &self,
         actor: &str,
         username: &str,
         role: Role,
+        practitioner_id: Option<i64>,
         password: &str,
     ) -> Result<i64, HospitalError> {
+        if let Some(id) = practitioner_id {
+            if role != Role::Doctor {
+                return Err(HospitalError::Invalid {
+                    field: "practitioner_id",
+                    reason: format!(
+                        "only a doctor's account names a practitioner, not a {}'s",
+                        role.as_str()
+                    ),
+                });
+            }
+            let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM practitioner WHERE id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+            if known == 0 {
+                return Err(HospitalError::NotFound {
+                    what: "practitioner",
+                    id,
+                });
+            }
+        }
         if username.is_empty()
             || username.len() > 64
             || !username
@@ -139,10 +175,11 @@ impl Hospital {
         let hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
             .await
             .map_err(|e| HospitalError::Auth(e.to_string()))??;
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar("INSERT INTO app_user (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO app_user (username, role, practitioner_id, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
             .bind(username)
             .bind(role.as_str())
+            .bind(practitioner_id)
             .bind(&hash)
             .bind(now_ms())
             .fetch_one(&mut *tx)
@@ -154,7 +191,11 @@ impl Hospital {
                 },
                 _ => HospitalError::Db(e),
             })?;
-        crate::audit(&mut tx, actor, "app_user", id, "create", role.as_str()).await?;
+        let detail = match practitioner_id {
+            Some(p) => format!("{} (practitioner {p})", role.as_str()),
+            None => role.as_str().to_owned(),
+        };
+        crate::audit(&mut tx, actor, "app_user", id, "create", &detail).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -173,10 +214,12 @@ impl Hospital {
         username: &str,
         password: &str,
     ) -> Result<(String, Staff), HospitalError> {
-        let row = sqlx::query("SELECT id, role, password_hash FROM app_user WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, role, password_hash, practitioner_id FROM app_user WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
         let denied = || HospitalError::Unauthorized("wrong username or password".into());
         // An unknown user costs the same argon2 work as a known one, so timing does not tell
         // which usernames exist.
@@ -193,6 +236,7 @@ impl Hospital {
         let staff = Staff {
             username: username.to_owned(),
             role: Role::parse(&row.try_get::<String, _>(1)?).ok_or_else(denied)?,
+            practitioner_id: row.try_get(3)?,
         };
         let secret = random_secret();
         let to_hash = secret.clone();
@@ -200,6 +244,7 @@ impl Hospital {
             .await
             .map_err(|e| HospitalError::Auth(e.to_string()))??;
         let now = now_ms();
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
@@ -207,20 +252,17 @@ impl Hospital {
         .bind(&secret_hash)
         .bind(now)
         .bind(now + self.token_lifetime_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        self.tokens
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                (
-                    Sha256::digest(secret.as_bytes()).into(),
-                    staff.clone(),
-                    now + self.token_lifetime_ms,
-                ),
-            );
+        tx.commit().await?;
+        self.tokens.remember(
+            id,
+            (
+                Sha256::digest(secret.as_bytes()).into(),
+                staff.clone(),
+                now + self.token_lifetime_ms,
+            ),
+        );
         Ok((format!("{id}.{secret}"), staff))
     }
 
@@ -245,7 +287,7 @@ impl Hospital {
             };
         }
         let row = sqlx::query(
-            "SELECT t.secret_hash, t.expires_at, u.username, u.role FROM api_token t JOIN app_user u ON u.id = t.user_id WHERE t.id = $1",
+            "SELECT t.secret_hash, t.expires_at, u.username, u.role, u.practitioner_id FROM api_token t JOIN app_user u ON u.id = t.user_id WHERE t.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -253,23 +295,17 @@ impl Hospital {
         .ok_or_else(denied)?;
         let until: i64 = row.try_get(1)?;
         let hash: String = row.try_get(0)?;
-        let given = secret.to_owned();
-        let ok = until > now_ms()
-            && tokio::task::spawn_blocking(move || verify_secret(&given, &hash))
-                .await
-                .unwrap_or(false);
+        // Bounded like a login: after a restart, a flood of guessed tokens queues here.
+        let ok = until > now_ms() && self.verify_slowly(secret.to_owned(), hash).await;
         if !ok {
             return Err(denied());
         }
         let staff = Staff {
             username: row.try_get(2)?,
             role: Role::parse(&row.try_get::<String, _>(3)?).ok_or_else(denied)?,
+            practitioner_id: row.try_get(4)?,
         };
-        self.tokens
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, (digest, staff.clone(), until));
+        self.tokens.remember(id, (digest, staff.clone(), until));
         Ok(staff)
     }
 }

@@ -103,10 +103,7 @@ struct Record<'a> {
 }
 
 /// Inserts a payment or refund; its idempotency key must be new.
-async fn record(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    r: Record<'_>,
-) -> Result<i64, HospitalError> {
+async fn record(tx: &mut crate::WriteTx, r: Record<'_>) -> Result<i64, HospitalError> {
     let inserted = sqlx::query_scalar(
         "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -137,7 +134,7 @@ async fn record(
 /// cancellations of one patient then run one at a time (on SQLite the write lock is taken here,
 /// so the transaction never fails on a lock upgrade later).
 async fn lock_patient_of_invoice(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::WriteTx,
     invoice_id: i64,
 ) -> Result<(), HospitalError> {
     let locked = sqlx::query(
@@ -170,12 +167,17 @@ impl Hospital {
         }
         check_key(&p.idempotency_key)?;
         if let Some(done) = self
-            .replay(&p.idempotency_key, "payment", p.invoice_id)
+            .replay(
+                &p.idempotency_key,
+                "payment",
+                p.invoice_id,
+                Some(p.patient_id),
+            )
             .await?
         {
             return Ok(done);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         lock_patient_of_invoice(&mut tx, p.invoice_id).await?;
         let invoice = sqlx::query(
             "SELECT i.patient_id, i.status, a.status, a.hold_expires_at, pt.insurance_category, a.id
@@ -198,7 +200,12 @@ impl Hospital {
             tx.rollback().await?;
             // Paid meanwhile, perhaps by this very request retried concurrently.
             if let Some(done) = self
-                .replay(&p.idempotency_key, "payment", p.invoice_id)
+                .replay(
+                    &p.idempotency_key,
+                    "payment",
+                    p.invoice_id,
+                    Some(p.patient_id),
+                )
                 .await?
             {
                 return Ok(done);
@@ -328,6 +335,15 @@ impl Hospital {
             p.method, split.self_pay_fen, split.fund_fen
         );
         crate::audit(&mut tx, cashier, "invoice", p.invoice_id, "pay", &detail).await?;
+        crate::audit(
+            &mut tx,
+            cashier,
+            "appointment",
+            appointment_id,
+            "book",
+            &format!("paid: invoice {}", p.invoice_id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Payment {
             id,
@@ -347,12 +363,12 @@ impl Hospital {
     pub async fn refund(&self, cashier: &str, r: &RefundRequest) -> Result<Payment, HospitalError> {
         check_key(&r.idempotency_key)?;
         if let Some(done) = self
-            .replay(&r.idempotency_key, "refund", r.invoice_id)
+            .replay(&r.idempotency_key, "refund", r.invoice_id, None)
             .await?
         {
             return Ok(done);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         lock_patient_of_invoice(&mut tx, r.invoice_id).await?;
         let row = sqlx::query(
             "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, i.appointment_id,
@@ -366,7 +382,7 @@ impl Hospital {
         if status != "balanced" {
             tx.rollback().await?;
             if let Some(done) = self
-                .replay(&r.idempotency_key, "refund", r.invoice_id)
+                .replay(&r.idempotency_key, "refund", r.invoice_id, None)
                 .await?
             {
                 return Ok(done);
@@ -447,6 +463,18 @@ impl Hospital {
             r.reason
         );
         crate::audit(&mut tx, cashier, "invoice", r.invoice_id, "refund", &detail).await?;
+        crate::audit(
+            &mut tx,
+            cashier,
+            "appointment",
+            appointment_id,
+            "cancel",
+            &format!(
+                "refunded (invoice {}), slot released, ticket withdrawn: {}",
+                r.invoice_id, r.reason
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Payment {
             id,
@@ -465,7 +493,7 @@ impl Hospital {
         actor: &str,
         appointment_id: i64,
     ) -> Result<bool, HospitalError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // The patient first, as payment does: the two never wait on each other in opposite order.
         let locked = sqlx::query("UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM appointment WHERE id = $1)")
             .bind(appointment_id)
@@ -528,7 +556,7 @@ impl Hospital {
     /// Returns false (and changes nothing) if it was not in one of those states.
     async fn release_slot(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut crate::WriteTx,
         appointment_id: i64,
         from: &[&str],
     ) -> Result<bool, HospitalError> {
@@ -603,15 +631,17 @@ impl Hospital {
     }
 
     /// The earlier result of a request with this idempotency key: a payment or refund of the same
-    /// kind and invoice. A key used for anything else is refused, never silently answered.
+    /// kind and invoice (and, for a payment, the same patient). A key used for anything else is
+    /// refused, never silently answered.
     async fn replay(
         &self,
         key: &str,
         kind: &str,
         invoice_id: i64,
+        patient_id: Option<i64>,
     ) -> Result<Option<Payment>, HospitalError> {
         let Some(row) = sqlx::query(
-            "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule
+            "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule, i.patient_id
              FROM payment p JOIN invoice i ON i.id = p.invoice_id WHERE p.idempotency_key = $1",
         )
         .bind(key)
@@ -624,6 +654,14 @@ impl Hospital {
             return Err(HospitalError::Invalid {
                 field: "idempotency_key",
                 reason: "already used for another request".into(),
+            });
+        }
+        if let Some(patient_id) = patient_id
+            && patient_id != row.try_get::<i64, _>(6)?
+        {
+            return Err(HospitalError::Invalid {
+                field: "patient_id",
+                reason: format!("invoice {invoice_id} belongs to another patient"),
             });
         }
         Ok(Some(Payment {
@@ -669,7 +707,7 @@ impl Hospital {
         .await?;
         let mut marked = 0;
         for id in ids {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let changed = sqlx::query("UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2 AND status = 'booked'")
                 .bind(now_ms())
                 .bind(id)

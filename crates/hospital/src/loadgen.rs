@@ -43,8 +43,11 @@ pub struct EndpointReport {
     pub endpoint: String,
     /// Requests made.
     pub requests: usize,
-    /// Requests that failed (transport error or 5xx; 4xx answers are expected outcomes).
+    /// Requests that failed (transport error or 5xx).
     pub errors: usize,
+    /// Requests the node refused (4xx). The traffic is valid and the quotas large, so any
+    /// refusal is a fault to look into, reported apart from failures.
+    pub refused: usize,
     /// Median latency, milliseconds.
     pub p50_ms: f64,
     /// 99th percentile latency, milliseconds.
@@ -64,6 +67,8 @@ pub struct LoadReport {
     pub requests: usize,
     /// Failed requests (transport errors and 5xx).
     pub errors: usize,
+    /// Refused requests (4xx).
+    pub refused: usize,
     /// p99 over all requests, milliseconds.
     pub p99_ms: f64,
     /// Per endpoint.
@@ -78,6 +83,7 @@ pub struct LoadReport {
 struct Tally {
     latencies: BTreeMap<String, Vec<f64>>,
     errors: BTreeMap<String, usize>,
+    refused: BTreeMap<String, usize>,
     registrations: Vec<i64>,
     payments: Vec<i64>,
 }
@@ -90,7 +96,8 @@ struct Driver {
 }
 
 impl Driver {
-    /// One request, timed; `None` on a transport error or a 5xx (counted as errors).
+    /// One request, timed; `None` on a transport error or a 5xx (counted as errors); a 4xx is
+    /// returned and counted as refused.
     async fn send(
         &self,
         endpoint: &str,
@@ -134,7 +141,12 @@ impl Driver {
                 *tally.errors.entry(endpoint.to_owned()).or_default() += 1;
                 None
             }
-            ok => ok,
+            Some((status, value)) => {
+                if status.is_client_error() {
+                    *tally.refused.entry(endpoint.to_owned()).or_default() += 1;
+                }
+                Some((status, value))
+            }
         }
     }
 }
@@ -169,24 +181,10 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
         .map_err(|e| e.to_string())?;
     let login = |username: &'static str, password: String| {
         let (client, base) = (client.clone(), base.clone());
-        async move {
-            let v: Value = client
-                .post(format!("{base}/api/v1/sessions"))
-                .json(&json!({"username": username, "password": password}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            v["token"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("login of {username} failed: {v}"))
-        }
+        async move { login_as(&client, &base, username, &password).await }
     };
     let admin = login("admin", password.trim().to_owned()).await?;
-    for role in ["clerk", "cashier", "doctor"] {
+    for role in ["clerk", "cashier"] {
         client
             .post(format!("{base}/api/v1/users"))
             .bearer_auth(&admin)
@@ -198,18 +196,17 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
     let tokens = [
         login("clerk", "clerk-load-password".into()).await?,
         login("cashier", "cashier-load-password".into()).await?,
-        login("doctor", "doctor-load-password".into()).await?,
     ];
     // One large session per doctor so that quotas do not end the run.
     // A day after the seeded week, so the sessions do not collide with the demo's.
     let today = (node.hospital.business_date() + time::Duration::days(10)).to_string();
     let mut sessions = Vec::new();
-    for practitioner in node
+    let practitioners = node
         .hospital
         .practitioners()
         .await
-        .map_err(|e| e.to_string())?
-    {
+        .map_err(|e| e.to_string())?;
+    for &practitioner in &practitioners {
         let id = node
             .hospital
             .add_schedule(&NewSchedule {
@@ -277,10 +274,34 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
         }));
     }
     for doctor in 0..config.doctors {
-        let (d, stop, sessions) = (driver(&tokens[2]), stop.clone(), sessions.clone());
+        // Each doctor logs in with an account linked to their practitioner, so the API checks
+        // that they call only their own session's patients.
+        let practitioner = practitioners[doctor % practitioners.len()];
+        let username = format!("doctor-{doctor}");
+        client
+            .post(format!("{base}/api/v1/users"))
+            .bearer_auth(&admin)
+            .json(&json!({"username": username, "role": "doctor", "practitioner_id": practitioner, "password": "doctor-load-password"}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let token = login_as(&client, &base, &username, "doctor-load-password").await?;
+        let (d, stop, sessions) = (driver(&token), stop.clone(), sessions.clone());
         workers.push(tokio::spawn(async move {
             let schedule = sessions[doctor % sessions.len()];
+            let mut view_shown = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                // The doctor's screen refreshes their day about once a second.
+                if view_shown.elapsed() >= Duration::from_secs(1) {
+                    view_shown = Instant::now();
+                    d.send(
+                        "GET /practitioners/{id}/day",
+                        "GET",
+                        &format!("/api/v1/practitioners/{practitioner}/day"),
+                        None,
+                    )
+                    .await;
+                }
                 let path = format!("/api/v1/schedules/{schedule}/call-next");
                 match d
                     .send(
@@ -353,6 +374,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
             endpoint: endpoint.clone(),
             requests: ms.len(),
             errors: tally.errors.get(endpoint).copied().unwrap_or(0),
+            refused: tally.refused.get(endpoint).copied().unwrap_or(0),
             p50_ms: percentile(&ms, 0.50),
             p99_ms: percentile(&ms, 0.99),
         });
@@ -364,6 +386,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
         requests_per_second: all.len() as f64 / seconds,
         requests: all.len(),
         errors: tally.errors.values().sum(),
+        refused: tally.refused.values().sum(),
         p99_ms: percentile(&all, 0.99),
         endpoints,
         acknowledged: (tally.registrations.len(), tally.payments.len()),
@@ -372,6 +395,28 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
     node.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+/// Logs in; returns the token.
+async fn login_as(
+    client: &Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> Result<String, String> {
+    let v: Value = client
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("login of {username} failed: {v}"))
 }
 
 /// A birth date and a valid, unique ID number for patient `n`: the birth date varies with `n`,

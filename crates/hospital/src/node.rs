@@ -159,7 +159,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     };
     let hospital = Hospital::open(&url, config.max_connections, rules.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_policy(&config.policy);
     if config.seed_demo
         && hospital
             .seed_demo(hospital.business_date())
@@ -173,7 +174,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     } else {
         let password = crate::auth::random_secret()[..24].to_owned();
         hospital
-            .add_user("node", "admin", Role::Admin, &password)
+            .add_user("node", "admin", Role::Admin, None, &password)
             .await
             .map_err(|e| e.to_string())?;
         let path = data.join("admin-password");

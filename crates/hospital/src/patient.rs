@@ -131,7 +131,23 @@ impl Hospital {
             });
         }
         let birth = parse_date("birth_date", &p.birth_date)?;
+        if birth > self.business_date() {
+            return Err(HospitalError::Invalid {
+                field: "birth_date",
+                reason: format!("{} is in the future", p.birth_date),
+            });
+        }
         validate_id_number(&p.id_number, birth)?;
+        if let Some(number) = &p.insurance_number
+            && (number.is_empty()
+                || number.len() > 32
+                || !number.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            return Err(HospitalError::Invalid {
+                field: "insurance_number",
+                reason: "must be 1 to 32 letters or digits".into(),
+            });
+        }
         if !(6..=20).contains(&p.phone.len())
             || !p
                 .phone
@@ -143,7 +159,7 @@ impl Hospital {
                 reason: "must be 6 to 20 digits".into(),
             });
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO patient (name, gender, birth_date, id_number, phone, insurance_category, insurance_number, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",

@@ -106,7 +106,7 @@ impl Hospital {
         };
         let (assessment, rule) = self.assess(&ticket)?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = sqlx::query("UPDATE appointment SET status = 'checked-in', updated_at = $1 WHERE id = $2 AND status = 'booked'")
             .bind(now)
             .bind(c.appointment_id)
@@ -148,6 +148,15 @@ impl Hospital {
             &format!("weight {} by {rule}", assessment.weight),
         )
         .await?;
+        crate::audit(
+            &mut tx,
+            actor,
+            "appointment",
+            c.appointment_id,
+            "check-in",
+            &format!("ticket {ticket_id}"),
+        )
+        .await?;
         tx.commit().await?;
         self.ticket(ticket_id).await
     }
@@ -160,7 +169,7 @@ impl Hospital {
         room: &str,
     ) -> Result<Option<QueueEntry>, HospitalError> {
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let calls_made: Option<i64> =
                 sqlx::query_scalar("UPDATE schedule SET calls_made = calls_made + 1 WHERE id = $1 RETURNING calls_made")
                     .bind(schedule_id)
@@ -235,7 +244,7 @@ impl Hospital {
         doctor: &str,
         ticket_id: i64,
     ) -> Result<QueueEntry, HospitalError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE queue_ticket SET status = 'done', updated_at = $1 WHERE id = $2 AND status = 'in-service'")
             .bind(now_ms())
             .bind(ticket_id)
@@ -247,14 +256,27 @@ impl Hospital {
             let now = self.ticket(ticket_id).await?;
             return Err(refused_move(ticket_id, &now.status, "done"));
         }
-        sqlx::query(
+        let appointment_id: Option<i64> = sqlx::query_scalar(
             "UPDATE appointment SET status = 'fulfilled', updated_at = $1
-             WHERE id = (SELECT appointment_id FROM queue_ticket WHERE id = $2) AND status = 'checked-in'",
+             WHERE id = (SELECT appointment_id FROM queue_ticket WHERE id = $2) AND status = 'checked-in'
+             RETURNING id",
         )
         .bind(now_ms())
         .bind(ticket_id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some(appointment_id) = appointment_id {
+            let detail = format!("consultation finished: ticket {ticket_id}");
+            crate::audit(
+                &mut tx,
+                doctor,
+                "appointment",
+                appointment_id,
+                "fulfil",
+                &detail,
+            )
+            .await?;
+        }
         crate::audit(
             &mut tx,
             doctor,
@@ -280,7 +302,7 @@ impl Hospital {
             missed_calls: missed as u32,
             ..t.ticket
         })?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let expired = missed >= i64::from(assessment.max_misses);
         // The first statement writes (SQLite takes its lock here); the session's call counter is
         // read inside it, so the requeue position is where the rule says at this moment.
@@ -308,7 +330,7 @@ impl Hospital {
             return Err(refused_move(ticket_id, "changed meanwhile", "missed"));
         }
         if expired {
-            sqlx::query("UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2")
+            sqlx::query("UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2 AND status = 'checked-in'")
                 .bind(now_ms())
                 .bind(t.appointment_id)
                 .execute(&mut *tx)
@@ -346,7 +368,7 @@ impl Hospital {
             returned_from_tests: true,
             ..t.ticket
         })?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE queue_ticket SET status = 'waiting', returned_from_tests = 1, weight = $1, triage_rule = $2,
                  eligible_after_call = 0, updated_at = $3 WHERE id = $4 AND status = 'suspended'",
@@ -376,51 +398,31 @@ impl Hospital {
     }
 
     /// A session's queue in calling order: called and in-service first, then waiting by weight.
-    /// With the paid status of each registration: the doctor's view.
+    /// With the paid status of each registration: the doctor's view. One query, however long the
+    /// queue: the waiting-room screens poll it.
     pub async fn queue(&self, schedule_id: i64) -> Result<Vec<QueueEntry>, HospitalError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM queue_ticket WHERE schedule_id = $1 AND status IN ('called', 'in-service', 'waiting', 'suspended')
-             ORDER BY CASE status WHEN 'in-service' THEN 0 WHEN 'called' THEN 1 WHEN 'waiting' THEN 2 ELSE 3 END,
-                      weight DESC, checked_in_at, id",
-        )
+        let rows = sqlx::query(&format!(
+            "{TICKET_SELECT} WHERE t.schedule_id = $1 AND t.status IN ('called', 'in-service', 'waiting', 'suspended')
+             ORDER BY CASE t.status WHEN 'in-service' THEN 0 WHEN 'called' THEN 1 WHEN 'waiting' THEN 2 ELSE 3 END,
+                      t.weight DESC, t.checked_in_at, t.id"
+        ))
         .bind(schedule_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.ticket(id).await?);
-        }
-        Ok(out)
+        rows.iter().map(queue_entry).collect()
     }
 
     /// One ticket as shown.
     pub async fn ticket(&self, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
-        let row = sqlx::query(
-            "SELECT t.id, t.appointment_id, p.name, p.id_number, t.status, t.room, t.weight, t.missed_calls,
-                    (SELECT COUNT(*) FROM invoice i WHERE i.appointment_id = t.appointment_id AND i.status = 'balanced'),
-                    t.triage_rule
-             FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
-             WHERE t.id = $1",
-        )
-        .bind(ticket_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound {
-            what: "ticket",
-            id: ticket_id,
-        })?;
-        Ok(QueueEntry {
-            ticket_id: row.try_get(0)?,
-            appointment_id: row.try_get(1)?,
-            patient_name: row.try_get(2)?,
-            id_number: mask_id_number(&row.try_get::<String, _>(3)?),
-            status: row.try_get(4)?,
-            room: row.try_get(5)?,
-            weight: row.try_get(6)?,
-            missed_calls: row.try_get(7)?,
-            paid: row.try_get::<i64, _>(8)? > 0,
-            triage_rule: row.try_get(9)?,
-        })
+        let row = sqlx::query(&format!("{TICKET_SELECT} WHERE t.id = $1"))
+            .bind(ticket_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(HospitalError::NotFound {
+                what: "ticket",
+                id: ticket_id,
+            })?;
+        queue_entry(&row)
     }
 
     fn assess(
@@ -444,7 +446,7 @@ impl Hospital {
         to: &str,
         action: &str,
     ) -> Result<QueueEntry, HospitalError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE queue_ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
         )
@@ -501,6 +503,27 @@ impl Hospital {
     }
 }
 
+/// The columns of a [`QueueEntry`], read by [`queue_entry`].
+const TICKET_SELECT: &str = "SELECT t.id, t.appointment_id, p.name, p.id_number, t.status, t.room, t.weight,
+        t.missed_calls, i.status, t.triage_rule
+    FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
+    JOIN invoice i ON i.appointment_id = t.appointment_id";
+
+fn queue_entry(row: &sqlx::any::AnyRow) -> Result<QueueEntry, HospitalError> {
+    Ok(QueueEntry {
+        ticket_id: row.try_get(0)?,
+        appointment_id: row.try_get(1)?,
+        patient_name: row.try_get(2)?,
+        id_number: mask_id_number(&row.try_get::<String, _>(3)?),
+        status: row.try_get(4)?,
+        room: row.try_get(5)?,
+        weight: row.try_get(6)?,
+        missed_calls: row.try_get(7)?,
+        paid: row.try_get::<String, _>(8)? == "balanced",
+        triage_rule: row.try_get(9)?,
+    })
+}
+
 struct TicketRow {
     status: String,
     appointment_id: i64,
@@ -513,4 +536,119 @@ fn refused_move(ticket_id: i64, status: &str, to: &str) -> HospitalError {
         rule: "queue",
         reason: format!("ticket {ticket_id} is {status}, so it cannot be {to}"),
     }
+}
+
+/// One of a doctor's clinic sessions with its queue and the paid status of each patient.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DoctorSession {
+    /// The clinic session (FHIR Schedule).
+    pub schedule_id: i64,
+    /// `morning`, `afternoon` or `night`.
+    pub period: String,
+    /// The department's name.
+    pub department: String,
+    /// Registrations holding a slot: held, paid, checked in or seen.
+    pub registered: i64,
+    /// Of them, paid.
+    pub paid: i64,
+    /// The queue in calling order (in service, called, waiting, suspended).
+    pub queue: Vec<QueueEntry>,
+}
+
+/// The doctor's view (the very thing the patent says doctors lose during an update): a
+/// practitioner's clinic sessions of one day, each with its queue and who has paid.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DoctorDay {
+    /// The practitioner.
+    pub practitioner_id: i64,
+    /// Their name.
+    pub name: String,
+    /// Their title.
+    pub title: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Their sessions that day, morning first.
+    pub sessions: Vec<DoctorSession>,
+}
+
+impl Hospital {
+    /// A practitioner's sessions on `date` (`YYYY-MM-DD`) with their queues: the doctor's view.
+    pub async fn doctor_day(
+        &self,
+        practitioner_id: i64,
+        date: &str,
+    ) -> Result<DoctorDay, HospitalError> {
+        parse_date("date", date)?;
+        let doctor = sqlx::query("SELECT name, title FROM practitioner WHERE id = $1")
+            .bind(practitioner_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(HospitalError::NotFound {
+                what: "practitioner",
+                id: practitioner_id,
+            })?;
+        let rows = sqlx::query(
+            "SELECT s.id, s.period, d.name,
+                    (SELECT COUNT(*) FROM appointment a WHERE a.schedule_id = s.id
+                        AND a.status IN ('pending', 'booked', 'checked-in', 'fulfilled')),
+                    (SELECT COUNT(*) FROM appointment a WHERE a.schedule_id = s.id
+                        AND a.status IN ('booked', 'checked-in', 'fulfilled'))
+             FROM schedule s JOIN department d ON d.id = s.department_id
+             WHERE s.practitioner_id = $1 AND s.session_date = $2
+             ORDER BY CASE s.period WHEN 'morning' THEN 0 WHEN 'afternoon' THEN 1 ELSE 2 END",
+        )
+        .bind(practitioner_id)
+        .bind(date)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let schedule_id: i64 = row.try_get(0)?;
+            sessions.push(DoctorSession {
+                schedule_id,
+                period: row.try_get(1)?,
+                department: row.try_get(2)?,
+                registered: row.try_get(3)?,
+                paid: row.try_get(4)?,
+                queue: self.queue(schedule_id).await?,
+            });
+        }
+        Ok(DoctorDay {
+            practitioner_id,
+            name: doctor.try_get(0)?,
+            title: doctor.try_get(1)?,
+            date: date.to_owned(),
+            sessions,
+        })
+    }
+
+    /// The practitioner whose clinic session a schedule or a queue ticket belongs to.
+    pub async fn practitioner_of(&self, of: SessionOf) -> Result<i64, HospitalError> {
+        let (sql, what, id) = match of {
+            SessionOf::Schedule(id) => (
+                "SELECT practitioner_id FROM schedule WHERE id = $1",
+                "schedule",
+                id,
+            ),
+            SessionOf::Ticket(id) => (
+                "SELECT s.practitioner_id FROM queue_ticket t JOIN schedule s ON s.id = t.schedule_id WHERE t.id = $1",
+                "ticket",
+                id,
+            ),
+        };
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(HospitalError::NotFound { what, id })
+    }
+}
+
+/// What a doctor acts on: a clinic session, or a ticket in one.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionOf {
+    /// A clinic session by id.
+    Schedule(i64),
+    /// A queue ticket by id.
+    Ticket(i64),
 }

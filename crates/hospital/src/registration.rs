@@ -190,7 +190,7 @@ impl Hospital {
         let (pool_name, taken, quota) = pool_columns(pool);
         let now = now_ms();
         let hold_expires_at = now + i64::from(decision.hold_seconds) * 1000;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // The patient first (the same order as payment and cancellation), then a recount: two
         // registrations of one patient at once cannot both pass the quota rule's daily limit.
         // Being the first statement, this write also takes SQLite's lock, so the transaction

@@ -42,7 +42,7 @@ impl Hospital {
         if existing > 0 {
             return Ok(false);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (code, name, doctors) in DEPARTMENTS {
             let department: i64 = sqlx::query_scalar(
                 "INSERT INTO department (code, name) VALUES ($1, $2) RETURNING id",
@@ -144,7 +144,8 @@ impl Hospital {
                     what: "practitioner",
                     id: s.practitioner_id,
                 })?;
-        Ok(sqlx::query_scalar(
+        let mut tx = self.begin_write().await?;
+        let id = sqlx::query_scalar(
             "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
                  registration_level, quota_on_site, quota_online, quota_elderly)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -158,8 +159,10 @@ impl Hospital {
         .bind(s.quotas.0)
         .bind(s.quotas.1)
         .bind(s.quotas.2)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Ids of the doctors, in id order.
@@ -179,6 +182,8 @@ pub struct ScheduleSummary {
     pub id: i64,
     /// Department name.
     pub department: String,
+    /// The doctor (FHIR Practitioner).
+    pub practitioner_id: i64,
     /// Doctor's name.
     pub practitioner: String,
     /// Doctor's title.
@@ -200,7 +205,8 @@ impl Hospital {
         crate::patient::parse_date("date", date)?;
         let rows = sqlx::query(
             "SELECT s.id, d.name, p.name, p.title, s.session_date, s.period, s.clinic_type,
-                    s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online, s.quota_elderly - s.taken_elderly
+                    s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online, s.quota_elderly - s.taken_elderly,
+                    s.practitioner_id
              FROM schedule s JOIN practitioner p ON p.id = s.practitioner_id JOIN department d ON d.id = s.department_id
              WHERE s.session_date = $1 ORDER BY s.id",
         )
@@ -212,6 +218,7 @@ impl Hospital {
             out.push(ScheduleSummary {
                 id: r.try_get(0)?,
                 department: r.try_get(1)?,
+                practitioner_id: r.try_get(10)?,
                 practitioner: r.try_get(2)?,
                 title: r.try_get(3)?,
                 date: r.try_get(4)?,

@@ -238,9 +238,157 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_sees_their_day_with_who_has_paid_and_acts_only_in_their_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, admin, clerk, cashier, _doctor) = node(dir.path()).await;
+    let today = node.hospital.business_date().to_string();
+    let schedules = clerk
+        .ok(
+            "GET",
+            &format!("/api/v1/schedules?date={today}"),
+            Value::Null,
+        )
+        .await;
+    let night = schedules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["period"] == "night")
+        .unwrap()
+        .clone();
+    let other = schedules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["practitioner_id"] != night["practitioner_id"])
+        .unwrap()
+        .clone();
+    let me = night["practitioner_id"].as_i64().unwrap();
+    admin
+        .ok(
+            "POST",
+            "/api/v1/users",
+            json!({"username": "dr-night", "role": "doctor", "practitioner_id": me, "password": "night-password-1"}),
+        )
+        .await;
+    // Only a doctor's account names a practitioner.
+    let (status, body) = admin
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "clerk-2", "role": "clerk", "practitioner_id": me, "password": "clerk-password-2"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("practitioner_id"))
+    );
+    let doctor = admin.as_user("dr-night", "night-password-1").await;
+
+    // Two patients checked in to the night clinic: both paid. A third holds a slot unpaid.
+    let mut tickets = Vec::new();
+    for n in 1..=3 {
+        let p = clerk.ok("POST", "/api/v1/patients", patient(n)).await["id"].clone();
+        let r = clerk
+            .ok(
+                "POST",
+                "/api/v1/registrations",
+                json!({"patient_id": p, "schedule_id": night["id"], "channel": "on-site"}),
+            )
+            .await;
+        if n == 3 {
+            break;
+        }
+        cashier
+            .ok(
+                "POST",
+                "/api/v1/payments",
+                json!({"invoice_id": r["invoice_id"], "patient_id": p, "method": "card", "idempotency_key": format!("day-{n}")}),
+            )
+            .await;
+        let t = clerk
+            .ok(
+                "POST",
+                "/api/v1/check-ins",
+                json!({"appointment_id": r["id"]}),
+            )
+            .await;
+        tickets.push(t["ticket_id"].clone());
+    }
+    let day = doctor
+        .ok(
+            "GET",
+            &format!("/api/v1/practitioners/{me}/day"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(day["date"], today.as_str());
+    let session = day["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["schedule_id"] == night["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (session["registered"].as_i64(), session["paid"].as_i64()),
+        (Some(3), Some(2))
+    );
+    let queue = session["queue"].as_array().unwrap();
+    assert_eq!(queue.len(), 2);
+    assert!(
+        queue
+            .iter()
+            .all(|t| t["paid"] == true && t["status"] == "waiting")
+    );
+
+    // Another doctor's day and patients are not theirs.
+    let theirs = other["practitioner_id"].as_i64().unwrap();
+    let (status, _) = doctor
+        .call("GET", &format!("/api/v1/practitioners/{theirs}/day"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = doctor
+        .call(
+            "POST",
+            &format!("/api/v1/schedules/{}/call-next", other["id"]),
+            Some(json!({"room": "3"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Their own: called, and the view shows it.
+    let called = doctor
+        .ok(
+            "POST",
+            &format!("/api/v1/schedules/{}/call-next", night["id"]),
+            json!({"room": "夜诊 1"}),
+        )
+        .await;
+    assert!(tickets.contains(&called["ticket_id"]));
+    let day = clerk
+        .ok(
+            "GET",
+            &format!("/api/v1/practitioners/{me}/day?date={today}"),
+            Value::Null,
+        )
+        .await;
+    let first = &day["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["schedule_id"] == night["id"])
+        .unwrap()["queue"][0];
+    assert_eq!(
+        (first["status"].as_str(), first["room"].as_str()),
+        (Some("called"), Some("夜诊 1"))
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_reason_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (node, _admin, clerk, cashier, doctor) = node(dir.path()).await;
+    let (node, admin, clerk, cashier, doctor) = node(dir.path()).await;
     let today = node.hospital.business_date().to_string();
     let schedule = night_clinic(&clerk, &today).await;
     let p1 = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
@@ -256,6 +404,27 @@ async fn bad_requests_get_a_reason_and_change_nothing() {
             json!({"patient_id": p1, "schedule_id": schedule, "channel": "on-site"}),
         )
         .await;
+
+    // A second patient's registration, paid.
+    let r2 = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p2, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+    let paid = cashier
+        .ok(
+            "POST",
+            "/api/v1/payments",
+            json!({"invoice_id": r2["invoice_id"], "patient_id": p2, "method": "cash", "idempotency_key": "paid-2"}),
+        )
+        .await;
+    let trail_of = |id: &Value| format!("/api/v1/audit/appointment/{id}");
+    let trails_before = (
+        admin.ok("GET", &trail_of(&r1["id"]), Value::Null).await,
+        admin.ok("GET", &trail_of(&r2["id"]), Value::Null).await,
+    );
 
     let anon = Api {
         base: clerk.base.clone(),
@@ -280,10 +449,21 @@ async fn bad_requests_get_a_reason_and_change_nothing() {
         &id[..17],
         if id.ends_with('0') { '1' } else { '0' }
     ));
+    let mut unborn = patient(4);
+    unborn["birth_date"] = json!("2999-01-01");
     let cases = [
         (anon.call("GET", "/api/v1/patients", None).await, StatusCode::UNAUTHORIZED, "unauthorized", None),
         (cashier.call("POST", "/api/v1/registrations", Some(json!({"patient_id": p2, "schedule_id": schedule, "channel": "on-site"}))).await, StatusCode::FORBIDDEN, "forbidden", None),
-        (clerk.call("POST", "/api/v1/patients", Some(json!({"name": "x", "age": 3}))).await, StatusCode::BAD_REQUEST, "bad-request", None),
+        (clerk.call("POST", "/api/v1/patients", Some(json!({"name": "x", "age": 3}))).await, StatusCode::BAD_REQUEST, "bad-request", Some("age")),
+        (clerk.call("POST", "/api/v1/patients", Some(json!({"name": "x"}))).await, StatusCode::BAD_REQUEST, "bad-request", Some("gender")),
+        (clerk.call("POST", "/api/v1/registrations", Some(json!({"patient_id": "one", "schedule_id": schedule, "channel": "on-site"}))).await, StatusCode::BAD_REQUEST, "bad-request", Some("patient_id")),
+        (clerk.call("POST", "/api/v1/patients", Some(unborn)).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("birth_date")),
+        (clerk.call("POST", "/api/v1/check-ins", Some(json!({"appointment_id": r2["id"], "emergency_level": 9}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("emergency_level")),
+        (clerk.call("POST", "/api/v1/check-ins", Some(json!({"appointment_id": r2["id"], "emergency_level": 300}))).await, StatusCode::BAD_REQUEST, "bad-request", Some("emergency_level")),
+        (clerk.call("POST", &format!("/api/v1/registrations/{}/cancel", r2["id"]), None).await, StatusCode::CONFLICT, "refused", None),
+        (cashier.call("POST", "/api/v1/payments", Some(json!({"invoice_id": r2["invoice_id"], "patient_id": p1, "method": "cash", "idempotency_key": "paid-2"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("patient_id")),
+        (doctor.call("POST", "/api/v1/tickets/abc/start", None).await, StatusCode::BAD_REQUEST, "bad-request", None),
+        (clerk.call("GET", "/api/v1/patients?offset=-1", None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("offset")),
         (clerk.call("POST", "/api/v1/patients", Some(wrong_digit)).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("id_number")),
         (clerk.call("POST", "/api/v1/registrations", Some(json!({"patient_id": p1, "schedule_id": schedule, "channel": "online"}))).await, StatusCode::CONFLICT, "refused", None),
         (cashier.call("POST", "/api/v1/payments", Some(json!({"invoice_id": r1["invoice_id"], "patient_id": p2, "method": "cash", "idempotency_key": "x"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("patient_id")),
@@ -301,8 +481,9 @@ async fn bad_requests_get_a_reason_and_change_nothing() {
         );
         assert!(!body["error"]["message"].as_str().unwrap().is_empty());
     }
-    // Nothing changed: one slot taken, no payment, two patients, listed masked.
-    assert_eq!(node.hospital.taken(schedule).await.unwrap(), (1, 0, 0));
+    // Nothing changed: two slots taken, one payment, two patients, listed masked, and neither
+    // registration's status or audit trail moved.
+    assert_eq!(node.hospital.taken(schedule).await.unwrap(), (2, 0, 0));
     assert_eq!(
         cashier
             .ok(
@@ -311,8 +492,16 @@ async fn bad_requests_get_a_reason_and_change_nothing() {
                 Value::Null
             )
             .await["paid_fen"],
-        0
+        paid["self_pay_fen"]
     );
+    let status = |id: &Value| node.hospital.registration_status(id.as_i64().unwrap());
+    assert_eq!(status(&r1["id"]).await.unwrap(), "pending");
+    assert_eq!(status(&r2["id"]).await.unwrap(), "booked");
+    let trails_after = (
+        admin.ok("GET", &trail_of(&r1["id"]), Value::Null).await,
+        admin.ok("GET", &trail_of(&r2["id"]), Value::Null).await,
+    );
+    assert_eq!(trails_after, trails_before);
     let list = clerk
         .ok("GET", "/api/v1/patients?limit=1&offset=0", Value::Null)
         .await;
@@ -506,6 +695,7 @@ async fn the_load_generator_finds_every_acknowledged_record_exactly_once() {
     .await
     .unwrap();
     assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.refused, 0, "{report:?}");
     assert!(
         report.acknowledged.0 > 0 && report.acknowledged.1 > 0,
         "{report:?}"
