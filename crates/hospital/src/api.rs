@@ -114,7 +114,10 @@ impl From<HospitalError> for ApiError {
             HospitalError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             HospitalError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             HospitalError::Rule(_) => (StatusCode::SERVICE_UNAVAILABLE, "rule-unavailable", None),
-            HospitalError::Db(_) | HospitalError::Migrate(_) | HospitalError::Auth(_) => {
+            HospitalError::Db(_)
+            | HospitalError::Migrate(_)
+            | HospitalError::Auth(_)
+            | HospitalError::Commit(_) => {
                 tracing::error!(error = %e, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }

@@ -166,14 +166,14 @@ impl Hospital {
             });
         }
         check_key(&p.idempotency_key)?;
-        if let Some(done) = self
-            .replay(
-                &p.idempotency_key,
-                "payment",
-                p.invoice_id,
-                Some(p.patient_id),
-            )
-            .await?
+        if let Some(done) = replay(
+            &mut *self.pool.acquire().await?,
+            &p.idempotency_key,
+            "payment",
+            p.invoice_id,
+            Some(p.patient_id),
+        )
+        .await?
         {
             return Ok(done);
         }
@@ -197,19 +197,22 @@ impl Hospital {
         }
         let status: String = invoice.try_get(1)?;
         if status != "issued" {
-            tx.rollback().await?;
-            // Paid meanwhile, perhaps by this very request retried concurrently.
-            if let Some(done) = self
-                .replay(
-                    &p.idempotency_key,
-                    "payment",
-                    p.invoice_id,
-                    Some(p.patient_id),
-                )
-                .await?
-            {
+            // Paid meanwhile, perhaps by this very request retried concurrently: its answer is
+            // given once the first one's commit has made it durable.
+            let first = replay(
+                &mut tx,
+                &p.idempotency_key,
+                "payment",
+                p.invoice_id,
+                Some(p.patient_id),
+            )
+            .await;
+            if let Ok(Some(done)) = first {
+                tx.commit().await?;
                 return Ok(done);
             }
+            tx.rollback().await?;
+            first?;
             return Err(HospitalError::Refused {
                 rule: "billing",
                 reason: format!(
@@ -362,9 +365,14 @@ impl Hospital {
     /// refused) or finds its ticket withdrawn.
     pub async fn refund(&self, cashier: &str, r: &RefundRequest) -> Result<Payment, HospitalError> {
         check_key(&r.idempotency_key)?;
-        if let Some(done) = self
-            .replay(&r.idempotency_key, "refund", r.invoice_id, None)
-            .await?
+        if let Some(done) = replay(
+            &mut *self.pool.acquire().await?,
+            &r.idempotency_key,
+            "refund",
+            r.invoice_id,
+            None,
+        )
+        .await?
         {
             return Ok(done);
         }
@@ -380,13 +388,13 @@ impl Hospital {
         .await?;
         let status: String = row.try_get(0)?;
         if status != "balanced" {
-            tx.rollback().await?;
-            if let Some(done) = self
-                .replay(&r.idempotency_key, "refund", r.invoice_id, None)
-                .await?
-            {
+            let first = replay(&mut tx, &r.idempotency_key, "refund", r.invoice_id, None).await;
+            if let Ok(Some(done)) = first {
+                tx.commit().await?;
                 return Ok(done);
             }
+            tx.rollback().await?;
+            first?;
             return Err(HospitalError::Refused {
                 rule: "billing",
                 reason: format!(
@@ -629,50 +637,50 @@ impl Hospital {
         t.net_fen = t.paid_fen - t.refunded_fen;
         Ok(t)
     }
+}
 
-    /// The earlier result of a request with this idempotency key: a payment or refund of the same
-    /// kind and invoice (and, for a payment, the same patient). A key used for anything else is
-    /// refused, never silently answered.
-    async fn replay(
-        &self,
-        key: &str,
-        kind: &str,
-        invoice_id: i64,
-        patient_id: Option<i64>,
-    ) -> Result<Option<Payment>, HospitalError> {
-        let Some(row) = sqlx::query(
-            "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule, i.patient_id
-             FROM payment p JOIN invoice i ON i.id = p.invoice_id WHERE p.idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        if row.try_get::<i64, _>(1)? != invoice_id || row.try_get::<String, _>(2)? != kind {
-            return Err(HospitalError::Invalid {
-                field: "idempotency_key",
-                reason: "already used for another request".into(),
-            });
-        }
-        if let Some(patient_id) = patient_id
-            && patient_id != row.try_get::<i64, _>(6)?
-        {
-            return Err(HospitalError::Invalid {
-                field: "patient_id",
-                reason: format!("invoice {invoice_id} belongs to another patient"),
-            });
-        }
-        Ok(Some(Payment {
-            id: row.try_get(0)?,
-            invoice_id,
-            kind: row.try_get(2)?,
-            self_pay_fen: row.try_get(3)?,
-            fund_fen: row.try_get(4)?,
-            insurance_rule: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
-        }))
+/// The earlier result of a request with this idempotency key: a payment or refund of the same
+/// kind and invoice (and, for a payment, the same patient). A key used for anything else is
+/// refused, never silently answered.
+async fn replay(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+    kind: &str,
+    invoice_id: i64,
+    patient_id: Option<i64>,
+) -> Result<Option<Payment>, HospitalError> {
+    let Some(row) = sqlx::query(
+        "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule, i.patient_id
+         FROM payment p JOIN invoice i ON i.id = p.invoice_id WHERE p.idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.try_get::<i64, _>(1)? != invoice_id || row.try_get::<String, _>(2)? != kind {
+        return Err(HospitalError::Invalid {
+            field: "idempotency_key",
+            reason: "already used for another request".into(),
+        });
     }
+    if let Some(patient_id) = patient_id
+        && patient_id != row.try_get::<i64, _>(6)?
+    {
+        return Err(HospitalError::Invalid {
+            field: "patient_id",
+            reason: format!("invoice {invoice_id} belongs to another patient"),
+        });
+    }
+    Ok(Some(Payment {
+        id: row.try_get(0)?,
+        invoice_id,
+        kind: row.try_get(2)?,
+        self_pay_fen: row.try_get(3)?,
+        fund_fen: row.try_get(4)?,
+        insurance_rule: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+    }))
 }
 
 fn check_key(key: &str) -> Result<(), HospitalError> {

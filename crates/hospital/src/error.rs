@@ -48,6 +48,9 @@ pub enum HospitalError {
     /// A rule module could not answer (no live version, or it failed with no standby).
     #[error("rule unavailable: {0}")]
     Rule(String),
+    /// The commit that would have made the request durable failed: nothing of it was kept.
+    #[error("commit failed, nothing was recorded: {0}")]
+    Commit(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),

@@ -22,11 +22,12 @@ pub mod patient;
 pub mod queue;
 pub mod registration;
 mod seed;
+mod write;
 
 use std::sync::Arc;
 
 use nonstop_runtime::Rules;
-use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use sqlx::AnyPool;
 
 pub use auth::{Role, Staff};
 pub use billing::{DailyTotals, Payment, PaymentRequest, RefundRequest};
@@ -36,6 +37,7 @@ pub use patient::{InsuranceCategory, NewPatient};
 pub use queue::{CheckIn, DoctorDay, DoctorSession, QueueEntry, SessionOf};
 pub use registration::{NewRegistration, RecordCheck, Registration};
 pub use seed::NewSchedule;
+pub(crate) use write::WriteTx;
 
 /// The hospital core: its database and the live rules it prices and admits with.
 #[derive(Clone)]
@@ -47,8 +49,8 @@ pub struct Hospital {
     annual_cap_fen: i64,
     token_lifetime_ms: i64,
     tokens: auth::TokenCache,
-    /// SQLite only: write transactions take turns here before they begin (see [`WriteTx`]).
-    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: write transactions take turns and share commits ([`write`]).
+    group_writer: Option<Arc<write::GroupWriter>>,
 }
 
 /// The hospital's own settings, beside the rules (which the rule modules hold).
@@ -82,6 +84,8 @@ impl Hospital {
         rules: Rules,
     ) -> Result<Hospital, HospitalError> {
         let (pool, backend) = db::connect(database_url, max_connections).await?;
+        let group_writer =
+            (backend == Backend::Sqlite).then(|| write::GroupWriter::new(pool.clone()));
         Ok(Hospital {
             pool,
             backend,
@@ -90,7 +94,7 @@ impl Hospital {
             annual_cap_fen: 0,
             token_lifetime_ms: 0,
             tokens: auth::TokenCache::default(),
-            write_turn: (backend == Backend::Sqlite).then(Arc::default),
+            group_writer,
         }
         .with_policy(&Policy::default()))
     }
@@ -158,52 +162,10 @@ impl Hospital {
     }
 }
 
-/// A write transaction. SQLite has one writer at a time, and a writer that finds the database
-/// locked waits in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries: under
-/// load those sleeps were most of the tail latency and left the cores idle. So on SQLite writers
-/// take turns on a fair queue in the node before they begin, and each begins as soon as the one
-/// before it commits. PostgreSQL locks rows, not the database: there writers do not queue.
-pub(crate) struct WriteTx {
-    tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl WriteTx {
-    /// Commits, and lets the next writer begin.
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-
-    /// Rolls back at once (a refusal holds no lock longer than it must).
-    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-}
-
 impl Hospital {
-    /// Begins a write transaction, after the writers before it on SQLite.
+    /// Begins a write transaction (on SQLite, a request's part of a group commit).
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, HospitalError> {
-        let turn = match &self.write_turn {
-            Some(turn) => Some(turn.clone().lock_owned().await),
-            None => None,
-        };
-        Ok(WriteTx {
-            tx: self.pool.begin().await?,
-            _turn: turn,
-        })
+        WriteTx::begin(&self.pool, self.group_writer.as_ref()).await
     }
 }
 
