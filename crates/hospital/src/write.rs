@@ -307,3 +307,114 @@ impl std::ops::DerefMut for WriteTx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite() -> (AnyPool, tempfile::TempDir) {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db?mode=rwc", dir.path().display());
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        (pool, dir)
+    }
+
+    /// Many requests at once: those that commit are visible from another connection the moment
+    /// their commit returns; those rolled back, or abandoned half-way, leave nothing, and the
+    /// requests grouped with them are kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_request_keeps_exactly_its_own_outcome_in_a_shared_commit() {
+        let (pool, _dir) = sqlite().await;
+        let writer = GroupWriter::new(pool.clone());
+        let mut tasks = Vec::new();
+        for n in 0..60_i64 {
+            let (pool, writer) = (pool.clone(), writer.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tx = WriteTx::begin(&pool, Some(&writer)).await.unwrap();
+                sqlx::query("INSERT INTO t (n) VALUES ($1)")
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                match n % 3 {
+                    0 => {
+                        tx.commit().await.unwrap();
+                        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE n = $1")
+                            .bind(n)
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap();
+                        assert_eq!(seen, 1, "request {n} was answered before its commit");
+                    }
+                    1 => tx.rollback().await.unwrap(),
+                    _ => drop(tx), // an error returned with `?` half-way
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // The last abandoned request's group is committed by the writer itself.
+        let mut kept: Vec<i64> = Vec::new();
+        for _ in 0..100 {
+            kept = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            if kept.len() == 20 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let want: Vec<i64> = (0..60).filter(|n| n % 3 == 0).collect();
+        assert_eq!(kept, want);
+    }
+
+    /// A unique key taken by a request earlier in the same group is taken for the ones after it,
+    /// and a refused request does not undo the earlier one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_request_in_a_group_sees_the_earlier_ones() {
+        let (pool, _dir) = sqlite().await;
+        let writer = GroupWriter::new(pool.clone());
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (pool, writer) = (pool.clone(), writer.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tx = WriteTx::begin(&pool, Some(&writer)).await.unwrap();
+                let inserted = sqlx::query("INSERT INTO t (n) VALUES (7)")
+                    .execute(&mut *tx)
+                    .await;
+                match inserted {
+                    Ok(_) => tx.commit().await.map(|()| true).unwrap(),
+                    Err(_) => {
+                        tx.rollback().await.unwrap();
+                        false
+                    }
+                }
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+}
