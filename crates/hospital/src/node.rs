@@ -260,9 +260,20 @@ fn install_factory_rules(store: &mut Store, verifier: &Verifier) -> Result<(), S
             .open(bytes, None)
             .map_err(|e| format!("a shipped rule bundle is refused: {e}"))?;
         let name: &ComponentName = &bundle.manifest().component;
-        let has_live = store.component(name).is_ok_and(|s| s.live.is_some());
-        if has_live {
+        let state = store.component(name).ok().cloned();
+        if state.as_ref().is_some_and(|s| s.live.is_some()) {
             continue;
+        }
+        if let Some(unfinished) = state.and_then(|s| s.candidate) {
+            // A node stopped between staging and promoting this install: set that aside and
+            // install again from the verified bundle.
+            store
+                .reject(
+                    name,
+                    Some(&unfinished.version),
+                    "an install of the shipped rule module that did not finish",
+                )
+                .map_err(|e| e.to_string())?;
         }
         store.stage(&bundle).map_err(|e| e.to_string())?;
         store.promote(name, None).map_err(|e| e.to_string())?;

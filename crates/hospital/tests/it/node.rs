@@ -710,3 +710,33 @@ async fn the_load_generator_finds_every_acknowledged_record_exactly_once() {
             .any(|e| e.endpoint == "POST /payments")
     );
 }
+
+/// A node stopped between staging and promoting a shipped rule module (its first start, cut
+/// short) starts again, with that module live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_halfway_through_its_first_install_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../modules/factory");
+    let release = std::fs::read_to_string(root.join("release.pub")).unwrap();
+    let mut trusted = nonstop_bundle::TrustedKeys::new();
+    trusted.add(
+        nonstop_bundle::PublicKey::from_file_text(&release, &root.join("release.pub")).unwrap(),
+    );
+    let verifier = nonstop_bundle::Verifier::new(trusted, nonstop_bundle::BundleLimits::default());
+    {
+        let mut store = nonstop_store::Store::init(&dir.path().join("store")).unwrap();
+        let bytes = std::fs::read(root.join("fees-1.0.0.nsb")).unwrap();
+        store.stage(&verifier.open(&bytes, None).unwrap()).unwrap();
+    }
+    let (node, _admin, clerk, _cashier, _doctor) = node(dir.path()).await;
+    let rules = clerk.ok("GET", "/api/v1/rules", Value::Null).await;
+    let fees = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["component"] == "fees")
+        .unwrap()
+        .clone();
+    assert_eq!(fees["version"], "1.0.0");
+    node.stop().await;
+}
