@@ -200,6 +200,15 @@ impl RuleEngine {
             path: payload.to_owned(),
             source: e,
         })?;
+        // Compiled code is cached under the digest's name: compile only content that has it.
+        let found = Digest::of(&bytes);
+        if found != *digest {
+            return Err(RuntimeError::DigestMismatch {
+                path: payload.to_owned(),
+                expected: digest.to_string(),
+                found: found.to_string(),
+            });
+        }
         let component = self.compile(&bytes)?;
         if let Err(e) = write_cache(&cache, &component) {
             tracing::warn!(path = %cache.display(), error = %e, "could not cache compiled code");
@@ -223,11 +232,19 @@ fn hex_digest(digest: &Digest) -> String {
     digest.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Writes the cache file under a temporary name of this writer's own, then renames it: two
+/// processes loading the same payload at once (a node and `nonstop rules call`) each rename a
+/// whole file, and neither can leave a torn one to be deserialised later.
 fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let bytes = component.serialize()?;
-    let tmp = path.with_extension("cwasm.tmp");
-    std::fs::write(&tmp, &bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("cwasm.{}-{n}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(written?)
 }

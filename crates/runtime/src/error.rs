@@ -62,6 +62,16 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// A payload's content is not the content its version was installed with.
+    #[error("{path} does not match its digest: expected {expected}, found {found}")]
+    DigestMismatch {
+        /// The payload.
+        path: PathBuf,
+        /// The digest the store recorded.
+        expected: String,
+        /// The digest of what is there.
+        found: String,
+    },
 }
 
 /// How one rule call failed.

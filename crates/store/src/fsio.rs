@@ -37,7 +37,14 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         return Err(e);
     }
     fs::rename(&tmp, path).map_err(|e| StoreError::io("renaming into place", path, e))?;
-    sync_dir(dir)
+    // The rename has happened: the new content is what every reader sees from now on, so the
+    // caller must not undo what the file refers to. If making the rename itself durable fails,
+    // a power loss may still bring back the old file, which `Store::open` reconciles like any
+    // crash before the rename.
+    if let Err(e) = sync_dir(dir) {
+        tracing::error!(path = %path.display(), error = %e, "replaced, but syncing its directory failed");
+    }
+    Ok(())
 }
 
 /// Creates `dir` and any missing parents, making each new entry durable in its parent.

@@ -353,6 +353,32 @@ fn a_cached_compilation_is_used_instead_of_compiling_again() {
 }
 
 #[test]
+fn a_payload_that_does_not_match_its_digest_is_neither_compiled_nor_cached() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.wasm");
+    std::fs::copy(module_path("fees-v1"), &path).unwrap();
+    // The store recorded triage's digest; the file holds fees (changed after it was installed).
+    let recorded = tag("triage", "triage-v1", "1.0.0").digest;
+    let err = e.load(&path, &recorded).unwrap_err();
+    assert!(
+        matches!(err, nonstop_runtime::RuntimeError::DigestMismatch { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+    assert!(!e.cache_path(&path, &recorded).exists());
+    // Nothing but the payload is left in its directory (no temporary file either).
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|d| d.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("rules.wasm")]);
+}
+
+#[test]
 fn a_candidate_slower_than_the_limit_fails_check_three() {
     let e = engine();
     let module = std::sync::Arc::new(LiveModule::<Fees>::new());
