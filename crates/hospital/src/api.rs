@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/registrations/{id}/cancel", post(cancel))
         .route("/api/v1/payments", post(pay))
         .route("/api/v1/refunds", post(refund))
+        .route("/api/v1/invoices/{id}", get(invoice))
         .route("/api/v1/cashier/totals", get(totals))
         .route("/api/v1/check-ins", post(check_in))
         .route("/api/v1/practitioners/{id}/day", get(doctor_day))
@@ -428,6 +429,15 @@ async fn refund(
 ) -> ApiResult<crate::Payment> {
     let actor = c.allow(&[Role::Cashier])?;
     Ok(Json(h.refund(actor, &r).await?))
+}
+
+async fn invoice(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Ids(id): Ids<i64>,
+) -> ApiResult<crate::InvoiceView> {
+    c.allow(&[Role::Cashier, Role::Clerk, Role::Admin])?;
+    Ok(Json(h.invoice(id).await?))
 }
 
 #[derive(Deserialize)]

@@ -58,6 +58,51 @@ pub struct Payment {
     pub insurance_rule: String,
 }
 
+/// An invoice as the cashier sees it (FHIR Invoice): its state, its parts, its lines and every
+/// payment and refund of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvoiceView {
+    /// Its id.
+    pub id: i64,
+    /// The patient.
+    pub patient_id: i64,
+    /// The registration it charges.
+    pub appointment_id: i64,
+    /// FHIR Invoice status: `issued` (unpaid), `balanced` (paid) or `cancelled`.
+    pub status: String,
+    /// Why it was cancelled: refunded (with the reason given) or voided unpaid.
+    pub cancelled_reason: Option<String>,
+    /// The total, in fen.
+    pub total_fen: i64,
+    /// The insurance fund's part, once paid.
+    pub fund_fen: i64,
+    /// The patient's part, once paid.
+    pub self_pay_fen: i64,
+    /// The insurance rule that split it: component, version and digest.
+    pub insurance_rule: Option<String>,
+    /// Its charge lines (FHIR ChargeItem): code, description, amount, item class, parts.
+    pub lines: Vec<ChargeLine>,
+    /// Its payments and refunds, oldest first.
+    pub payments: Vec<Payment>,
+}
+
+/// One charge line of an invoice.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChargeLine {
+    /// Item code.
+    pub code: String,
+    /// What it is.
+    pub description: String,
+    /// Amount in fen.
+    pub amount_fen: i64,
+    /// `class-a`, `class-b` or `class-c` of the insurance catalogue.
+    pub item_class: String,
+    /// The fund's part, once paid.
+    pub fund_fen: i64,
+    /// The patient's part, once paid.
+    pub self_pay_fen: i64,
+}
+
 /// A cashier's totals for one business day, balancing to the fen.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DailyTotals {
@@ -439,7 +484,8 @@ impl Hospital {
         let method: String = row
             .try_get::<Option<String>, _>(5)?
             .unwrap_or_else(|| "cash".into());
-        sqlx::query("UPDATE invoice SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = 'balanced'")
+        sqlx::query("UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'balanced'")
+            .bind(format!("refunded: {}", r.reason))
             .bind(now)
             .bind(r.invoice_id)
             .execute(&mut *tx)
@@ -519,7 +565,8 @@ impl Hospital {
             .release_slot(&mut tx, appointment_id, &["pending"])
             .await?;
         if released {
-            sqlx::query("UPDATE invoice SET status = 'cancelled', updated_at = $1 WHERE appointment_id = $2 AND status = 'issued'")
+            sqlx::query("UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE appointment_id = $3 AND status = 'issued'")
+                .bind(format!("voided unpaid: hold released by {actor}"))
                 .bind(now_ms())
                 .bind(appointment_id)
                 .execute(&mut *tx)
@@ -602,6 +649,72 @@ impl Hospital {
         .execute(&mut **tx)
         .await?;
         Ok(true)
+    }
+
+    /// An invoice with its lines and payments.
+    pub async fn invoice(&self, invoice_id: i64) -> Result<InvoiceView, HospitalError> {
+        let row = sqlx::query(
+            "SELECT id, patient_id, appointment_id, status, cancelled_reason, total_fen, fund_fen, self_pay_fen,
+                    insurance_rule FROM invoice WHERE id = $1",
+        )
+        .bind(invoice_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(HospitalError::NotFound {
+            what: "invoice",
+            id: invoice_id,
+        })?;
+        let lines = sqlx::query(
+            "SELECT code, description, amount_fen, item_class, fund_fen, self_pay_fen FROM charge_item
+             WHERE invoice_id = $1 ORDER BY id",
+        )
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|l| {
+            Ok(ChargeLine {
+                code: l.try_get(0)?,
+                description: l.try_get(1)?,
+                amount_fen: l.try_get(2)?,
+                item_class: l.try_get(3)?,
+                fund_fen: l.try_get(4)?,
+                self_pay_fen: l.try_get(5)?,
+            })
+        })
+        .collect::<Result<Vec<_>, HospitalError>>()?;
+        let insurance_rule: Option<String> = row.try_get(8)?;
+        let payments = sqlx::query(
+            "SELECT id, kind, self_pay_fen, fund_fen FROM payment WHERE invoice_id = $1 ORDER BY id",
+        )
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|p| {
+            Ok(Payment {
+                id: p.try_get(0)?,
+                invoice_id,
+                kind: p.try_get(1)?,
+                self_pay_fen: p.try_get(2)?,
+                fund_fen: p.try_get(3)?,
+                insurance_rule: insurance_rule.clone().unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, HospitalError>>()?;
+        Ok(InvoiceView {
+            id: row.try_get(0)?,
+            patient_id: row.try_get(1)?,
+            appointment_id: row.try_get(2)?,
+            status: row.try_get(3)?,
+            cancelled_reason: row.try_get(4)?,
+            total_fen: row.try_get(5)?,
+            fund_fen: row.try_get(6)?,
+            self_pay_fen: row.try_get(7)?,
+            insurance_rule,
+            lines,
+            payments,
+        })
     }
 
     /// A cashier's totals for a business day (`YYYY-MM-DD`); `None` for every cashier.

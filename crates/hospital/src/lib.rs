@@ -30,7 +30,7 @@ use nonstop_runtime::Rules;
 use sqlx::AnyPool;
 
 pub use auth::{Role, Staff};
-pub use billing::{DailyTotals, Payment, PaymentRequest, RefundRequest};
+pub use billing::{ChargeLine, DailyTotals, InvoiceView, Payment, PaymentRequest, RefundRequest};
 pub use db::Backend;
 pub use error::HospitalError;
 pub use patient::{InsuranceCategory, NewPatient};

@@ -213,6 +213,33 @@ async fn a_refund_gives_back_what_was_paid_releases_the_slot_and_the_day_balance
                 .ends_with("is voided or refunded, not unpaid"),
             "{err}"
         );
+        // The invoices say which is which, and what moved.
+        let paid_back = h.invoice(refunded.invoice_id).await.unwrap();
+        assert_eq!(
+            (
+                paid_back.status.as_str(),
+                paid_back.cancelled_reason.as_deref()
+            ),
+            ("cancelled", Some("refunded: patient cannot come")),
+            "{}",
+            b.name
+        );
+        let kinds: Vec<_> = paid_back.payments.iter().map(|p| p.kind.as_str()).collect();
+        assert_eq!(kinds, ["payment", "refund"]);
+        let lines: i64 = paid_back.lines.iter().map(|l| l.amount_fen).sum();
+        assert_eq!(lines, paid_back.total_fen);
+        let voided = h.invoice(unpaid.invoice_id).await.unwrap();
+        assert_eq!(
+            voided.cancelled_reason.as_deref(),
+            Some("voided unpaid: hold released by patient")
+        );
+        assert!(voided.payments.is_empty());
+        let open = h.invoice(kept.invoice_id).await.unwrap();
+        assert_eq!(
+            (open.status.as_str(), open.cancelled_reason),
+            ("balanced", None)
+        );
+        assert_eq!(open.fund_fen + open.self_pay_fen, open.total_fen);
 
         let t = h
             .daily_totals(&h.business_date().to_string(), Some("cashier-1"))

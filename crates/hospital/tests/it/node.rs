@@ -164,6 +164,20 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
         first,
         "the same request twice charges once"
     );
+    let invoice = cashier
+        .ok(
+            "GET",
+            &format!("/api/v1/invoices/{}", r["invoice_id"]),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (
+            invoice["status"].as_str(),
+            invoice["payments"][0]["id"].clone()
+        ),
+        (Some("balanced"), first["id"].clone())
+    );
     clerk
         .ok(
             "POST",
