@@ -124,15 +124,21 @@ impl GroupWriter {
     }
 }
 
+/// Undoes the current request's changes, keeping the group's earlier ones.
+async fn undo_request(group: &mut Group) -> Result<(), sqlx::Error> {
+    sqlx::query("ROLLBACK TO SAVEPOINT request")
+        .execute(&mut *group.tx)
+        .await?;
+    sqlx::query("RELEASE SAVEPOINT request")
+        .execute(&mut *group.tx)
+        .await?;
+    Ok(())
+}
+
 /// Rolls back a request that ended without commit or rollback.
 async fn undo_abandoned(group: &mut Group) -> Result<(), sqlx::Error> {
     if group.abandoned {
-        sqlx::query("ROLLBACK TO SAVEPOINT request")
-            .execute(&mut *group.tx)
-            .await?;
-        sqlx::query("RELEASE SAVEPOINT request")
-            .execute(&mut *group.tx)
-            .await?;
+        undo_request(group).await?;
         group.abandoned = false;
     }
     Ok(())
@@ -240,16 +246,7 @@ impl WriteTx {
                 group,
             } => (writer, open, group),
         };
-        let undone = async {
-            sqlx::query("ROLLBACK TO SAVEPOINT request")
-                .execute(&mut *group.tx)
-                .await?;
-            sqlx::query("RELEASE SAVEPOINT request")
-                .execute(&mut *group.tx)
-                .await
-        }
-        .await;
-        if let Err(e) = undone {
+        if let Err(e) = undo_request(&mut group).await {
             fail(group, &e.to_string()).await;
             return Err(e.into());
         }
