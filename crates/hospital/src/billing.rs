@@ -382,14 +382,14 @@ impl Hospital {
             "paid by {}: self-pay {} fen, fund {} fen, split by {insurance_rule}",
             p.method, split.self_pay_fen, split.fund_fen
         );
-        crate::audit(&mut tx, cashier, "invoice", p.invoice_id, "pay", &detail).await?;
-        crate::audit(
+        let booked = format!("paid: invoice {}", p.invoice_id);
+        crate::audit_all(
             &mut tx,
             cashier,
-            "appointment",
-            appointment_id,
-            "book",
-            &format!("paid: invoice {}", p.invoice_id),
+            &[
+                ("invoice", p.invoice_id, "pay", &detail),
+                ("appointment", appointment_id, "book", &booked),
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -516,17 +516,17 @@ impl Hospital {
             "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
             r.reason
         );
-        crate::audit(&mut tx, cashier, "invoice", r.invoice_id, "refund", &detail).await?;
-        crate::audit(
+        let cancelled = format!(
+            "refunded (invoice {}), slot released, ticket withdrawn: {}",
+            r.invoice_id, r.reason
+        );
+        crate::audit_all(
             &mut tx,
             cashier,
-            "appointment",
-            appointment_id,
-            "cancel",
-            &format!(
-                "refunded (invoice {}), slot released, ticket withdrawn: {}",
-                r.invoice_id, r.reason
-            ),
+            &[
+                ("invoice", r.invoice_id, "refund", &detail),
+                ("appointment", appointment_id, "cancel", &cancelled),
+            ],
         )
         .await?;
         tx.commit().await?;

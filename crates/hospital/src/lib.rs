@@ -178,15 +178,34 @@ pub(crate) async fn audit(
     action: &str,
     detail: &str,
 ) -> Result<(), HospitalError> {
-    sqlx::query("INSERT INTO audit_event (at, actor, entity, entity_id, action, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(now_ms())
-        .bind(actor)
-        .bind(entity)
-        .bind(id)
-        .bind(action)
-        .bind(detail)
-        .execute(&mut **tx)
-        .await?;
+    audit_all(tx, actor, &[(entity, id, action, detail)]).await
+}
+
+/// Records what one change did to several records, `(entity, id, action, detail)` each, in one
+/// statement (each statement inside a write transaction costs the writers queued behind it).
+pub(crate) async fn audit_all(
+    tx: &mut WriteTx,
+    actor: &str,
+    events: &[(&str, i64, &str, &str)],
+) -> Result<(), HospitalError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let n = 3 + 4 * i;
+            format!("($1, $2, ${n}, ${}, ${}, ${})", n + 1, n + 2, n + 3)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO audit_event (at, actor, entity, entity_id, action, detail) VALUES {}",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(&sql).bind(now_ms()).bind(actor);
+    for (entity, id, action, detail) in events {
+        insert = insert.bind(*entity).bind(*id).bind(*action).bind(*detail);
+    }
+    insert.execute(&mut **tx).await?;
     Ok(())
 }
 

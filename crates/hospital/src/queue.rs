@@ -139,22 +139,17 @@ impl Hospital {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        crate::audit(
+        let (weighed, ticketed) = (
+            format!("weight {} by {rule}", assessment.weight),
+            format!("ticket {ticket_id}"),
+        );
+        crate::audit_all(
             &mut tx,
             actor,
-            "queue_ticket",
-            ticket_id,
-            "check-in",
-            &format!("weight {} by {rule}", assessment.weight),
-        )
-        .await?;
-        crate::audit(
-            &mut tx,
-            actor,
-            "appointment",
-            c.appointment_id,
-            "check-in",
-            &format!("ticket {ticket_id}"),
+            &[
+                ("queue_ticket", ticket_id, "check-in", &weighed),
+                ("appointment", c.appointment_id, "check-in", &ticketed),
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -265,27 +260,17 @@ impl Hospital {
         .bind(ticket_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(appointment_id) = appointment_id {
-            let detail = format!("consultation finished: ticket {ticket_id}");
-            crate::audit(
-                &mut tx,
-                doctor,
-                "appointment",
-                appointment_id,
-                "fulfil",
-                &detail,
-            )
-            .await?;
-        }
-        crate::audit(
-            &mut tx,
-            doctor,
+        let fulfilled = format!("consultation finished: ticket {ticket_id}");
+        let mut events = vec![(
             "queue_ticket",
             ticket_id,
             "finish",
             "done; registration fulfilled",
-        )
-        .await?;
+        )];
+        if let Some(appointment_id) = appointment_id {
+            events.push(("appointment", appointment_id, "fulfil", &fulfilled));
+        }
+        crate::audit_all(&mut tx, doctor, &events).await?;
         tx.commit().await?;
         self.ticket(ticket_id).await
     }

@@ -264,17 +264,28 @@ impl Hospital {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        for line in &quote.lines {
-            // Registration fees (医事服务费) are class A items of the insurance catalogue.
-            sqlx::query(
-                "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class) VALUES ($1, $2, $3, $4, 'class-a')",
-            )
-            .bind(invoice_id)
-            .bind(&line.code)
-            .bind(&line.description)
-            .bind(line.amount_fen)
-            .execute(&mut *tx)
-            .await?;
+        if !quote.lines.is_empty() {
+            // Registration fees (医事服务费) are class A items of the insurance catalogue. One
+            // statement for every line: each statement inside a write transaction costs the
+            // writers queued behind it (see `write.rs`).
+            let rows: Vec<String> = (0..quote.lines.len())
+                .map(|i| {
+                    let n = 2 + 3 * i;
+                    format!("($1, ${n}, ${}, ${}, 'class-a')", n + 1, n + 2)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class) VALUES {}",
+                rows.join(", ")
+            );
+            let mut insert = sqlx::query(&sql).bind(invoice_id);
+            for line in &quote.lines {
+                insert = insert
+                    .bind(&line.code)
+                    .bind(&line.description)
+                    .bind(line.amount_fen);
+            }
+            insert.execute(&mut *tx).await?;
         }
         let detail = format!(
             "held from the {pool_name} pool, fee {} fen by {fee_rule}",
