@@ -245,8 +245,12 @@ fn shadow_samples<R: RuleKind>(
         latency_ratio: 1.0,
     };
     let (mut live_us, mut cand_us) = (Vec::new(), Vec::new());
-    let mut live_timer = module.live().and_then(|l| l.held_instance().ok());
+    let live_version = module.live();
+    let mut live_timer = live_version.as_ref().and_then(|l| l.held_instance().ok());
     let mut cand_timer = candidate.held_instance().ok();
+    // Latency is timed as production pays it: where every call gets an instance of its own (the
+    // default), instantiating is part of each timed call, so a candidate slow to start is caught.
+    let fresh = candidate.instance_per_call();
     while report.calls < limits.calls {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(sample) = samples.recv_timeout(left) else {
@@ -264,16 +268,27 @@ fn shadow_samples<R: RuleKind>(
                 failure,
                 input: to_json(&sample.input).to_string(),
             })?;
-        if let (Some(live), Some(cand)) = (live_timer.as_mut(), cand_timer.as_mut()) {
-            let t0 = Instant::now();
-            let cand_ok = cand.call(&sample.input).is_ok();
-            let t1 = Instant::now();
-            let live_ok = live.call(&sample.input).is_ok();
-            let t2 = Instant::now();
-            if cand_ok && live_ok {
-                cand_us.push((t1 - t0).as_secs_f64() * 1e6);
-                live_us.push((t2 - t1).as_secs_f64() * 1e6);
-            }
+        let timed = match (&live_version, live_timer.as_mut(), cand_timer.as_mut()) {
+            (Some(live), _, _) if fresh => time_both(
+                || {
+                    candidate
+                        .held_instance()
+                        .is_ok_and(|mut i| i.call(&sample.input).is_ok())
+                },
+                || {
+                    live.held_instance()
+                        .is_ok_and(|mut i| i.call(&sample.input).is_ok())
+                },
+            ),
+            (_, Some(live), Some(cand)) => time_both(
+                || cand.call(&sample.input).is_ok(),
+                || live.call(&sample.input).is_ok(),
+            ),
+            _ => None,
+        };
+        if let Some((cand, live)) = timed {
+            cand_us.push(cand);
+            live_us.push(live);
         }
         if R::is_refusal(&out) && !R::is_refusal(&sample.live_output) {
             report.new_refusals += 1;
@@ -310,6 +325,19 @@ fn shadow_samples<R: RuleKind>(
         });
     }
     Ok(report)
+}
+
+/// Microseconds each of two calls took, one after the other; `None` if either failed.
+fn time_both(
+    mut candidate: impl FnMut() -> bool,
+    mut live: impl FnMut() -> bool,
+) -> Option<(f64, f64)> {
+    let t0 = Instant::now();
+    let cand_ok = candidate();
+    let t1 = Instant::now();
+    let live_ok = live();
+    let t2 = Instant::now();
+    (cand_ok && live_ok).then(|| ((t1 - t0).as_secs_f64() * 1e6, (t2 - t1).as_secs_f64() * 1e6))
 }
 
 fn median(xs: &mut [f64]) -> f64 {

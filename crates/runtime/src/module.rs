@@ -175,6 +175,11 @@ impl<R: RuleKind> LoadedVersion<R> {
         Ok(out)
     }
 
+    /// Whether every call gets an instance of its own (`calls_per_instance` 1, the default).
+    pub fn instance_per_call(&self) -> bool {
+        self.engine.config().calls_per_instance <= 1
+    }
+
     /// A new instance held by the caller: no pool, no counters, no invariants. For measuring
     /// what the live handle adds to a bare call (the benchmarks).
     pub fn held_instance(&self) -> Result<HeldInstance<R>, CallFailure> {
