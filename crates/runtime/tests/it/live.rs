@@ -2,7 +2,7 @@
 //! one version, and a failing live version is covered by the standby.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nonstop_runtime::rules::fees_types::{ClinicType, DoctorTitle, FeeRequest};
 use nonstop_runtime::{Fees, LiveModule};
@@ -27,10 +27,13 @@ fn thousands_of_swaps_under_concurrent_calls_fail_no_call_and_mix_no_versions() 
     let module = Arc::new(LiveModule::<Fees>::new());
     module.swap_in(v1.clone());
     let stop = Arc::new(AtomicBool::new(false));
+    // Calls answered so far: the swapper waits for new answers between swaps, so every swap
+    // happens while calls are running, not before the callers have started.
+    let answered = Arc::new(AtomicU64::new(0));
 
     let callers: Vec<_> = (0..2)
         .map(|t| {
-            let (module, stop) = (module.clone(), stop.clone());
+            let (module, stop, answered) = (module.clone(), stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let mut calls = [0u64; 2];
                 let mut i = t;
@@ -54,6 +57,7 @@ fn thousands_of_swaps_under_concurrent_calls_fail_no_call_and_mix_no_versions() 
                     assert_eq!(got, expected, "answer of {} mixes versions", answer.version);
                     assert_eq!(quote.total_fen, expected.iter().sum::<i64>());
                     calls[answer.version.version.major as usize - 1] += 1;
+                    answered.fetch_add(1, Ordering::Release);
                 }
                 calls
             })
@@ -61,10 +65,11 @@ fn thousands_of_swaps_under_concurrent_calls_fail_no_call_and_mix_no_versions() 
         .collect();
 
     for n in 0..5000 {
-        module.swap_in(if n % 2 == 0 { v2.clone() } else { v1.clone() });
-        if n % 100 == 0 {
+        let seen = answered.load(Ordering::Acquire);
+        while answered.load(Ordering::Acquire) == seen {
             std::thread::yield_now();
         }
+        module.swap_in(if n % 2 == 0 { v2.clone() } else { v1.clone() });
     }
     stop.store(true, Ordering::Relaxed);
     let mut per_version = [0u64; 2];
@@ -76,6 +81,10 @@ fn thousands_of_swaps_under_concurrent_calls_fail_no_call_and_mix_no_versions() 
     assert!(
         per_version[0] > 0 && per_version[1] > 0,
         "both versions served calls: {per_version:?}"
+    );
+    assert!(
+        per_version[0] + per_version[1] >= 5000,
+        "calls ran between all 5,000 swaps: {per_version:?}"
     );
 }
 
