@@ -448,7 +448,7 @@ impl Worker {
                 .as_ref()
                 .map_or(f64::INFINITY, |s| s.max_latency_ratio)
                 .min(self.checks.max_latency_ratio),
-            max_new_refusal_rate: self.checks.max_failure_rate,
+            max_new_refusal_rate: self.checks.max_new_refusal_rate,
         };
         let shadow = match slot.shadow_candidate(&limits) {
             Ok(s) => s,
@@ -524,16 +524,19 @@ impl Worker {
         let failures = now.failures - w.start.failures;
         let refusals = now.refusals - w.start.refusals;
         let excess_refusals = (refusals as f64 - w.baseline_refusal_rate * calls as f64).max(0.0);
-        let bad = failures as f64 + excess_refusals;
-        let over = calls > 0 && bad > self.checks.max_failure_rate * calls as f64;
+        let over = calls > 0
+            && (failures as f64 > self.checks.max_failure_rate * calls as f64
+                || excess_refusals > self.checks.max_new_refusal_rate * calls as f64);
         let closing = calls >= self.checks.watch_calls || Instant::now() >= w.until;
         // Judged early once there are enough calls; judged on whatever there is at the close.
         if over && (calls >= self.checks.min_calls_for_rate || closing) {
             return Verdict::Failed(format!(
                 "watch window: {failures} failed and {refusals} refused of {calls} live calls \
-                 (the previous version refused {:.1}%), over the limit of {:.1}%",
+                 (the previous version refused {:.1}%), over the limit of {:.1}% failed or {:.1}% \
+                 more refused",
                 w.baseline_refusal_rate * 100.0,
-                self.checks.max_failure_rate * 100.0
+                self.checks.max_failure_rate * 100.0,
+                self.checks.max_new_refusal_rate * 100.0
             ));
         }
         if closing {

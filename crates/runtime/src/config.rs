@@ -81,10 +81,15 @@ pub struct CheckConfig {
     pub watch_calls: u64,
     /// Longest the watch window stays open, in seconds.
     pub watch_secs: u64,
-    /// Failed calls (trap, fuel, deadline, memory, broken invariant) plus refusals beyond the
-    /// previous version's own refusal rate, per call, that trigger a rollback; in shadow traffic,
-    /// the candidate's refusals of inputs the live version accepted, per call, that reject it.
+    /// Failed calls (trap, fuel, deadline, memory, broken invariant), per call, that trigger a
+    /// rollback in the watch window.
     pub max_failure_rate: f64,
+    /// Refusals a new version adds, per call, that reject it (in shadow traffic: refusals of
+    /// inputs the live version accepted) or roll it back (in the watch window: refusals beyond
+    /// the previous version's own rate). A refusal is a rule's answer, not a failure, but a
+    /// version that suddenly turns patients away is worse until shown otherwise; raise this for
+    /// an update meant to refuse more (a stricter quota).
+    pub max_new_refusal_rate: f64,
     /// Calls needed before the failure rate is judged.
     pub min_calls_for_rate: u64,
 }
@@ -99,6 +104,7 @@ impl Default for CheckConfig {
             watch_calls: 1000,
             watch_secs: 300,
             max_failure_rate: 0.01,
+            max_new_refusal_rate: 0.01,
             min_calls_for_rate: 20,
         }
     }
