@@ -449,13 +449,20 @@ impl Worker {
                 .map_or(f64::INFINITY, |s| s.max_latency_ratio)
                 .min(self.checks.max_latency_ratio),
             max_new_refusal_rate: self.checks.max_new_refusal_rate,
+            idle: Duration::from_secs(self.checks.shadow_idle_secs),
+            replay: m
+                .checks
+                .test_vectors
+                .iter()
+                .map(|v| v.input.clone())
+                .collect(),
         };
         let shadow = match slot.shadow_candidate(&limits) {
             Ok(s) => s,
             Err(f) => return Err(reject(self, f.to_string(), report)),
         };
         if let Some(s) = &shadow {
-            tracing::info!(component = %name, version = %version, step = "shadow", calls = s.calls, differences = s.differences, latency_ratio = s.latency_ratio, "check 3 passed");
+            tracing::info!(component = %name, version = %version, step = "shadow", calls = s.calls, replayed = s.replayed, differences = s.differences, latency_ratio = s.latency_ratio, "check 3 passed");
         }
         // Step 4: promote: the store first (durable), then one pointer swap in memory.
         if let Err(e) = self.store.promote(&name, Some(&version)) {

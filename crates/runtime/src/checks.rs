@@ -192,13 +192,23 @@ pub struct ShadowLimits {
     pub max_latency_ratio: f64,
     /// Largest share of shadowed calls the candidate may refuse although live answered them.
     pub max_new_refusal_rate: f64,
+    /// After this long without a live call, the remaining calls replay recorded inputs instead
+    /// of waiting: an idle hospital (the night, when updates are pushed) has no traffic to
+    /// shadow, and waiting for it would reject every update.
+    pub idle: Duration,
+    /// Inputs to replay besides the live ones seen (the bundle's test vector inputs, in the
+    /// interface's JSON form). With none, an idle node waits until `timeout`.
+    pub replay: Vec<serde_json::Value>,
 }
 
 /// What shadow traffic showed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShadowReport {
-    /// Live calls the candidate shadowed.
+    /// Calls the candidate shadowed.
     pub calls: u32,
+    /// Of them, replays of recorded inputs while live traffic was idle (both versions called on
+    /// this thread); the others are live calls.
+    pub replayed: u32,
     /// How many of its answers differed from the live answers.
     pub differences: u32,
     /// How many inputs it refused that the live version answered.
@@ -237,6 +247,7 @@ fn shadow_samples<R: RuleKind>(
     let deadline = Instant::now() + limits.timeout;
     let mut report = ShadowReport {
         calls: 0,
+        replayed: 0,
         differences: 0,
         new_refusals: 0,
         examples: Vec::new(),
@@ -251,14 +262,43 @@ fn shadow_samples<R: RuleKind>(
     // Latency is timed as production pays it: where every call gets an instance of its own (the
     // default), instantiating is part of each timed call, so a candidate slow to start is caught.
     let fresh = candidate.instance_per_call();
+    let mut replay = Replay::new(&limits.replay);
+    let mut last_live = Instant::now();
+    // False once the live version answered none of the inputs to replay (until a live input
+    // adds one): then only live traffic can end the wait.
+    let mut can_replay = true;
     while report.calls < limits.calls {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(sample) = samples.recv_timeout(left) else {
-            return Err(CheckFailure::ShadowStarved {
-                seen: report.calls,
-                required: limits.calls,
-                secs: limits.timeout.as_secs(),
-            });
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let wait = match can_replay {
+            true => left.min(limits.idle.saturating_sub(now - last_live)),
+            false => left,
+        };
+        let sample = match samples.recv_timeout(wait) {
+            Ok(sample) => {
+                last_live = Instant::now();
+                replay.record(&sample.input);
+                can_replay = true;
+                sample
+            }
+            Err(_) if Instant::now() >= deadline => {
+                return Err(CheckFailure::ShadowStarved {
+                    seen: report.calls,
+                    required: limits.calls,
+                    secs: limits.timeout.as_secs(),
+                });
+            }
+            Err(_) if last_live.elapsed() < limits.idle => continue,
+            Err(_) => match live_version.as_deref().and_then(|live| replay.next(live)) {
+                Some(sample) => {
+                    report.replayed += 1;
+                    sample
+                }
+                None => {
+                    can_replay = false;
+                    continue;
+                }
+            },
         };
         let index = report.calls as usize;
         let out = candidate
@@ -325,6 +365,52 @@ fn shadow_samples<R: RuleKind>(
         });
     }
     Ok(report)
+}
+
+/// Inputs to shadow while live traffic is idle: the bundle's test vector inputs and the live
+/// inputs seen during this check, in turn. The live version answers them on a private instance
+/// (its counters and pooled instances untouched).
+struct Replay<R: RuleKind> {
+    inputs: Vec<R::Input>,
+    next: usize,
+}
+
+impl<R: RuleKind> Replay<R> {
+    /// Live inputs kept for replay, at most.
+    const KEEP: usize = 256;
+
+    fn new(vectors: &[serde_json::Value]) -> Self {
+        Replay {
+            // A vector whose input does not fit was refused by check 2 already.
+            inputs: vectors
+                .iter()
+                .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                .collect(),
+            next: 0,
+        }
+    }
+
+    fn record(&mut self, input: &R::Input) {
+        if self.inputs.len() < Self::KEEP {
+            self.inputs.push(input.clone());
+        }
+    }
+
+    /// The next input with the live version's answer; `None` if the live version answers none.
+    fn next(&mut self, live: &LoadedVersion<R>) -> Option<crate::live::ShadowSample<R>> {
+        for _ in 0..self.inputs.len() {
+            let input = self.inputs[self.next % self.inputs.len()].clone();
+            self.next += 1;
+            let answer = live
+                .held_instance()
+                .ok()
+                .and_then(|mut i| i.call(&input).ok());
+            if let Some(live_output) = answer {
+                return Some(crate::live::ShadowSample { input, live_output });
+            }
+        }
+        None
+    }
 }
 
 /// Microseconds each of two calls took, one after the other; `None` if either failed.

@@ -75,6 +75,9 @@ pub struct CheckConfig {
     pub shadow_calls: u32,
     /// How long to wait for those calls before refusing the candidate, in seconds.
     pub shadow_timeout_secs: u64,
+    /// Seconds without a live call after which the remaining shadow calls replay the bundle's
+    /// test vector inputs and the live inputs seen, so an idle node (at night) can be updated.
+    pub shadow_idle_secs: u64,
     /// Largest ratio of the candidate's median latency to the live version's on the same inputs.
     pub max_latency_ratio: f64,
     /// Calls observed on a newly promoted version before the watch window closes.
@@ -100,6 +103,7 @@ impl Default for CheckConfig {
             min_test_vectors: 1,
             shadow_calls: 100,
             shadow_timeout_secs: 120,
+            shadow_idle_secs: 5,
             max_latency_ratio: 3.0,
             watch_calls: 1000,
             watch_secs: 300,

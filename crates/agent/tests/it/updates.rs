@@ -253,9 +253,37 @@ fn a_restart_reloads_the_live_version_and_rejects_an_unfinished_candidate() {
 }
 
 #[test]
-fn with_no_live_traffic_to_shadow_a_candidate_is_rejected_when_the_wait_ends() {
+fn with_no_live_traffic_a_candidate_is_shadowed_on_its_vectors_inputs_and_goes_live() {
+    let node = crate::start_with(crate::CheckConfig {
+        shadow_idle_secs: 0,
+        ..crate::checks()
+    });
+    node.agent
+        .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
+        .unwrap();
+    // The night: nobody registers. The update is checked on replayed inputs, not refused.
+    let report = node
+        .agent
+        .install_and_wait(bundle("fees-v2", "fees", "2.0.0"))
+        .unwrap();
+    match &report.outcome {
+        Outcome::Live {
+            shadow: Some(shadow),
+            ..
+        } => {
+            assert_eq!((shadow.calls, shadow.replayed), (50, 50));
+            assert!(shadow.differences > 0, "{shadow:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(live(&node), "2.0.0");
+}
+
+#[test]
+fn with_no_live_traffic_and_replay_held_back_a_candidate_is_rejected_when_the_wait_ends() {
     let node = crate::start_with(crate::CheckConfig {
         shadow_timeout_secs: 1,
+        shadow_idle_secs: 60,
         ..crate::checks()
     });
     node.agent

@@ -18,6 +18,9 @@ fn limits(calls: u32, max_latency_ratio: f64) -> ShadowLimits {
         timeout: Duration::from_secs(30),
         max_latency_ratio,
         max_new_refusal_rate: 0.01,
+        // Live traffic runs throughout these tests: no replay.
+        idle: Duration::from_secs(30),
+        replay: Vec::new(),
     }
 }
 
@@ -376,6 +379,48 @@ fn a_payload_that_does_not_match_its_digest_is_neither_compiled_nor_cached() {
         .map(|d| d.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("rules.wasm")]);
+}
+
+#[test]
+fn with_no_live_traffic_the_candidate_is_shadowed_on_replayed_inputs() {
+    let e = engine();
+    let module = LiveModule::<Fees>::new();
+    module.swap_in(load::<Fees>(&e, "fees-v1", "1.0.0").unwrap());
+    let v2 = load::<Fees>(&e, "fees-v2", "2.0.0").unwrap();
+    let replay: Vec<_> = module_checks("fees-v2")
+        .test_vectors
+        .iter()
+        .map(|v| v.input.clone())
+        .collect();
+    let idle = ShadowLimits {
+        idle: Duration::ZERO,
+        replay,
+        ..limits(40, 50.0)
+    };
+    // Nobody calls the live version: an idle node at night.
+    let report = shadow(&module, &v2, &idle).unwrap();
+    assert_eq!((report.calls, report.replayed), (40, 40));
+    assert!(
+        report.differences > 0,
+        "fees 2.0.0 changes prices: {report:?}"
+    );
+    assert_eq!(
+        module.live().unwrap().stats().counts().calls,
+        0,
+        "replays do not count as live calls"
+    );
+
+    // Nothing to replay and no traffic: the candidate is refused when the wait ends.
+    let starved = ShadowLimits {
+        idle: Duration::ZERO,
+        timeout: Duration::from_millis(300),
+        ..limits(40, 50.0)
+    };
+    let err = shadow(&module, &v2, &starved).unwrap_err();
+    assert!(
+        matches!(err, CheckFailure::ShadowStarved { seen: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
