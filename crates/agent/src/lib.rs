@@ -53,6 +53,9 @@ pub enum Outcome {
         watched_calls: u64,
         /// Failures in the watch window (answered by the standby).
         watched_failures: u64,
+        /// Whether the watch window was still open when this report was sent (a report sent at
+        /// promotion, see [`Agent::install_until_live`]); the version may still be rolled back.
+        watch_open: bool,
     },
     /// The candidate went live, failed in the watch window (or an operator rolled it back),
     /// and the standby is live again.
@@ -80,8 +83,14 @@ pub struct InstallReport {
     pub outcome: Outcome,
 }
 
+/// Where an install's reports go: when it ends, and, if asked, when it goes live.
+struct Replies {
+    ended: Sender<InstallReport>,
+    live: Option<Sender<InstallReport>>,
+}
+
 enum Request {
-    Install(Vec<u8>, Sender<InstallReport>),
+    Install(Vec<u8>, Replies),
     Rollback(String, String, Sender<Result<VersionTag, String>>),
 }
 
@@ -156,9 +165,28 @@ impl Agent {
     /// window if it went live). While a watch window is open, further bundles wait for it; an
     /// operator's rollback does not.
     pub fn install(&self, bundle: Vec<u8>) -> Result<Receiver<InstallReport>, AgentError> {
-        let (tx, rx) = channel();
-        self.send(Request::Install(bundle, tx))?;
+        let (ended, rx) = channel();
+        self.send(Request::Install(bundle, Replies { ended, live: None }))?;
         Ok(rx)
+    }
+
+    /// Installs a bundle and waits until it is live (its watch window then goes on, and a
+    /// failure in it still rolls it back by itself) or has ended without going live.
+    pub fn install_until_live(&self, bundle: Vec<u8>) -> Result<InstallReport, AgentError> {
+        let (ended, ended_rx) = channel();
+        let (live, live_rx) = channel();
+        self.send(Request::Install(
+            bundle,
+            Replies {
+                ended,
+                live: Some(live),
+            },
+        ))?;
+        match live_rx.recv() {
+            Ok(report) => Ok(report),
+            // It never went live: its one report says why.
+            Err(_) => ended_rx.recv().map_err(|_| AgentError::Stopped),
+        }
     }
 
     /// Installs a bundle and waits for its report.
@@ -256,7 +284,7 @@ struct Worker {
     /// Updates that went live and are in their watch window.
     watches: Vec<Watch>,
     /// Bundles pushed while a watch window was open; installed one at a time after it closes.
-    pending: VecDeque<(Vec<u8>, Sender<InstallReport>)>,
+    pending: VecDeque<(Vec<u8>, Replies)>,
 }
 
 /// A newly live version under watch; its report is sent when the window closes.
@@ -283,8 +311,8 @@ impl Worker {
     fn run(&mut self, rx: Receiver<Request>) {
         loop {
             let request = if self.watches.is_empty() {
-                if let Some((bytes, reply)) = self.pending.pop_front() {
-                    self.install(bytes, reply);
+                if let Some((bytes, replies)) = self.pending.pop_front() {
+                    self.install(bytes, replies);
                     continue;
                 }
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -292,10 +320,10 @@ impl Worker {
                 rx.recv_timeout(Duration::from_millis(10))
             };
             match request {
-                Ok(Request::Install(bytes, reply)) if self.watches.is_empty() => {
-                    self.install(bytes, reply)
+                Ok(Request::Install(bytes, replies)) if self.watches.is_empty() => {
+                    self.install(bytes, replies)
                 }
-                Ok(Request::Install(bytes, reply)) => self.pending.push_back((bytes, reply)),
+                Ok(Request::Install(bytes, replies)) => self.pending.push_back((bytes, replies)),
                 Ok(Request::Rollback(component, reason, reply)) => {
                     let result = self.rollback(&component, &reason);
                     // An operator's rollback ends the watch of that component.
@@ -326,7 +354,8 @@ impl Worker {
 
     /// Steps 1 to 4 for one bundle; the report is sent at once if the update ends here, or when
     /// its watch window closes.
-    fn install(&mut self, bytes: Vec<u8>, reply: Sender<InstallReport>) {
+    fn install(&mut self, bytes: Vec<u8>, replies: Replies) {
+        let Replies { ended: reply, live } = replies;
         match self.check_and_promote(&bytes) {
             Ok((report, watch_from)) => {
                 let component = ComponentName::new(report.component.as_deref().unwrap_or_default());
@@ -349,11 +378,18 @@ impl Worker {
                             start,
                             baseline_refusal_rate,
                             until: Instant::now() + Duration::from_secs(self.checks.watch_secs),
-                            report,
+                            report: report.clone(),
                             reply,
                         });
+                        if let Some(live) = live {
+                            let _ = live.send(report);
+                        }
                     }
                     _ => {
+                        let mut report = report;
+                        if let Outcome::Live { watch_open, .. } = &mut report.outcome {
+                            *watch_open = false;
+                        }
                         log_end(&report);
                         let _ = reply.send(report);
                     }
@@ -475,6 +511,7 @@ impl Worker {
             shadow,
             watched_calls: 0,
             watched_failures: 0,
+            watch_open: true,
         };
         Ok((report, slot.live_counts().map(|(_, c)| c)))
     }
@@ -494,11 +531,13 @@ impl Worker {
                     if let Outcome::Live {
                         watched_calls,
                         watched_failures,
+                        watch_open,
                         ..
                     } = &mut w.report.outcome
                     {
                         *watched_calls = calls;
                         *watched_failures = failures;
+                        *watch_open = false;
                     }
                 }
                 Verdict::Failed(reason) => {

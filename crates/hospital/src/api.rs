@@ -150,7 +150,7 @@ fn bad_body(rejection: &JsonRejection) -> ApiError {
 
 /// The field a deserialization message is about: serde names an unknown or missing field in
 /// backticks, and axum puts the path of a field of the wrong type before serde's message
-/// ("...target type: patient_id: invalid type..."). axum's rejection keeps only the text, so the
+/// ("...target type: patient_id: invalid type...", "...query string: wait: unknown variant..."). axum's rejection keeps only the text, so the
 /// field is read back from it.
 fn field_of(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `"] {
@@ -158,7 +158,9 @@ fn field_of(message: &str) -> Option<String> {
             return rest.split('`').next().map(str::to_owned);
         }
     }
-    let rest = message.split("target type: ").nth(1)?;
+    let rest = ["target type: ", "query string: "]
+        .iter()
+        .find_map(|marker| message.split(marker).nth(1))?;
     let (path, _) = rest.split_once(": ")?;
     let is_path = !path.is_empty()
         && path
@@ -199,12 +201,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 }
 
 fn bad_query(rejection: &QueryRejection) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad-request",
-        None,
-        rejection.body_text(),
-    )
+    let message = rejection.body_text();
+    let field = field_of(&message);
+    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", field, message)
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
@@ -604,12 +603,31 @@ async fn rules(
     Ok(Json(json!({"items": items})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushQuery {
+    /// `watch` (default): reply when the update has ended, after the watch window if it went
+    /// live; `live`: reply as soon as it is live (the watch goes on, and still rolls back).
+    #[serde(default)]
+    wait: Wait,
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum Wait {
+    #[default]
+    Watch,
+    Live,
+}
+
 /// An update bundle pushed to this node (the body is the bundle file). The agent verifies,
 /// stages, checks and promotes it on its own thread; the reply is its report, sent when the
-/// update has ended (after the watch window if it went live).
+/// update has ended (after the watch window if it went live), or with `?wait=live` as soon as it
+/// is live.
 async fn push_update(
     State(app): State<AppState>,
     c: Caller,
+    Params(q): Params<PushQuery>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     c.allow(&[Role::Admin])?;
@@ -621,23 +639,26 @@ async fn push_update(
             "this server has no update agent".into(),
         ));
     };
-    let report = tokio::task::spawn_blocking(move || agent.install_and_wait(body.to_vec()))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                None,
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no-agent",
-                None,
-                e.to_string(),
-            )
-        })?;
+    let report = tokio::task::spawn_blocking(move || match q.wait {
+        Wait::Watch => agent.install_and_wait(body.to_vec()),
+        Wait::Live => agent.install_until_live(body.to_vec()),
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            None,
+            e.to_string(),
+        )
+    })?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-agent",
+            None,
+            e.to_string(),
+        )
+    })?;
     Ok(Json(report).into_response())
 }

@@ -261,18 +261,29 @@ fn with_no_live_traffic_a_candidate_is_shadowed_on_its_vectors_inputs_and_goes_l
     node.agent
         .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
         .unwrap();
+    // A bundle that fails its checks never goes live: waiting for "live" gets its rejection.
+    let report = node
+        .agent
+        .install_until_live(bundle("bad-answers", "fees", "1.5.0"))
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Rejected { .. }),
+        "{report:?}"
+    );
     // The night: nobody registers. The update is checked on replayed inputs, not refused.
     let report = node
         .agent
-        .install_and_wait(bundle("fees-v2", "fees", "2.0.0"))
+        .install_until_live(bundle("fees-v2", "fees", "2.0.0"))
         .unwrap();
     match &report.outcome {
         Outcome::Live {
             shadow: Some(shadow),
+            watch_open,
             ..
         } => {
             assert_eq!((shadow.calls, shadow.replayed), (50, 50));
             assert!(shadow.differences > 0, "{shadow:?}");
+            assert!(watch_open, "reported at promotion, the watch goes on");
         }
         other => panic!("{other:?}"),
     }

@@ -478,6 +478,7 @@ async fn bad_requests_get_a_reason_and_change_nothing() {
         (cashier.call("POST", "/api/v1/payments", Some(json!({"invoice_id": r2["invoice_id"], "patient_id": p1, "method": "cash", "idempotency_key": "paid-2"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("patient_id")),
         (doctor.call("POST", "/api/v1/tickets/abc/start", None).await, StatusCode::BAD_REQUEST, "bad-request", None),
         (clerk.call("GET", "/api/v1/patients?offset=-1", None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("offset")),
+        (clerk.call("GET", "/api/v1/patients?offset=x", None).await, StatusCode::BAD_REQUEST, "bad-request", Some("offset")),
         (clerk.call("POST", "/api/v1/patients", Some(wrong_digit)).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("id_number")),
         (clerk.call("POST", "/api/v1/registrations", Some(json!({"patient_id": p1, "schedule_id": schedule, "channel": "online"}))).await, StatusCode::CONFLICT, "refused", None),
         (cashier.call("POST", "/api/v1/payments", Some(json!({"invoice_id": r1["invoice_id"], "patient_id": p2, "method": "cash", "idempotency_key": "x"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("patient_id")),
