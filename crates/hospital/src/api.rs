@@ -143,15 +143,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 fn bad_body(rejection: &JsonRejection) -> ApiError {
-    let message = rejection.body_text();
+    bad_request(rejection.body_text())
+}
+
+/// A 400 for a request axum could not read, naming the field when the message does.
+fn bad_request(message: String) -> ApiError {
     let field = field_of(&message);
     ApiError::new(StatusCode::BAD_REQUEST, "bad-request", field, message)
 }
 
 /// The field a deserialization message is about: serde names an unknown or missing field in
 /// backticks, and axum puts the path of a field of the wrong type before serde's message
-/// ("...target type: patient_id: invalid type...", "...query string: wait: unknown variant..."). axum's rejection keeps only the text, so the
-/// field is read back from it.
+/// ("...target type: patient_id: invalid type...", "...query string: wait: unknown
+/// variant..."). axum's rejection keeps only the text, so the field is read back from it.
 fn field_of(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.split(marker).nth(1) {
@@ -177,12 +181,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Ids<T> 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(Ids(v)),
-            Err(rejection) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                None,
-                rejection.body_text(),
-            )),
+            Err(rejection) => Err(bad_request(rejection.body_text())),
         }
     }
 }
@@ -201,9 +200,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 }
 
 fn bad_query(rejection: &QueryRejection) -> ApiError {
-    let message = rejection.body_text();
-    let field = field_of(&message);
-    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", field, message)
+    bad_request(rejection.body_text())
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
@@ -251,16 +248,19 @@ impl Caller {
         let Some(mine) = self.0.practitioner_id else {
             return Ok(());
         };
-        let theirs = h.practitioner_of(of).await?;
+        self.may_see(h.practitioner_of(of).await?, mine)
+    }
+
+    /// Whether a doctor linked to practitioner `mine` may see or act for practitioner `theirs`.
+    fn may_see(&self, theirs: i64, mine: i64) -> Result<(), ApiError> {
         if theirs == mine {
-            Ok(())
-        } else {
-            Err(HospitalError::Forbidden(format!(
-                "{} is practitioner {mine}; this is practitioner {theirs}'s session",
-                self.0.username
-            ))
-            .into())
+            return Ok(());
         }
+        Err(HospitalError::Forbidden(format!(
+            "{} is practitioner {mine}, not practitioner {theirs}",
+            self.0.username
+        ))
+        .into())
     }
 }
 
@@ -509,14 +509,8 @@ async fn doctor_day(
     Params(d): Params<MaybeDay>,
 ) -> ApiResult<crate::DoctorDay> {
     c.allow(&[Role::Doctor, Role::Clerk, Role::Admin])?;
-    if let Some(mine) = c.0.practitioner_id
-        && mine != id
-    {
-        return Err(HospitalError::Forbidden(format!(
-            "{} is practitioner {mine}, not {id}",
-            c.0.username
-        ))
-        .into());
+    if let Some(mine) = c.0.practitioner_id {
+        c.may_see(id, mine)?;
     }
     let date = d.date.unwrap_or_else(|| h.business_date().to_string());
     Ok(Json(h.doctor_day(id, &date).await?))

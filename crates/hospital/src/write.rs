@@ -216,8 +216,11 @@ impl WriteTx {
         }
         let others_wait = writer.queued.load(Ordering::SeqCst) > 0;
         if !others_wait || group.requests >= MAX_GROUP {
+            // Committed before the turn passes on: a writer let in earlier would meet SQLite's
+            // lock and sleep in its busy handler until the fsync ends.
+            let committed = finish(group).await.map_err(HospitalError::Commit);
             drop(open);
-            return finish(group).await.map_err(HospitalError::Commit);
+            return committed;
         }
         // Hand the open transaction on and wait for the commit that includes this request: a
         // writer after us commits it, or, if every writer after us has gone, `commit_later`.
@@ -252,9 +255,10 @@ impl WriteTx {
         }
         group.requests -= 1;
         if group.requests == 0 {
-            // Nothing of anyone's to commit.
+            // Nothing of anyone's to commit; ended before the turn passes on, as in `commit`.
+            let rolled_back = group.tx.rollback().await;
             drop(open);
-            return Ok(group.tx.rollback().await?);
+            return Ok(rolled_back?);
         }
         // The requests before us wait for this group's commit: let it go on, or commit it.
         let id = group.id;

@@ -257,11 +257,13 @@ fn shadow_samples<R: RuleKind>(
     };
     let (mut live_us, mut cand_us) = (Vec::new(), Vec::new());
     let live_version = module.live();
-    let mut live_timer = live_version.as_ref().and_then(|l| l.held_instance().ok());
-    let mut cand_timer = candidate.held_instance().ok();
     // Latency is timed as production pays it: where every call gets an instance of its own (the
-    // default), instantiating is part of each timed call, so a candidate slow to start is caught.
+    // default), instantiating is part of each timed call, so a candidate slow to start is caught;
+    // otherwise on one warm instance of each.
     let fresh = candidate.instance_per_call();
+    let warm = |v: &LoadedVersion<R>| (!fresh).then(|| v.held_instance().ok()).flatten();
+    let mut live_timer = live_version.as_deref().and_then(warm);
+    let mut cand_timer = warm(candidate);
     let mut replay = Replay::new(&limits.replay);
     let mut last_live = Instant::now();
     // False once the live version answered none of the inputs to replay (until a live input
