@@ -116,6 +116,7 @@ impl From<HospitalError> for ApiError {
             HospitalError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             HospitalError::Rule(_) => (StatusCode::SERVICE_UNAVAILABLE, "rule-unavailable", None),
             HospitalError::Db(_)
+            | HospitalError::Sqlite(_)
             | HospitalError::Migrate(_)
             | HospitalError::Auth(_)
             | HospitalError::Commit(_) => {

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::{Hospital, HospitalError, now_ms};
+use crate::write::is_unique_violation;
+use crate::{Hospital, HospitalError, args, now_ms};
 
 /// What a member of staff may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,29 +176,31 @@ impl Hospital {
         let hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
             .await
             .map_err(|e| HospitalError::Auth(e.to_string()))??;
-        let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar("INSERT INTO app_user (username, role, practitioner_id, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
-            .bind(username)
-            .bind(role.as_str())
-            .bind(practitioner_id)
-            .bind(&hash)
-            .bind(now_ms())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => HospitalError::Invalid {
-                    field: "username",
-                    reason: format!("{username} exists already"),
-                },
-                _ => HospitalError::Db(e),
-            })?;
-        let detail = match practitioner_id {
-            Some(p) => format!("{} (practitioner {p})", role.as_str()),
-            None => role.as_str().to_owned(),
-        };
-        crate::audit(&mut tx, actor, "app_user", id, "create", &detail).await?;
-        tx.commit().await?;
-        Ok(id)
+        let (username, actor) = (username.to_owned(), actor.to_owned());
+        self.write(move |tx| {
+            let id: i64 = tx
+                .one(
+                    "INSERT INTO app_user (username, role, practitioner_id, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    args![&username, role.as_str(), practitioner_id, hash, now_ms()],
+                )
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        HospitalError::Invalid {
+                            field: "username",
+                            reason: format!("{username} exists already"),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
+            let detail = match practitioner_id {
+                Some(p) => format!("{} (practitioner {p})", role.as_str()),
+                None => role.as_str().to_owned(),
+            };
+            crate::audit(tx, &actor, "app_user", id, "create", &detail)?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Whether any staff account exists (a new node creates its administrator).
@@ -244,17 +247,15 @@ impl Hospital {
             .await
             .map_err(|e| HospitalError::Auth(e.to_string()))??;
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(row.try_get::<i64, _>(0)?)
-        .bind(&secret_hash)
-        .bind(now)
-        .bind(now + self.token_lifetime_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let (user_id, expires_at) = (row.try_get::<i64, _>(0)?, now + self.token_lifetime_ms);
+        let id: i64 = self
+            .write(move |tx| {
+                tx.one(
+                    "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                    args![user_id, secret_hash, now, expires_at],
+                )
+            })
+            .await?;
         self.tokens.remember(
             id,
             (

@@ -10,7 +10,8 @@ use nonstop_runtime::rules::insurance_types::{
     InsuranceCategory, ItemClass, OrderLine, SplitRequest,
 };
 
-use crate::{Hospital, HospitalError, now_ms};
+use crate::write::is_unique_violation;
+use crate::{Hospital, HospitalError, Tx, args, now_ms};
 
 /// How a payment is made.
 const METHODS: [&str; 5] = ["cash", "card", "wechat", "alipay", "self-service"];
@@ -148,47 +149,39 @@ struct Record<'a> {
 }
 
 /// Inserts a payment or refund; its idempotency key must be new.
-async fn record(tx: &mut crate::WriteTx, r: Record<'_>) -> Result<i64, HospitalError> {
-    let inserted = sqlx::query_scalar(
+fn record(tx: &mut Tx<'_>, r: Record<'_>) -> Result<i64, HospitalError> {
+    let inserted = tx.one(
         "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-    )
-    .bind(r.invoice_id)
-    .bind(r.kind)
-    .bind(r.method)
-    .bind(r.self_pay_fen)
-    .bind(r.fund_fen)
-    .bind(r.cashier)
-    .bind(r.key)
-    .bind(&r.business_date)
-    .bind(r.at)
-    .fetch_one(&mut **tx)
-    .await;
+        args![
+            r.invoice_id,
+            r.kind,
+            r.method,
+            r.self_pay_fen,
+            r.fund_fen,
+            r.cashier,
+            r.key,
+            r.business_date,
+            r.at,
+        ],
+    );
     match inserted {
-        Ok(id) => Ok(id),
         // The key was used meanwhile by another request.
-        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(HospitalError::Invalid {
+        Err(e) if is_unique_violation(&e) => Err(HospitalError::Invalid {
             field: "idempotency_key",
             reason: "already used for another request".into(),
         }),
-        Err(e) => Err(e.into()),
+        other => other,
     }
 }
 
 /// Locks the patient an invoice belongs to, as the first write of `tx`: payments, refunds and
-/// cancellations of one patient then run one at a time (on SQLite the write lock is taken here,
-/// so the transaction never fails on a lock upgrade later).
-async fn lock_patient_of_invoice(
-    tx: &mut crate::WriteTx,
-    invoice_id: i64,
-) -> Result<(), HospitalError> {
-    let locked = sqlx::query(
+/// cancellations of one patient then run one at a time.
+fn lock_patient_of_invoice(tx: &mut Tx<'_>, invoice_id: i64) -> Result<(), HospitalError> {
+    let locked = tx.execute(
         "UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM invoice WHERE id = $1)",
-    )
-    .bind(invoice_id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+        args![invoice_id],
+    )?;
     if locked == 0 {
         return Err(HospitalError::NotFound {
             what: "invoice",
@@ -211,196 +204,150 @@ impl Hospital {
             });
         }
         check_key(&p.idempotency_key)?;
-        if let Some(done) = replay(
-            &mut *self.pool.acquire().await?,
-            &p.idempotency_key,
-            "payment",
-            p.invoice_id,
-            Some(p.patient_id),
-        )
-        .await?
-        {
-            return Ok(done);
-        }
-        let mut tx = self.begin_write().await?;
-        lock_patient_of_invoice(&mut tx, p.invoice_id).await?;
-        let invoice = sqlx::query(
-            "SELECT i.patient_id, i.status, a.status, a.hold_expires_at, pt.insurance_category, a.id
-             FROM invoice i JOIN appointment a ON a.id = i.appointment_id JOIN patient pt ON pt.id = i.patient_id
-             WHERE i.id = $1",
-        )
-        .bind(p.invoice_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let owner: i64 = invoice.try_get(0)?;
-        if owner != p.patient_id {
-            tx.rollback().await?;
-            return Err(HospitalError::Invalid {
-                field: "patient_id",
-                reason: format!("invoice {} belongs to another patient", p.invoice_id),
-            });
-        }
-        let status: String = invoice.try_get(1)?;
-        if status != "issued" {
-            // Paid meanwhile, perhaps by this very request retried concurrently: its answer is
-            // given once the first one's commit has made it durable.
-            let first = replay(
-                &mut tx,
-                &p.idempotency_key,
-                "payment",
-                p.invoice_id,
-                Some(p.patient_id),
-            )
-            .await;
-            if let Ok(Some(done)) = first {
-                tx.commit().await?;
+        let (p, cashier) = (p.clone(), cashier.to_owned());
+        let (rules, annual_cap_fen) = (self.rules.clone(), self.annual_cap_fen);
+        let business_date = self.business_date();
+        self.write(move |tx| {
+            // A retry is answered from the first payment (once that is durable: this answer
+            // waits for the commit of its own group).
+            if let Some(done) = replay(tx, &p.idempotency_key, "payment", p.invoice_id, Some(p.patient_id))? {
                 return Ok(done);
             }
-            tx.rollback().await?;
-            first?;
-            return Err(HospitalError::Refused {
-                rule: "billing",
-                reason: format!(
-                    "invoice {} is {}, not unpaid",
-                    p.invoice_id,
-                    invoice_word(&status)
-                ),
-            });
-        }
-        let appointment_status: String = invoice.try_get(2)?;
-        let hold_expires_at: i64 = invoice.try_get(3)?;
-        let appointment_id: i64 = invoice.try_get(5)?;
-        if appointment_status != "pending" || hold_expires_at < now_ms() {
-            tx.rollback().await?;
-            return Err(HospitalError::Refused {
-                rule: "quota",
-                reason: format!(
-                    "the hold on registration {appointment_id} has expired; register again"
-                ),
-            });
-        }
-        let items = sqlx::query("SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id")
-            .bind(p.invoice_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        let year_start = format!("{}-01-01", self.business_date().year());
-        let year = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT)
-             FROM invoice i JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
-             WHERE i.patient_id = $1 AND i.status = 'balanced' AND p.business_date >= $2",
-        )
-        .bind(p.patient_id)
-        .bind(&year_start)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut lines = Vec::with_capacity(items.len());
-        for item in &items {
-            lines.push(OrderLine {
-                code: item.try_get(1)?,
-                amount_fen: item.try_get(2)?,
-                item_class: item_class(&item.try_get::<String, _>(3)?),
-            });
-        }
-        let category = category(&invoice.try_get::<String, _>(4)?);
-        let answer = self.rules.insurance.call(&SplitRequest {
-            category,
-            deductible_used_fen: year.try_get(1)?,
-            fund_paid_this_year_fen: year.try_get(0)?,
-            annual_cap_fen: self.annual_cap_fen,
-            lines,
-        });
-        // A refusal ends the transaction at once, releasing the patient's lock.
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(HospitalError::Rule(e.to_string()));
-            }
-        };
-        let insurance_rule = answer.version.to_string() + " " + &answer.version.digest.to_string();
-        let split = match answer.output {
-            Ok(split) => split,
-            Err(reason) => {
-                tx.rollback().await?;
-                return Err(HospitalError::Refused {
-                    rule: "insurance",
-                    reason,
+            lock_patient_of_invoice(tx, p.invoice_id)?;
+            let (owner, status, appointment_status, hold_expires_at, category_text, appointment_id): (
+                i64,
+                String,
+                String,
+                i64,
+                String,
+                i64,
+            ) = tx.one(
+                "SELECT i.patient_id, i.status, a.status, a.hold_expires_at, pt.insurance_category, a.id
+                 FROM invoice i JOIN appointment a ON a.id = i.appointment_id JOIN patient pt ON pt.id = i.patient_id
+                 WHERE i.id = $1",
+                args![p.invoice_id],
+            )?;
+            if owner != p.patient_id {
+                return Err(HospitalError::Invalid {
+                    field: "patient_id",
+                    reason: format!("invoice {} belongs to another patient", p.invoice_id),
                 });
             }
-        };
+            if status != "issued" {
+                return Err(HospitalError::Refused {
+                    rule: "billing",
+                    reason: format!(
+                        "invoice {} is {}, not unpaid",
+                        p.invoice_id,
+                        invoice_word(&status)
+                    ),
+                });
+            }
+            if appointment_status != "pending" || hold_expires_at < now_ms() {
+                return Err(HospitalError::Refused {
+                    rule: "quota",
+                    reason: format!(
+                        "the hold on registration {appointment_id} has expired; register again"
+                    ),
+                });
+            }
+            let items: Vec<(i64, String, i64, String)> = tx.rows(
+                "SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id",
+                args![p.invoice_id],
+            )?;
+            let year_start = format!("{}-01-01", business_date.year());
+            let (fund_this_year, deductible_used): (i64, i64) = tx.one(
+                "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT)
+                 FROM invoice i JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
+                 WHERE i.patient_id = $1 AND i.status = 'balanced' AND p.business_date >= $2",
+                args![p.patient_id, year_start],
+            )?;
+            let lines = items
+                .iter()
+                .map(|(_, code, amount_fen, class)| OrderLine {
+                    code: code.clone(),
+                    amount_fen: *amount_fen,
+                    item_class: item_class(class),
+                })
+                .collect();
+            let answer = rules
+                .insurance
+                .call(&SplitRequest {
+                    category: category(&category_text),
+                    deductible_used_fen: deductible_used,
+                    fund_paid_this_year_fen: fund_this_year,
+                    annual_cap_fen,
+                    lines,
+                })
+                .map_err(|e| HospitalError::Rule(e.to_string()))?;
+            let insurance_rule =
+                answer.version.to_string() + " " + &answer.version.digest.to_string();
+            let split = answer.output.map_err(|reason| HospitalError::Refused {
+                rule: "insurance",
+                reason,
+            })?;
 
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE invoice SET status = 'balanced', fund_fen = $1, self_pay_fen = $2, deductible_fen = $3,
-                 insurance_rule = $4, updated_at = $5
-             WHERE id = $6 AND status = 'issued'",
-        )
-        .bind(split.fund_fen)
-        .bind(split.self_pay_fen)
-        .bind(split.deductible_applied_fen)
-        .bind(&insurance_rule)
-        .bind(now)
-        .bind(p.invoice_id)
-        .execute(&mut *tx)
-        .await?;
-        for (item, line) in items.iter().zip(&split.lines) {
-            sqlx::query("UPDATE charge_item SET fund_fen = $1, self_pay_fen = $2 WHERE id = $3")
-                .bind(line.fund_fen)
-                .bind(line.self_pay_fen)
-                .bind(item.try_get::<i64, _>(0)?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let recorded = record(
-            &mut tx,
-            Record {
+            let now = now_ms();
+            tx.execute(
+                "UPDATE invoice SET status = 'balanced', fund_fen = $1, self_pay_fen = $2, deductible_fen = $3,
+                     insurance_rule = $4, updated_at = $5
+                 WHERE id = $6 AND status = 'issued'",
+                args![
+                    split.fund_fen,
+                    split.self_pay_fen,
+                    split.deductible_applied_fen,
+                    &insurance_rule,
+                    now,
+                    p.invoice_id,
+                ],
+            )?;
+            for ((item_id, ..), line) in items.iter().zip(&split.lines) {
+                tx.execute(
+                    "UPDATE charge_item SET fund_fen = $1, self_pay_fen = $2 WHERE id = $3",
+                    args![line.fund_fen, line.self_pay_fen, *item_id],
+                )?;
+            }
+            let id = record(
+                tx,
+                Record {
+                    invoice_id: p.invoice_id,
+                    kind: "payment",
+                    method: &p.method,
+                    self_pay_fen: split.self_pay_fen,
+                    fund_fen: split.fund_fen,
+                    cashier: &cashier,
+                    key: &p.idempotency_key,
+                    business_date: business_date.to_string(),
+                    at: now,
+                },
+            )?;
+            tx.execute(
+                "UPDATE appointment SET status = 'booked', updated_at = $1 WHERE id = $2 AND status = 'pending'",
+                args![now, appointment_id],
+            )?;
+            let detail = format!(
+                "paid by {}: self-pay {} fen, fund {} fen, split by {insurance_rule}",
+                p.method, split.self_pay_fen, split.fund_fen
+            );
+            let booked = format!("paid: invoice {}", p.invoice_id);
+            crate::audit_all(
+                tx,
+                &cashier,
+                &[
+                    ("invoice", p.invoice_id, "pay", &detail),
+                    ("appointment", appointment_id, "book", &booked),
+                ],
+            )?;
+            Ok(Payment {
+                id,
                 invoice_id: p.invoice_id,
-                kind: "payment",
-                method: &p.method,
+                kind: "payment".into(),
                 self_pay_fen: split.self_pay_fen,
                 fund_fen: split.fund_fen,
-                cashier,
-                key: &p.idempotency_key,
-                business_date: self.business_date().to_string(),
-                at: now,
-            },
-        )
-        .await;
-        let id = match recorded {
-            Ok(id) => id,
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(e);
-            }
-        };
-        sqlx::query("UPDATE appointment SET status = 'booked', updated_at = $1 WHERE id = $2 AND status = 'pending'")
-            .bind(now)
-            .bind(appointment_id)
-            .execute(&mut *tx)
-            .await?;
-        let detail = format!(
-            "paid by {}: self-pay {} fen, fund {} fen, split by {insurance_rule}",
-            p.method, split.self_pay_fen, split.fund_fen
-        );
-        let booked = format!("paid: invoice {}", p.invoice_id);
-        crate::audit_all(
-            &mut tx,
-            cashier,
-            &[
-                ("invoice", p.invoice_id, "pay", &detail),
-                ("appointment", appointment_id, "book", &booked),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Payment {
-            id,
-            invoice_id: p.invoice_id,
-            kind: "payment".into(),
-            self_pay_fen: split.self_pay_fen,
-            fund_fen: split.fund_fen,
-            insurance_rule,
+                insurance_rule,
+            })
         })
+        .await
     }
 
     /// Refunds a paid registration that has not been consumed (before the consultation): the
@@ -410,134 +357,101 @@ impl Hospital {
     /// refused) or finds its ticket withdrawn.
     pub async fn refund(&self, cashier: &str, r: &RefundRequest) -> Result<Payment, HospitalError> {
         check_key(&r.idempotency_key)?;
-        if let Some(done) = replay(
-            &mut *self.pool.acquire().await?,
-            &r.idempotency_key,
-            "refund",
-            r.invoice_id,
-            None,
-        )
-        .await?
-        {
-            return Ok(done);
-        }
-        let mut tx = self.begin_write().await?;
-        lock_patient_of_invoice(&mut tx, r.invoice_id).await?;
-        let row = sqlx::query(
-            "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, i.appointment_id,
-                    (SELECT method FROM payment WHERE invoice_id = i.id AND kind = 'payment')
-             FROM invoice i WHERE i.id = $1",
-        )
-        .bind(r.invoice_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let status: String = row.try_get(0)?;
-        if status != "balanced" {
-            let first = replay(&mut tx, &r.idempotency_key, "refund", r.invoice_id, None).await;
-            if let Ok(Some(done)) = first {
-                tx.commit().await?;
+        let (r, cashier) = (r.clone(), cashier.to_owned());
+        let business_date = self.business_date().to_string();
+        self.write(move |tx| {
+            if let Some(done) = replay(tx, &r.idempotency_key, "refund", r.invoice_id, None)? {
                 return Ok(done);
             }
-            tx.rollback().await?;
-            first?;
-            return Err(HospitalError::Refused {
-                rule: "billing",
-                reason: format!(
-                    "invoice {} is {}: only a paid invoice can be refunded",
-                    r.invoice_id,
-                    invoice_word(&status)
-                ),
-            });
-        }
-        let appointment_id: i64 = row.try_get(4)?;
-        let now = now_ms();
-        // Withdraw a ticket that has not reached the doctor; a consultation that has started
-        // (or a visit that ended) makes the registration consumed.
-        sqlx::query(
-            "UPDATE queue_ticket SET status = 'expired', updated_at = $1
-             WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')",
-        )
-        .bind(now)
-        .bind(appointment_id)
-        .execute(&mut *tx)
-        .await?;
-        let consulted: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')")
-                .bind(appointment_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if consulted > 0
-            || !self
-                .release_slot(&mut tx, appointment_id, &["booked", "checked-in"])
-                .await?
-        {
-            tx.rollback().await?;
-            return Err(HospitalError::Refused {
-                rule: "billing",
-                reason: format!(
-                    "registration {appointment_id} is in or past its consultation: consumed services are not refunded"
-                ),
-            });
-        }
-        let (self_pay, fund): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
-        let insurance_rule: String = row.try_get::<Option<String>, _>(3)?.unwrap_or_default();
-        let method: String = row
-            .try_get::<Option<String>, _>(5)?
-            .unwrap_or_else(|| "cash".into());
-        sqlx::query("UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'balanced'")
-            .bind(format!("refunded: {}", r.reason))
-            .bind(now)
-            .bind(r.invoice_id)
-            .execute(&mut *tx)
-            .await?;
-        let recorded = record(
-            &mut tx,
-            Record {
+            lock_patient_of_invoice(tx, r.invoice_id)?;
+            let (status, self_pay, fund, insurance_rule, appointment_id, method): (
+                String,
+                i64,
+                i64,
+                Option<String>,
+                i64,
+                Option<String>,
+            ) = tx.one(
+                "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, i.appointment_id,
+                        (SELECT method FROM payment WHERE invoice_id = i.id AND kind = 'payment')
+                 FROM invoice i WHERE i.id = $1",
+                args![r.invoice_id],
+            )?;
+            if status != "balanced" {
+                return Err(HospitalError::Refused {
+                    rule: "billing",
+                    reason: format!(
+                        "invoice {} is {}: only a paid invoice can be refunded",
+                        r.invoice_id,
+                        invoice_word(&status)
+                    ),
+                });
+            }
+            let now = now_ms();
+            // Withdraw a ticket that has not reached the doctor; a consultation that has
+            // started (or a visit that ended) makes the registration consumed.
+            tx.execute(
+                "UPDATE queue_ticket SET status = 'expired', updated_at = $1
+                 WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')",
+                args![now, appointment_id],
+            )?;
+            let consulted: i64 = tx.one(
+                "SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')",
+                args![appointment_id],
+            )?;
+            if consulted > 0 || !release_slot(tx, appointment_id, &["booked", "checked-in"])? {
+                return Err(HospitalError::Refused {
+                    rule: "billing",
+                    reason: format!(
+                        "registration {appointment_id} is in or past its consultation: consumed services are not refunded"
+                    ),
+                });
+            }
+            tx.execute(
+                "UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'balanced'",
+                args![format!("refunded: {}", r.reason), now, r.invoice_id],
+            )?;
+            let method = method.unwrap_or_else(|| "cash".into());
+            let id = record(
+                tx,
+                Record {
+                    invoice_id: r.invoice_id,
+                    kind: "refund",
+                    method: &method,
+                    self_pay_fen: self_pay,
+                    fund_fen: fund,
+                    cashier: &cashier,
+                    key: &r.idempotency_key,
+                    business_date,
+                    at: now,
+                },
+            )?;
+            let detail = format!(
+                "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
+                r.reason
+            );
+            let cancelled = format!(
+                "refunded (invoice {}), slot released, ticket withdrawn: {}",
+                r.invoice_id, r.reason
+            );
+            crate::audit_all(
+                tx,
+                &cashier,
+                &[
+                    ("invoice", r.invoice_id, "refund", &detail),
+                    ("appointment", appointment_id, "cancel", &cancelled),
+                ],
+            )?;
+            Ok(Payment {
+                id,
                 invoice_id: r.invoice_id,
-                kind: "refund",
-                method: &method,
+                kind: "refund".into(),
                 self_pay_fen: self_pay,
                 fund_fen: fund,
-                cashier,
-                key: &r.idempotency_key,
-                business_date: self.business_date().to_string(),
-                at: now,
-            },
-        )
-        .await;
-        let id = match recorded {
-            Ok(id) => id,
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(e);
-            }
-        };
-        let detail = format!(
-            "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
-            r.reason
-        );
-        let cancelled = format!(
-            "refunded (invoice {}), slot released, ticket withdrawn: {}",
-            r.invoice_id, r.reason
-        );
-        crate::audit_all(
-            &mut tx,
-            cashier,
-            &[
-                ("invoice", r.invoice_id, "refund", &detail),
-                ("appointment", appointment_id, "cancel", &cancelled),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Payment {
-            id,
-            invoice_id: r.invoice_id,
-            kind: "refund".into(),
-            self_pay_fen: self_pay,
-            fund_fen: fund,
-            insurance_rule,
+                insurance_rule: insurance_rule.unwrap_or_default(),
+            })
         })
+        .await
     }
 
     /// Cancels an unpaid hold (by the patient, or the sweeper when it expires): the slot is
@@ -547,42 +461,38 @@ impl Hospital {
         actor: &str,
         appointment_id: i64,
     ) -> Result<bool, HospitalError> {
-        let mut tx = self.begin_write().await?;
-        // The patient first, as payment does: the two never wait on each other in opposite order.
-        let locked = sqlx::query("UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM appointment WHERE id = $1)")
-            .bind(appointment_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if locked == 0 {
-            tx.rollback().await?;
-            return Err(HospitalError::NotFound {
-                what: "appointment",
-                id: appointment_id,
-            });
-        }
-        let released = self
-            .release_slot(&mut tx, appointment_id, &["pending"])
-            .await?;
-        if released {
-            sqlx::query("UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE appointment_id = $3 AND status = 'issued'")
-                .bind(format!("voided unpaid: hold released by {actor}"))
-                .bind(now_ms())
-                .bind(appointment_id)
-                .execute(&mut *tx)
-                .await?;
-            crate::audit(
-                &mut tx,
-                actor,
-                "appointment",
-                appointment_id,
-                "cancel-hold",
-                "hold released",
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(released)
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            // The patient first, as payment does: the two never wait on each other in opposite
+            // order.
+            let locked = tx.execute(
+                "UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM appointment WHERE id = $1)",
+                args![appointment_id],
+            )?;
+            if locked == 0 {
+                return Err(HospitalError::NotFound {
+                    what: "appointment",
+                    id: appointment_id,
+                });
+            }
+            let released = release_slot(tx, appointment_id, &["pending"])?;
+            if released {
+                tx.execute(
+                    "UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE appointment_id = $3 AND status = 'issued'",
+                    args![format!("voided unpaid: hold released by {actor}"), now_ms(), appointment_id],
+                )?;
+                crate::audit(
+                    tx,
+                    &actor,
+                    "appointment",
+                    appointment_id,
+                    "cancel-hold",
+                    "hold released",
+                )?;
+            }
+            Ok(released)
+        })
+        .await
     }
 
     /// Releases every hold whose time limit has passed; returns how many. One hold that cannot
@@ -605,50 +515,6 @@ impl Hospital {
             }
         }
         Ok(released)
-    }
-
-    /// Cancels an appointment in one of `from` and gives its slot back to its pool, in `tx`.
-    /// Returns false (and changes nothing) if it was not in one of those states.
-    async fn release_slot(
-        &self,
-        tx: &mut crate::WriteTx,
-        appointment_id: i64,
-        from: &[&str],
-    ) -> Result<bool, HospitalError> {
-        let row = sqlx::query("SELECT status, pool, schedule_id FROM appointment WHERE id = $1")
-            .bind(appointment_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(HospitalError::NotFound {
-                what: "appointment",
-                id: appointment_id,
-            })?;
-        let status: String = row.try_get(0)?;
-        if !from.contains(&status.as_str()) {
-            return Ok(false);
-        }
-        let changed = sqlx::query("UPDATE appointment SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = $3")
-            .bind(now_ms())
-            .bind(appointment_id)
-            .bind(&status)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if changed == 0 {
-            return Ok(false);
-        }
-        let taken = match row.try_get::<String, _>(1)?.as_str() {
-            "online" => "taken_online",
-            "elderly-reserved" => "taken_elderly",
-            _ => "taken_on_site",
-        };
-        sqlx::query(&format!(
-            "UPDATE schedule SET {taken} = {taken} - 1 WHERE id = $1 AND {taken} > 0"
-        ))
-        .bind(row.try_get::<i64, _>(2)?)
-        .execute(&mut **tx)
-        .await?;
-        Ok(true)
     }
 
     /// An invoice with its lines and payments.
@@ -752,34 +618,74 @@ impl Hospital {
     }
 }
 
+/// Cancels an appointment in one of `from` and gives its slot back to its pool, in `tx`.
+/// Returns false (and changes nothing) if it was not in one of those states.
+fn release_slot(tx: &mut Tx<'_>, appointment_id: i64, from: &[&str]) -> Result<bool, HospitalError> {
+    let (status, pool, schedule_id): (String, String, i64) = tx
+        .row(
+            "SELECT status, pool, schedule_id FROM appointment WHERE id = $1",
+            args![appointment_id],
+        )?
+        .ok_or(HospitalError::NotFound {
+            what: "appointment",
+            id: appointment_id,
+        })?;
+    if !from.contains(&status.as_str()) {
+        return Ok(false);
+    }
+    let changed = tx.execute(
+        "UPDATE appointment SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = $3",
+        args![now_ms(), appointment_id, &status],
+    )?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let taken = match pool.as_str() {
+        "online" => "taken_online",
+        "elderly-reserved" => "taken_elderly",
+        _ => "taken_on_site",
+    };
+    tx.execute(
+        &format!("UPDATE schedule SET {taken} = {taken} - 1 WHERE id = $1 AND {taken} > 0"),
+        args![schedule_id],
+    )?;
+    Ok(true)
+}
+
 /// The earlier result of a request with this idempotency key: a payment or refund of the same
 /// kind and invoice (and, for a payment, the same patient). A key used for anything else is
 /// refused, never silently answered.
-async fn replay(
-    conn: &mut sqlx::AnyConnection,
+fn replay(
+    tx: &mut Tx<'_>,
     key: &str,
     kind: &str,
     invoice_id: i64,
     patient_id: Option<i64>,
 ) -> Result<Option<Payment>, HospitalError> {
-    let Some(row) = sqlx::query(
+    let Some((id, first_invoice, first_kind, self_pay_fen, fund_fen, insurance_rule, owner)): Option<(
+        i64,
+        i64,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        i64,
+    )> = tx.row(
         "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule, i.patient_id
          FROM payment p JOIN invoice i ON i.id = p.invoice_id WHERE p.idempotency_key = $1",
-    )
-    .bind(key)
-    .fetch_optional(conn)
-    .await?
+        args![key],
+    )?
     else {
         return Ok(None);
     };
-    if row.try_get::<i64, _>(1)? != invoice_id || row.try_get::<String, _>(2)? != kind {
+    if first_invoice != invoice_id || first_kind != kind {
         return Err(HospitalError::Invalid {
             field: "idempotency_key",
             reason: "already used for another request".into(),
         });
     }
     if let Some(patient_id) = patient_id
-        && patient_id != row.try_get::<i64, _>(6)?
+        && patient_id != owner
     {
         return Err(HospitalError::Invalid {
             field: "patient_id",
@@ -787,12 +693,12 @@ async fn replay(
         });
     }
     Ok(Some(Payment {
-        id: row.try_get(0)?,
+        id,
         invoice_id,
-        kind: row.try_get(2)?,
-        self_pay_fen: row.try_get(3)?,
-        fund_fen: row.try_get(4)?,
-        insurance_rule: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+        kind: first_kind,
+        self_pay_fen,
+        fund_fen,
+        insurance_rule: insurance_rule.unwrap_or_default(),
     }))
 }
 
@@ -828,26 +734,26 @@ impl Hospital {
         .await?;
         let mut marked = 0;
         for id in ids {
-            let mut tx = self.begin_write().await?;
-            let changed = sqlx::query("UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2 AND status = 'booked'")
-                .bind(now_ms())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if changed > 0 {
-                crate::audit(
-                    &mut tx,
-                    "system",
-                    "appointment",
-                    id,
-                    "no-show",
-                    "paid, never checked in",
-                )
+            let changed = self
+                .write(move |tx| {
+                    let changed = tx.execute(
+                        "UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2 AND status = 'booked'",
+                        args![now_ms(), id],
+                    )?;
+                    if changed > 0 {
+                        crate::audit(
+                            tx,
+                            "system",
+                            "appointment",
+                            id,
+                            "no-show",
+                            "paid, never checked in",
+                        )?;
+                    }
+                    Ok(changed)
+                })
                 .await?;
-                marked += 1;
-            }
-            tx.commit().await?;
+            marked += changed;
         }
         Ok(marked)
     }

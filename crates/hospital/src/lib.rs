@@ -24,7 +24,6 @@ pub mod registration;
 mod seed;
 mod write;
 
-use std::sync::Arc;
 
 use nonstop_runtime::Rules;
 use sqlx::AnyPool;
@@ -37,7 +36,7 @@ pub use patient::{InsuranceCategory, NewPatient};
 pub use queue::{CheckIn, DoctorDay, DoctorSession, QueueEntry, SessionOf};
 pub use registration::{NewRegistration, RecordCheck, Registration};
 pub use seed::NewSchedule;
-pub(crate) use write::WriteTx;
+pub(crate) use write::{Tx, args};
 
 /// The hospital core: its database and the live rules it prices and admits with.
 #[derive(Clone)]
@@ -49,8 +48,8 @@ pub struct Hospital {
     annual_cap_fen: i64,
     token_lifetime_ms: i64,
     tokens: auth::TokenCache,
-    /// SQLite only: write transactions take turns and share commits ([`write`]).
-    group_writer: Option<Arc<write::GroupWriter>>,
+    /// Where write transactions run ([`write`]).
+    writer: write::Writer,
 }
 
 /// The hospital's own settings, beside the rules (which the rule modules hold).
@@ -83,9 +82,7 @@ impl Hospital {
         max_connections: u32,
         rules: Rules,
     ) -> Result<Hospital, HospitalError> {
-        let (pool, backend) = db::connect(database_url, max_connections).await?;
-        let group_writer =
-            (backend == Backend::Sqlite).then(|| write::GroupWriter::new(pool.clone()));
+        let (pool, backend, writer) = db::connect(database_url, max_connections).await?;
         Ok(Hospital {
             pool,
             backend,
@@ -94,7 +91,7 @@ impl Hospital {
             annual_cap_fen: 0,
             token_lifetime_ms: 0,
             tokens: auth::TokenCache::default(),
-            group_writer,
+            writer,
         }
         .with_policy(&Policy::default()))
     }
@@ -163,28 +160,33 @@ impl Hospital {
 }
 
 impl Hospital {
-    /// Begins a write transaction (on SQLite, a request's part of a group commit).
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx, HospitalError> {
-        WriteTx::begin(&self.pool, self.group_writer.as_ref()).await
+    /// Runs `write` as one transaction: kept if it returns `Ok`, undone if it returns `Err`.
+    /// Answers once the change is durable ([`write`]).
+    pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, HospitalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
+    {
+        self.writer.run(write).await
     }
 }
 
 /// Records who did what to which record, in the same transaction as the change.
-pub(crate) async fn audit(
-    tx: &mut WriteTx,
+pub(crate) fn audit(
+    tx: &mut Tx<'_>,
     actor: &str,
     entity: &str,
     id: i64,
     action: &str,
     detail: &str,
 ) -> Result<(), HospitalError> {
-    audit_all(tx, actor, &[(entity, id, action, detail)]).await
+    audit_all(tx, actor, &[(entity, id, action, detail)])
 }
 
 /// Records what one change did to several records, `(entity, id, action, detail)` each, in one
-/// statement (each statement inside a write transaction costs the writers queued behind it).
-pub(crate) async fn audit_all(
-    tx: &mut WriteTx,
+/// statement.
+pub(crate) fn audit_all(
+    tx: &mut Tx<'_>,
     actor: &str,
     events: &[(&str, i64, &str, &str)],
 ) -> Result<(), HospitalError> {
@@ -201,11 +203,11 @@ pub(crate) async fn audit_all(
         "INSERT INTO audit_event (at, actor, entity, entity_id, action, detail) VALUES {}",
         rows.join(", ")
     );
-    let mut insert = sqlx::query(&sql).bind(now_ms()).bind(actor);
+    let mut bound = vec![write::Arg::from(now_ms()), actor.into()];
     for (entity, id, action, detail) in events {
-        insert = insert.bind(*entity).bind(*id).bind(*action).bind(*detail);
+        bound.extend([(*entity).into(), (*id).into(), (*action).into(), (*detail).into()]);
     }
-    insert.execute(&mut **tx).await?;
+    tx.execute(&sql, &bound)?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use time::Date;
 
-use crate::{Hospital, HospitalError, now_ms};
+use crate::write::is_unique_violation;
+use crate::{Hospital, HospitalError, args, now_ms};
 
 /// Insurance category of a patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,39 +160,44 @@ impl Hospital {
                 reason: "must be 6 to 20 digits".into(),
             });
         }
-        let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO patient (name, gender, birth_date, id_number, phone, insurance_category, insurance_number, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(&p.name)
-        .bind(&p.gender)
-        .bind(&p.birth_date)
-        .bind(p.id_number.to_ascii_uppercase())
-        .bind(&p.phone)
-        .bind(p.insurance_category.as_str())
-        .bind(p.insurance_number.clone())
-        .bind(now_ms())
-        .fetch_one(&mut *tx)
+        let (p, actor) = (p.clone(), actor.to_owned());
+        self.write(move |tx| {
+            let id: i64 = tx
+                .one(
+                    "INSERT INTO patient (name, gender, birth_date, id_number, phone, insurance_category, insurance_number, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                    args![
+                        &p.name,
+                        &p.gender,
+                        &p.birth_date,
+                        p.id_number.to_ascii_uppercase(),
+                        &p.phone,
+                        p.insurance_category.as_str(),
+                        p.insurance_number.clone(),
+                        now_ms(),
+                    ],
+                )
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        HospitalError::Invalid {
+                            field: "id_number",
+                            reason: "a patient with this ID number is already registered".into(),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
+            crate::audit(
+                tx,
+                &actor,
+                "patient",
+                id,
+                "create",
+                &mask_id_number(&p.id_number),
+            )?;
+            Ok(id)
+        })
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => HospitalError::Invalid {
-                field: "id_number",
-                reason: "a patient with this ID number is already registered".into(),
-            },
-            _ => HospitalError::Db(e),
-        })?;
-        crate::audit(
-            &mut tx,
-            actor,
-            "patient",
-            id,
-            "create",
-            &mask_id_number(&p.id_number),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(id)
     }
 }
 

@@ -11,7 +11,7 @@ use nonstop_runtime::rules::fees_types::{ClinicType, DoctorTitle, FeeRequest};
 use nonstop_runtime::rules::quota_types::{Channel, QuotaRequest};
 
 use crate::patient::{age_on, parse_date};
-use crate::{Hospital, HospitalError, now_ms};
+use crate::{Hospital, HospitalError, args, now_ms};
 
 /// A registration request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,114 +185,87 @@ impl Hospital {
             rule: "fees",
             reason,
         })?;
-        let fee_lines = serde_json::to_string(&quote.lines).unwrap_or_default();
+        let (quote_total, quota_rule_shown) = (quote.total_fen, quota_rule.clone());
 
         let (pool_name, taken, quota) = pool_columns(pool);
         let now = now_ms();
         let hold_expires_at = now + i64::from(decision.hold_seconds) * 1000;
-        let mut tx = self.begin_write().await?;
-        // The patient first (the same order as payment and cancellation), then a recount: two
-        // registrations of one patient at once cannot both pass the quota rule's daily limit.
-        // Being the first statement, this write also takes SQLite's lock, so the transaction
-        // queues here rather than failing on a lock upgrade later.
-        sqlx::query("UPDATE patient SET id = id WHERE id = $1")
-            .bind(r.patient_id)
-            .execute(&mut *tx)
+        let (r, actor) = (r.clone(), actor.to_owned());
+        let (fee, rule) = (quote.total_fen, fee_rule.clone());
+        let (id, invoice_id) = self
+            .write(move |tx| {
+                // The patient first (the same order as payment and cancellation), then a
+                // recount: two registrations of one patient at once cannot both pass the quota
+                // rule's daily limit.
+                tx.execute(
+                    "UPDATE patient SET id = id WHERE id = $1",
+                    args![r.patient_id],
+                )?;
+                let active_now: i64 = tx.one(
+                    "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND visit_date = $3
+                     AND status <> 'cancelled'",
+                    args![r.patient_id, department_id, &visit_date],
+                )?;
+                if active_now != active_today {
+                    return Err(HospitalError::Refused {
+                        rule: "quota",
+                        reason: "another registration of this patient was made at the same moment; try again"
+                            .into(),
+                    });
+                }
+                // The slot: one conditional update, so a session with quota N never accepts N+1.
+                let taken_now = tx.execute(
+                    &format!(
+                        "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
+                    ),
+                    args![r.schedule_id],
+                )?;
+                if taken_now == 0 {
+                    return Err(HospitalError::QuotaExhausted {
+                        schedule: r.schedule_id,
+                        pool: pool_name,
+                    });
+                }
+                let id: i64 = tx.one(
+                    "INSERT INTO appointment (patient_id, schedule_id, department_id, visit_date, channel, pool, status,
+                         hold_expires_at, fee_fen, fee_lines, fee_rule, quota_rule, created_by, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                    args![
+                        r.patient_id,
+                        r.schedule_id,
+                        department_id,
+                        &visit_date,
+                        &r.channel,
+                        pool_name,
+                        hold_expires_at,
+                        fee,
+                        serde_json::to_string(&quote.lines).unwrap_or_default(),
+                        &rule,
+                        quota_rule,
+                        &actor,
+                        now,
+                        now,
+                    ],
+                )?;
+                let invoice_id: i64 = tx.one(
+                    "INSERT INTO invoice (patient_id, appointment_id, status, total_fen, created_at, updated_at)
+                     VALUES ($1, $2, 'issued', $3, $4, $5) RETURNING id",
+                    args![r.patient_id, id, fee, now, now],
+                )?;
+                // Registration fees (医事服务费) are class A items of the insurance catalogue.
+                for line in &quote.lines {
+                    tx.execute(
+                        "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class)
+                         VALUES ($1, $2, $3, $4, 'class-a')",
+                        args![invoice_id, &line.code, &line.description, line.amount_fen],
+                    )?;
+                }
+                let detail =
+                    format!("held from the {pool_name} pool, fee {fee} fen by {rule}");
+                crate::audit(tx, &actor, "appointment", id, "hold", &detail)?;
+                Ok((id, invoice_id))
+            })
             .await?;
-        let active_now: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND visit_date = $3
-             AND status <> 'cancelled'",
-        )
-        .bind(r.patient_id)
-        .bind(department_id)
-        .bind(&visit_date)
-        .fetch_one(&mut *tx)
-        .await?;
-        if active_now != active_today {
-            tx.rollback().await?;
-            return Err(HospitalError::Refused {
-                rule: "quota",
-                reason:
-                    "another registration of this patient was made at the same moment; try again"
-                        .into(),
-            });
-        }
-        // The slot: one conditional update, so a session with quota N never accepts N+1.
-        let taken_now = sqlx::query(&format!(
-            "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
-        ))
-        .bind(r.schedule_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if taken_now == 0 {
-            tx.rollback().await?;
-            return Err(HospitalError::QuotaExhausted {
-                schedule: r.schedule_id,
-                pool: pool_name,
-            });
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO appointment (patient_id, schedule_id, department_id, visit_date, channel, pool, status,
-                 hold_expires_at, fee_fen, fee_lines, fee_rule, quota_rule, created_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-        )
-        .bind(r.patient_id)
-        .bind(r.schedule_id)
-        .bind(department_id)
-        .bind(&visit_date)
-        .bind(&r.channel)
-        .bind(pool_name)
-        .bind(hold_expires_at)
-        .bind(quote.total_fen)
-        .bind(&fee_lines)
-        .bind(&fee_rule)
-        .bind(&quota_rule)
-        .bind(actor)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let invoice_id: i64 = sqlx::query_scalar(
-            "INSERT INTO invoice (patient_id, appointment_id, status, total_fen, created_at, updated_at)
-             VALUES ($1, $2, 'issued', $3, $4, $5) RETURNING id",
-        )
-        .bind(r.patient_id)
-        .bind(id)
-        .bind(quote.total_fen)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !quote.lines.is_empty() {
-            // Registration fees (医事服务费) are class A items of the insurance catalogue. One
-            // statement for every line: each statement inside a write transaction costs the
-            // writers queued behind it (see `write.rs`).
-            let rows: Vec<String> = (0..quote.lines.len())
-                .map(|i| {
-                    let n = 2 + 3 * i;
-                    format!("($1, ${n}, ${}, ${}, 'class-a')", n + 1, n + 2)
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class) VALUES {}",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(&sql).bind(invoice_id);
-            for line in &quote.lines {
-                insert = insert
-                    .bind(&line.code)
-                    .bind(&line.description)
-                    .bind(line.amount_fen);
-            }
-            insert.execute(&mut *tx).await?;
-        }
-        let detail = format!(
-            "held from the {pool_name} pool, fee {} fen by {fee_rule}",
-            quote.total_fen
-        );
-        crate::audit(&mut tx, actor, "appointment", id, "hold", &detail).await?;
-        tx.commit().await?;
         Ok(Registration {
             id,
             invoice_id,
@@ -300,10 +273,10 @@ impl Hospital {
             schedule_id: r.schedule_id,
             status: "pending".into(),
             pool: pool_name.into(),
-            fee_fen: quote.total_fen,
+            fee_fen: quote_total,
             hold_expires_at,
             fee_rule,
-            quota_rule,
+            quota_rule: quota_rule_shown,
         })
     }
 

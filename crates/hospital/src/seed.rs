@@ -3,7 +3,7 @@
 
 use time::Date;
 
-use crate::{Hospital, HospitalError};
+use crate::{Hospital, HospitalError, args};
 
 /// A doctor of the demo hospital: name and title.
 type DemoDoctor = (&'static str, &'static str);
@@ -42,75 +42,70 @@ impl Hospital {
         if existing > 0 {
             return Ok(false);
         }
-        let mut tx = self.begin_write().await?;
-        for (code, name, doctors) in DEPARTMENTS {
-            let department: i64 = sqlx::query_scalar(
-                "INSERT INTO department (code, name) VALUES ($1, $2) RETURNING id",
-            )
-            .bind(*code)
-            .bind(*name)
-            .fetch_one(&mut *tx)
-            .await?;
-            for (i, (doctor, title)) in doctors.iter().enumerate() {
-                let practitioner: i64 =
-                    sqlx::query_scalar("INSERT INTO practitioner (name, title, department_id) VALUES ($1, $2, $3) RETURNING id")
-                        .bind(*doctor)
-                        .bind(*title)
-                        .bind(department)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let level: i64 = match *title {
-                    "chief" => 1,
-                    "associate-chief" => 2,
-                    "attending" => 3,
-                    _ => 4,
-                };
-                for day in 0..7 {
-                    let date = first_day + time::Duration::days(day);
-                    let weekend = matches!(
-                        date.weekday(),
-                        time::Weekday::Saturday | time::Weekday::Sunday
-                    );
-                    let mut sessions = vec![(
-                        "morning",
-                        if weekend {
-                            "holiday"
-                        } else if level <= 2 {
-                            "specialist"
-                        } else {
-                            "general"
-                        },
-                    )];
-                    if !weekend {
-                        sessions.push(("afternoon", "general"));
-                    }
-                    // The most junior doctor of internal medicine runs the night clinic.
-                    if *code == "IM" && i == doctors.len() - 1 {
-                        sessions.push(("night", "night"));
-                    }
-                    for (period, clinic_type) in sessions {
-                        sqlx::query(
-                            "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
-                                 registration_level, quota_on_site, quota_online, quota_elderly)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        )
-                        .bind(practitioner)
-                        .bind(department)
-                        .bind(date.to_string())
-                        .bind(period)
-                        .bind(clinic_type)
-                        .bind(level)
-                        .bind(20i64)
-                        .bind(15i64)
-                        .bind(5i64)
-                        .execute(&mut *tx)
-                        .await?;
+        self.write(move |tx| {
+            for (code, name, doctors) in DEPARTMENTS {
+                let department: i64 = tx.one(
+                    "INSERT INTO department (code, name) VALUES ($1, $2) RETURNING id",
+                    args![*code, *name],
+                )?;
+                for (i, (doctor, title)) in doctors.iter().enumerate() {
+                    let practitioner: i64 = tx.one(
+                        "INSERT INTO practitioner (name, title, department_id) VALUES ($1, $2, $3) RETURNING id",
+                        args![*doctor, *title, department],
+                    )?;
+                    let level: i64 = match *title {
+                        "chief" => 1,
+                        "associate-chief" => 2,
+                        "attending" => 3,
+                        _ => 4,
+                    };
+                    for day in 0..7 {
+                        let date = first_day + time::Duration::days(day);
+                        let weekend = matches!(
+                            date.weekday(),
+                            time::Weekday::Saturday | time::Weekday::Sunday
+                        );
+                        let mut sessions = vec![(
+                            "morning",
+                            if weekend {
+                                "holiday"
+                            } else if level <= 2 {
+                                "specialist"
+                            } else {
+                                "general"
+                            },
+                        )];
+                        if !weekend {
+                            sessions.push(("afternoon", "general"));
+                        }
+                        // The most junior doctor of internal medicine runs the night clinic.
+                        if *code == "IM" && i == doctors.len() - 1 {
+                            sessions.push(("night", "night"));
+                        }
+                        for (period, clinic_type) in sessions {
+                            tx.execute(
+                                "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
+                                     registration_level, quota_on_site, quota_online, quota_elderly)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                args![
+                                    practitioner,
+                                    department,
+                                    date.to_string(),
+                                    period,
+                                    clinic_type,
+                                    level,
+                                    20i64,
+                                    15i64,
+                                    5i64,
+                                ],
+                            )?;
+                        }
                     }
                 }
             }
-        }
-        tx.commit().await?;
-        Ok(true)
+            Ok(true)
+        })
+        .await
     }
 }
 
@@ -144,25 +139,26 @@ impl Hospital {
                     what: "practitioner",
                     id: s.practitioner_id,
                 })?;
-        let mut tx = self.begin_write().await?;
-        let id = sqlx::query_scalar(
-            "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
-                 registration_level, quota_on_site, quota_online, quota_elderly)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(s.practitioner_id)
-        .bind(department)
-        .bind(&s.date)
-        .bind(&s.period)
-        .bind(&s.clinic_type)
-        .bind(s.registration_level)
-        .bind(s.quotas.0)
-        .bind(s.quotas.1)
-        .bind(s.quotas.2)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(id)
+        let s = s.clone();
+        self.write(move |tx| {
+            tx.one(
+                "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
+                     registration_level, quota_on_site, quota_online, quota_elderly)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                args![
+                    s.practitioner_id,
+                    department,
+                    &s.date,
+                    &s.period,
+                    &s.clinic_type,
+                    s.registration_level,
+                    s.quotas.0,
+                    s.quotas.1,
+                    s.quotas.2,
+                ],
+            )
+        })
+        .await
     }
 
     /// Ids of the doctors, in id order.

@@ -1,421 +1,647 @@
-//! Write transactions, and group commit on SQLite.
+//! Write transactions: one SQLite writer thread with group commit, or PostgreSQL transactions.
 //!
-//! SQLite has one writer at a time, and with `synchronous = FULL` every commit waits for the disk
-//! (measured here: about 0.4 ms of the 1.1 ms a write transaction held the database under load).
-//! So on SQLite the node's writers queue for one turn in the node (a fair queue: no writer sleeps
-//! in SQLite's busy handler), and when a writer finishes while others wait, it does not commit:
-//! it releases its savepoint and hands the open transaction to the next, so that one commit (one
-//! fsync) makes several requests durable. Nobody is answered before the commit that holds their
-//! change: [`WriteTx::commit`] returns only after it, and if it fails every request in the group
-//! gets the error. Each request's changes are a savepoint of their own, so a refusal or an error
-//! undoes only that request. PostgreSQL locks rows and commits in parallel: there every write
-//! transaction is its own. No library does group commit over an sqlx pool, hence this module.
+//! A write is a closure over a [`Tx`], run as one transaction: it commits if the closure returns
+//! `Ok` (unless it called [`Tx::discard`]) and changes nothing if it returns `Err`. The same
+//! closure runs on either database, so every query is written once.
+//!
+//! - **SQLite** has one writer at a time, and every statement sqlx runs is a round trip to its
+//!   connection's thread (measured under `nonstop loadgen`: about 0.1 ms per statement, the cost
+//!   of waking a vCPU here, so 1.1 ms for a registration that holds SQLite's lock throughout).
+//!   So the node has one writer thread that owns a rusqlite connection and runs each write
+//!   closure whole, with no hand-off between statements. Writes queued while it works form a
+//!   group: each is a savepoint (a refusal or an error undoes only its own changes), and one
+//!   commit — one fsync — makes the group durable. Nobody is answered before the commit that
+//!   holds their change; if it fails, every request of the group gets the error. No library runs
+//!   sqlx-style closures as a group commit on one SQLite connection, hence this module.
+//! - **PostgreSQL** locks rows and commits in parallel: each write is its own transaction, run
+//!   on a blocking thread that drives sqlx's statements one by one.
+//!
+//! Reads that need no transaction stay on the async sqlx pool.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::mpsc;
 
-use sqlx::{Any, AnyConnection, AnyPool, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use rusqlite::types::{ToSql, ToSqlOutput, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::oneshot;
 
 use crate::HospitalError;
 
 /// Requests one SQLite commit makes durable at most: bounds how long the first of them waits.
-const MAX_GROUP: usize = 32;
+const MAX_GROUP: usize = 64;
 
-/// What a group's commit ended with: `None` while open.
-type Outcome = Option<Result<(), String>>;
-
-/// The SQLite writer: whose turn it is, and the open group transaction.
-pub(crate) struct GroupWriter {
-    pool: AnyPool,
-    turn: Arc<Mutex<Open>>,
-    /// Writers queued for a turn (not counting finished ones waiting for their group's commit).
-    queued: AtomicUsize,
+/// A value bound to a statement's `$n` parameter.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    Text(String),
+    /// SQL NULL where an integer goes (PostgreSQL types its parameters).
+    NullInt,
+    /// SQL NULL where text goes.
+    NullText,
 }
 
-/// The open group, if any.
-#[derive(Default)]
-struct Open {
-    group: Option<Group>,
-    next_id: u64,
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(v.to_owned())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(v)
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        v.map_or(Arg::NullInt, Arg::Int)
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        v.map_or(Arg::NullText, Arg::Text)
+    }
 }
 
-/// Requests sharing one transaction.
-struct Group {
-    id: u64,
-    tx: Transaction<'static, Any>,
-    requests: usize,
-    /// A request ended without commit or rollback (its future was dropped, or it returned an
-    /// error with `?`): its savepoint must be rolled back before anything else runs.
-    abandoned: bool,
-    outcome: watch::Sender<Outcome>,
-}
-
-impl GroupWriter {
-    pub(crate) fn new(pool: AnyPool) -> Arc<GroupWriter> {
-        Arc::new(GroupWriter {
-            pool,
-            turn: Arc::default(),
-            queued: AtomicUsize::new(0),
+impl ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Arg::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
+            Arg::Text(v) => ToSqlOutput::Borrowed(v.as_str().into()),
+            Arg::NullInt | Arg::NullText => ToSqlOutput::Owned(Value::Null),
         })
     }
+}
 
-    async fn take_turn(&self) -> OwnedMutexGuard<Open> {
-        /// Counts a writer as queued while it waits, however the wait ends.
-        struct Queued<'a>(&'a AtomicUsize);
-        impl Drop for Queued<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
+/// `args![a, b]`: a statement's parameters `$1`, `$2`.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { &[$($crate::write::Arg::from($a)),*][..] };
+}
+pub(crate) use args;
+
+/// A column type both databases decode.
+pub(crate) trait Col: Sized {
+    fn sqlite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self>;
+    fn any(row: &AnyRow, i: usize) -> Result<Self, sqlx::Error>;
+}
+
+/// What a statement's row is read as: one column, or a tuple of columns.
+pub(crate) trait FromRow: Sized {
+    fn sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+    fn any(row: &AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+macro_rules! columns {
+    ($($t:ty),*) => {$(
+        impl Col for $t {
+            fn sqlite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self> {
+                row.get(i)
+            }
+            fn any(row: &AnyRow, i: usize) -> Result<Self, sqlx::Error> {
+                row.try_get(i)
             }
         }
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let _queued = Queued(&self.queued);
-        self.turn.clone().lock_owned().await
-    }
-
-    /// Begins a request's transaction: a savepoint in the open group, or a new group.
-    async fn begin(self: &Arc<Self>) -> Result<WriteTx, HospitalError> {
-        let mut open = self.take_turn().await;
-        let mut group = match open.group.take() {
-            Some(group) => group,
-            None => {
-                open.next_id += 1;
-                Group {
-                    id: open.next_id,
-                    tx: self.pool.begin().await?,
-                    requests: 0,
-                    abandoned: false,
-                    outcome: watch::channel(None).0,
-                }
+        impl FromRow for $t {
+            fn sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                row.get(0)
             }
-        };
-        let started = async {
-            undo_abandoned(&mut group).await?;
-            sqlx::query("SAVEPOINT request")
-                .execute(&mut *group.tx)
-                .await
-        }
-        .await;
-        if let Err(e) = started {
-            fail(group, &e.to_string()).await;
-            return Err(e.into());
-        }
-        group.requests += 1;
-        Ok(WriteTx(Some(Inner::Grouped {
-            writer: self.clone(),
-            open,
-            group,
-        })))
-    }
-
-    /// Commits the open group if it is still `id` (nobody after its last request went on with
-    /// it). Spawned, so that a request whose client has gone cannot leave its group open.
-    fn commit_later(self: &Arc<Self>, id: u64) {
-        let writer = self.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // no runtime: the next writer goes on with the group and commits it
-        };
-        runtime.spawn(async move {
-            let mut open = writer.take_turn().await;
-            if let Some(group) = open.group.take_if(|g| g.id == id) {
-                let _ = finish(group).await;
+            fn any(row: &AnyRow) -> Result<Self, sqlx::Error> {
+                row.try_get(0)
             }
-        });
-    }
+        }
+    )*};
+}
+columns!(i64, String, Option<i64>, Option<String>);
+
+macro_rules! tuples {
+    ($(($($t:ident $i:tt),+))*) => {$(
+        impl<$($t: Col),+> FromRow for ($($t,)+) {
+            fn sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(($($t::sqlite(row, $i)?,)+))
+            }
+            fn any(row: &AnyRow) -> Result<Self, sqlx::Error> {
+                Ok(($($t::any(row, $i)?,)+))
+            }
+        }
+    )*};
+}
+tuples! {
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+    (A 0, B 1, C 2, D 3, E 4)
+    (A 0, B 1, C 2, D 3, E 4, F 5)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6)
 }
 
-/// Undoes the current request's changes, keeping the group's earlier ones.
-async fn undo_request(group: &mut Group) -> Result<(), sqlx::Error> {
-    sqlx::query("ROLLBACK TO SAVEPOINT request")
-        .execute(&mut *group.tx)
-        .await?;
-    sqlx::query("RELEASE SAVEPOINT request")
-        .execute(&mut *group.tx)
-        .await?;
-    Ok(())
+/// One request's write transaction. Statements use PostgreSQL's `$n` parameters on both
+/// databases.
+pub(crate) struct Tx<'c> {
+    conn: Conn<'c>,
+    discard: bool,
 }
 
-/// Rolls back a request that ended without commit or rollback.
-async fn undo_abandoned(group: &mut Group) -> Result<(), sqlx::Error> {
-    if group.abandoned {
-        undo_request(group).await?;
-        group.abandoned = false;
-    }
-    Ok(())
-}
-
-/// Commits a group and tells its requests.
-async fn finish(mut group: Group) -> Result<(), String> {
-    let outcome = match undo_abandoned(&mut group).await {
-        Ok(()) => group.tx.commit().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, requests = group.requests, "a group commit failed");
-    }
-    group.outcome.send_replace(Some(outcome.clone()));
-    outcome
-}
-
-/// Rolls a whole group back (its transaction failed) and tells its requests.
-async fn fail(group: Group, reason: &str) {
-    let _ = group.tx.rollback().await;
-    group
-        .outcome
-        .send_replace(Some(Err(format!("the group transaction failed: {reason}"))));
-}
-
-/// A write transaction: on PostgreSQL its own, on SQLite a savepoint in a group (see the
-/// module's documentation). Statements run on it as on a connection (`&mut *tx`).
-pub(crate) struct WriteTx(Option<Inner>);
-
-enum Inner {
-    Own(Transaction<'static, Any>),
-    Grouped {
-        writer: Arc<GroupWriter>,
-        /// The writer's turn, held while the request runs.
-        open: OwnedMutexGuard<Open>,
-        group: Group,
+enum Conn<'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Postgres {
+        tx: &'c mut Transaction<'static, Any>,
+        runtime: tokio::runtime::Handle,
     },
 }
 
-impl WriteTx {
-    /// Begins a write transaction on `pool`, in a group of `writer` on SQLite.
-    pub(crate) async fn begin(
-        pool: &AnyPool,
-        writer: Option<&Arc<GroupWriter>>,
-    ) -> Result<WriteTx, HospitalError> {
-        match writer {
-            Some(writer) => writer.begin().await,
-            None => Ok(WriteTx(Some(Inner::Own(pool.begin().await?)))),
+impl Tx<'_> {
+    /// Runs a statement; returns how many rows it changed.
+    pub(crate) fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, HospitalError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => Ok(prepare(conn, sql, args)?.raw_execute()? as u64),
+            Conn::Postgres { tx, runtime } => Ok(runtime
+                .block_on(any_query(sql, args).execute(&mut ***tx))?
+                .rows_affected()),
         }
     }
 
-    fn take(&mut self) -> Inner {
-        self.0
-            .take()
-            .expect("a write transaction ends once: commit and rollback take it by value")
+    /// The rows of a query.
+    pub(crate) fn rows<R: FromRow>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<R>, HospitalError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let mut stmt = prepare(conn, sql, args)?;
+                let mut rows = stmt.raw_query();
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(R::sqlite(row)?);
+                }
+                Ok(out)
+            }
+            Conn::Postgres { tx, runtime } => runtime
+                .block_on(any_query(sql, args).fetch_all(&mut ***tx))?
+                .iter()
+                .map(|row| R::any(row).map_err(HospitalError::from))
+                .collect(),
+        }
     }
 
-    /// Makes the request's changes durable; returns once they are (after its group's commit).
-    pub(crate) async fn commit(mut self) -> Result<(), HospitalError> {
-        let (writer, mut open, mut group) = match self.take() {
-            Inner::Own(tx) => return Ok(tx.commit().await?),
-            Inner::Grouped {
-                writer,
-                open,
-                group,
-            } => (writer, open, group),
+    /// The first row of a query, if any.
+    pub(crate) fn row<R: FromRow>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Option<R>, HospitalError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let mut stmt = prepare(conn, sql, args)?;
+                let mut rows = stmt.raw_query();
+                Ok(match rows.next()? {
+                    Some(row) => Some(R::sqlite(row)?),
+                    None => None,
+                })
+            }
+            Conn::Postgres { tx, runtime } => {
+                match runtime.block_on(any_query(sql, args).fetch_optional(&mut ***tx))? {
+                    Some(row) => Ok(Some(R::any(&row)?)),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The first row of a query that always has one (an aggregate, `RETURNING` of an insert).
+    pub(crate) fn one<R: FromRow>(&mut self, sql: &str, args: &[Arg]) -> Result<R, HospitalError> {
+        self.row(sql, args)?
+            .ok_or(HospitalError::Db(sqlx::Error::RowNotFound))
+    }
+
+    /// Undoes this request's changes although it returns `Ok` (it found nothing to do, or lost
+    /// a race it retries).
+    pub(crate) fn discard(&mut self) {
+        self.discard = true;
+    }
+}
+
+/// Whether an error is a unique key already taken.
+pub(crate) fn is_unique_violation(e: &HospitalError) -> bool {
+    match e {
+        HospitalError::Db(sqlx::Error::Database(d)) => d.is_unique_violation(),
+        HospitalError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        }
+        _ => false,
+    }
+}
+
+/// Prepares (from the connection's cache) and binds a statement. SQLite numbers `$n`
+/// parameters in order of first appearance, not by `n`, so each is bound by its name.
+fn prepare<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    args: &[Arg],
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for i in 1..=stmt.parameter_count() {
+        let name = stmt.parameter_name(i).unwrap_or("?");
+        let arg = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| args.get(n.checked_sub(1)?))
+            .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?;
+        stmt.raw_bind_parameter(i, arg)?;
+    }
+    Ok(stmt)
+}
+
+fn any_query<'q>(sql: &'q str, args: &'q [Arg]) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_str()),
+            Arg::NullInt => query.bind(None::<i64>),
+            Arg::NullText => query.bind(None::<String>),
         };
-        if let Err(e) = sqlx::query("RELEASE SAVEPOINT request")
-            .execute(&mut *group.tx)
-            .await
-        {
-            fail(group, &e.to_string()).await;
-            return Err(e.into());
-        }
-        let others_wait = writer.queued.load(Ordering::SeqCst) > 0;
-        if !others_wait || group.requests >= MAX_GROUP {
-            // Committed before the turn passes on: a writer let in earlier would meet SQLite's
-            // lock and sleep in its busy handler until the fsync ends.
-            let committed = finish(group).await.map_err(HospitalError::Commit);
-            drop(open);
-            return committed;
-        }
-        // Hand the open transaction on and wait for the commit that includes this request: a
-        // writer after us commits it, or, if every writer after us has gone, `commit_later`.
-        let id = group.id;
-        let mut outcome = group.outcome.subscribe();
-        open.group = Some(group);
-        drop(open);
-        writer.commit_later(id);
-        let ended = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
-        match ended {
-            Ok(Some(Ok(()))) => Ok(()),
-            Ok(Some(Err(e))) => Err(HospitalError::Commit(e)),
-            _ => Err(HospitalError::Commit(
-                "the group transaction ended without a commit".into(),
-            )),
-        }
+    }
+    query
+}
+
+/// Where write transactions run.
+#[derive(Clone)]
+pub(crate) enum Writer {
+    /// The SQLite writer thread's queue.
+    Sqlite(mpsc::Sender<Job>),
+    /// PostgreSQL: a transaction per write from the pool.
+    Postgres(AnyPool),
+}
+
+/// A write queued for the SQLite writer: runs in its savepoint, says whether to keep it, and
+/// is answered once the group's commit has ended.
+/// Called with `None` when it cannot run (its group's transaction failed first).
+pub(crate) type Job = Box<dyn FnOnce(Option<&mut Tx<'_>>) -> Ran + Send>;
+
+/// What a job did: whether its changes are kept, and how to answer it after the commit.
+pub(crate) struct Ran {
+    keep: bool,
+    answer: Box<dyn FnOnce(Result<(), String>) + Send>,
+}
+
+impl Writer {
+    /// Starts the writer thread of the SQLite database at `path` (after migrations ran).
+    pub(crate) fn sqlite(path: &Path) -> Result<Writer, HospitalError> {
+        let conn = rusqlite::Connection::open(path)?;
+        // As the sqlx connections (see `db.rs`): WAL, FULL sync, foreign keys; a busy timeout
+        // for another process (the CLI) writing.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(128);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_groups(&conn, &queue))
+            .map_err(|e| HospitalError::Commit(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(Writer::Sqlite(jobs))
     }
 
-    /// Undoes the request's changes at once; the rest of its group goes on.
-    pub(crate) async fn rollback(mut self) -> Result<(), HospitalError> {
-        let (writer, mut open, mut group) = match self.take() {
-            Inner::Own(tx) => return Ok(tx.rollback().await?),
-            Inner::Grouped {
-                writer,
-                open,
-                group,
-            } => (writer, open, group),
+    /// Runs `write` as one transaction; the future answers once it is durable (or undone). On
+    /// SQLite the write is queued at once, before the future is first polled, so writes are
+    /// grouped and run in the order this is called.
+    pub(crate) fn run<T, F>(
+        &self,
+        write: F,
+    ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
+    {
+        let pending = match self {
+            Writer::Sqlite(jobs) => Pending::Queued(queue(jobs, write)),
+            Writer::Postgres(pool) => Pending::Postgres(pool.clone(), write),
         };
-        if let Err(e) = undo_request(&mut group).await {
-            fail(group, &e.to_string()).await;
-            return Err(e.into());
-        }
-        group.requests -= 1;
-        if group.requests == 0 {
-            // Nothing of anyone's to commit; ended before the turn passes on, as in `commit`.
-            let rolled_back = group.tx.rollback().await;
-            drop(open);
-            return Ok(rolled_back?);
-        }
-        // The requests before us wait for this group's commit: let it go on, or commit it.
-        let id = group.id;
-        open.group = Some(group);
-        drop(open);
-        writer.commit_later(id);
-        Ok(())
-    }
-}
-
-impl Drop for WriteTx {
-    /// A request that ended without commit or rollback (an error returned with `?`, or its
-    /// future dropped): its savepoint is rolled back before the group goes on.
-    fn drop(&mut self) {
-        if let Some(Inner::Grouped {
-            writer,
-            mut open,
-            mut group,
-        }) = self.0.take()
-        {
-            group.abandoned = true;
-            let id = group.id;
-            open.group = Some(group);
-            drop(open);
-            writer.commit_later(id);
+        async move {
+            match pending {
+                Pending::Queued(answer) => answer?.await.map_err(|_| {
+                    HospitalError::Commit(
+                        "the write failed without an answer (see the node's log); nothing of it was kept"
+                            .into(),
+                    )
+                })?,
+                Pending::Postgres(pool, write) => {
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || postgres_write(&pool, &runtime, write))
+                        .await
+                        .map_err(|e| HospitalError::Commit(format!("the write failed: {e}")))?
+                }
+            }
         }
     }
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match &self.0 {
-            Some(Inner::Own(tx)) => tx,
-            Some(Inner::Grouped { group, .. }) => &group.tx,
-            None => unreachable!("a write transaction is used only until it ends"),
+/// A write on its way.
+enum Pending<T, F> {
+    /// Queued for the SQLite writer: its answer, or why it could not be queued.
+    Queued(Result<oneshot::Receiver<Result<T, HospitalError>>, HospitalError>),
+    /// To run on PostgreSQL.
+    Postgres(AnyPool, F),
+}
+
+/// Queues a write for the SQLite writer thread.
+fn queue<T, F>(
+    jobs: &mpsc::Sender<Job>,
+    write: F,
+) -> Result<oneshot::Receiver<Result<T, HospitalError>>, HospitalError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job: Job = Box::new(move |tx| {
+        let Some(tx) = tx else {
+            // Not run: its group's transaction had already failed.
+            return Ran {
+                keep: false,
+                answer: Box::new(move |outcome| {
+                    let why = outcome.err().unwrap_or_default();
+                    let _ = reply.send(Err(HospitalError::Commit(why)));
+                }),
+            };
+        };
+        let result = write(tx);
+        let keep = result.is_ok() && !tx.discard;
+        Ran {
+            keep,
+            answer: Box::new(move |committed| {
+                let _ = reply.send(match (result, committed) {
+                    (Ok(_), Err(e)) => Err(HospitalError::Commit(e)),
+                    (result, _) => result,
+                });
+            }),
+        }
+    });
+    jobs.send(job)
+        .map_err(|_| HospitalError::Commit("the SQLite writer has stopped".into()))?;
+    Ok(answer)
+}
+
+/// Runs a write as its own PostgreSQL transaction, on a blocking thread.
+fn postgres_write<T, F>(
+    pool: &AnyPool,
+    runtime: &tokio::runtime::Handle,
+    write: F,
+) -> Result<T, HospitalError>
+where
+    F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError>,
+{
+    let mut own = runtime.block_on(pool.begin())?;
+    let mut tx = Tx {
+        conn: Conn::Postgres {
+            tx: &mut own,
+            runtime: runtime.clone(),
+        },
+        discard: false,
+    };
+    let result = write(&mut tx);
+    if result.is_ok() && !tx.discard {
+        runtime
+            .block_on(own.commit())
+            .map_err(|e| HospitalError::Commit(e.to_string()))?;
+    } else {
+        runtime.block_on(own.rollback())?;
+    }
+    result
+}
+
+/// The writer thread: takes the first queued write, then every write queued meanwhile (up to
+/// [`MAX_GROUP`]), each in its own savepoint, commits them together, then answers them. Writes
+/// that arrive during the commit's fsync form the next group. Ends when the node is dropped.
+fn write_groups(conn: &rusqlite::Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut answers = Vec::new();
+        let mut broken = conn.execute_batch("BEGIN IMMEDIATE").err();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if broken.is_some() {
+                answers.push(job(None).answer);
+            } else {
+                match run_job(conn, job) {
+                    Ok(answer) => answers.push(answer),
+                    Err((answer, e)) => {
+                        answers.push(answer);
+                        broken = Some(e);
+                    }
+                }
+            }
+            if answers.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
+            }
+        }
+        let outcome = match broken {
+            None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            Some(e) => Err(format!("the group transaction failed: {e}")),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, requests = answers.len(), "a group commit failed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        for answer in answers {
+            answer(outcome.clone());
         }
     }
 }
 
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.0 {
-            Some(Inner::Own(tx)) => tx,
-            Some(Inner::Grouped { group, .. }) => &mut group.tx,
-            None => unreachable!("a write transaction is used only until it ends"),
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Runs one write in its savepoint. A panic in it is its own failure: its changes are undone
+/// and it is answered with an error (its reply is dropped), the group goes on. Fails with the
+/// error that broke the group's transaction, if one did.
+fn run_job(conn: &rusqlite::Connection, job: Job) -> Result<Answer, (Answer, rusqlite::Error)> {
+    if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+        return Err((job(None).answer, e));
+    }
+    let mut tx = Tx {
+        conn: Conn::Sqlite(conn),
+        discard: false,
+    };
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(Some(&mut tx))));
+    let (keep, answer) = match ran {
+        Ok(ran) => (ran.keep, ran.answer),
+        Err(_) => {
+            // Its reply went with the panic: its caller gets an error.
+            tracing::error!("a write panicked; its changes are undone");
+            (false, Box::new(|_| {}) as Answer)
         }
+    };
+    let ended = if keep {
+        conn.execute_batch("RELEASE request")
+    } else {
+        conn.execute_batch("ROLLBACK TO request; RELEASE request")
+    };
+    match ended {
+        Ok(()) => Ok(answer),
+        Err(e) => Err((answer, e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::sync::mpsc as std_mpsc;
+
     use super::*;
 
-    async fn sqlite() -> (AnyPool, tempfile::TempDir) {
-        sqlx::any::install_default_drivers();
+    /// A writer on a new database with `t (n, parent)`, whose foreign key is checked at commit.
+    fn writer() -> (Writer, PathBuf, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/w.db?mode=rwc", dir.path().display());
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
+        let path = dir.path().join("w.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE parent (n INTEGER PRIMARY KEY);
+                 CREATE TABLE t (n INTEGER PRIMARY KEY,
+                     parent INTEGER REFERENCES parent (n) DEFERRABLE INITIALLY DEFERRED);",
+            )
             .unwrap();
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        (pool, dir)
+        (Writer::sqlite(&path).unwrap(), path, dir)
     }
 
-    /// Many requests at once: those that commit are visible from another connection the moment
-    /// their commit returns; those rolled back, or abandoned half-way, leave nothing, and the
-    /// requests grouped with them are kept.
+    /// What another connection sees: only committed rows.
+    fn committed(path: &Path) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT n FROM t ORDER BY n").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Holds the writer in a first write until the returned sender is used, so that every write
+    /// queued meanwhile joins one group.
+    fn hold(w: &Writer) -> (std_mpsc::Sender<()>, impl Future<Output = Result<(), HospitalError>>) {
+        let (open, gate) = std_mpsc::channel::<()>();
+        let first = w.run(move |_| {
+            gate.recv().unwrap();
+            Ok(())
+        });
+        (open, first)
+    }
+
+    fn insert(tx: &mut Tx<'_>, n: i64) -> Result<u64, HospitalError> {
+        tx.execute("INSERT INTO t (n) VALUES ($1)", args![n])
+    }
+
+    /// Writes sharing one commit: those that return `Ok` are visible to another connection by
+    /// the time they are answered; one that returns an error, discards, or panics leaves
+    /// nothing (the panic is answered with an error), and the others of its group are kept.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_request_keeps_exactly_its_own_outcome_in_a_shared_commit() {
-        let (pool, _dir) = sqlite().await;
-        let writer = GroupWriter::new(pool.clone());
-        let mut tasks = Vec::new();
+    async fn each_write_keeps_exactly_its_own_outcome_in_a_shared_commit() {
+        let (w, path, _dir) = writer();
+        let (open, first) = hold(&w);
+        let mut answers = Vec::new();
         for n in 0..60_i64 {
-            let (pool, writer) = (pool.clone(), writer.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut tx = WriteTx::begin(&pool, Some(&writer)).await.unwrap();
-                sqlx::query("INSERT INTO t (n) VALUES ($1)")
-                    .bind(n)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                match n % 3 {
-                    0 => {
-                        tx.commit().await.unwrap();
-                        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE n = $1")
-                            .bind(n)
-                            .fetch_one(&pool)
-                            .await
-                            .unwrap();
-                        assert_eq!(seen, 1, "request {n} was answered before its commit");
+            answers.push((
+                n,
+                w.run(move |tx| {
+                    insert(tx, n)?;
+                    match n % 4 {
+                        0 => Ok(n),
+                        1 => Err(HospitalError::Invalid {
+                            field: "n",
+                            reason: "refused after its insert".into(),
+                        }),
+                        2 => {
+                            tx.discard();
+                            Ok(n)
+                        }
+                        _ => panic!("a write that fails half-way"),
                     }
-                    1 => tx.rollback().await.unwrap(),
-                    _ => drop(tx), // an error returned with `?` half-way
-                }
-            }));
+                }),
+            ));
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        // The last abandoned request's group is committed by the writer itself.
-        let mut kept: Vec<i64> = Vec::new();
-        for _ in 0..100 {
-            kept = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            if kept.len() == 20 {
-                break;
+        open.send(()).unwrap();
+        first.await.unwrap();
+        for (n, answer) in answers {
+            let answer = answer.await;
+            match n % 4 {
+                0 | 2 => assert_eq!(answer.unwrap(), n),
+                1 => assert!(matches!(answer, Err(HospitalError::Invalid { field: "n", .. }))),
+                _ => assert!(matches!(answer, Err(HospitalError::Commit(_))), "{answer:?}"),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if n % 4 == 0 {
+                assert!(committed(&path).contains(&n), "{n} answered before its commit");
+            }
         }
-        let want: Vec<i64> = (0..60).filter(|n| n % 3 == 0).collect();
-        assert_eq!(kept, want);
+        let want: Vec<i64> = (0..60).filter(|n| n % 4 == 0).collect();
+        assert_eq!(committed(&path), want);
     }
 
-    /// A unique key taken by a request earlier in the same group is taken for the ones after it,
-    /// and a refused request does not undo the earlier one.
+    /// A unique key taken by a write earlier in the same group is taken for the ones after it,
+    /// and their refusal does not undo the earlier write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_later_request_in_a_group_sees_the_earlier_ones() {
-        let (pool, _dir) = sqlite().await;
-        let writer = GroupWriter::new(pool.clone());
-        let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let (pool, writer) = (pool.clone(), writer.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut tx = WriteTx::begin(&pool, Some(&writer)).await.unwrap();
-                let inserted = sqlx::query("INSERT INTO t (n) VALUES (7)")
-                    .execute(&mut *tx)
-                    .await;
-                match inserted {
-                    Ok(_) => tx.commit().await.map(|()| true).unwrap(),
-                    Err(_) => {
-                        tx.rollback().await.unwrap();
-                        false
-                    }
-                }
-            }));
-        }
+    async fn a_later_write_in_a_group_sees_the_earlier_ones() {
+        let (w, path, _dir) = writer();
+        let (open, first) = hold(&w);
+        let answers: Vec<_> = (0..20).map(|_| w.run(|tx| insert(tx, 7))).collect();
+        open.send(()).unwrap();
+        first.await.unwrap();
         let mut won = 0;
-        for t in tasks {
-            won += usize::from(t.await.unwrap());
+        for answer in answers {
+            match answer.await {
+                Ok(_) => won += 1,
+                Err(e) => assert!(is_unique_violation(&e), "{e}"),
+            }
         }
         assert_eq!(won, 1);
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
-            .fetch_one(&pool)
+        assert_eq!(committed(&path), vec![7]);
+    }
+
+    /// When the commit fails (here a foreign key checked only at commit), every write of the
+    /// group is answered with the error and nothing of the group is kept; the writer goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_fails_every_write_of_its_group() {
+        let (w, path, _dir) = writer();
+        let (open, first) = hold(&w);
+        let good = w.run(|tx| insert(tx, 1));
+        let orphan = w.run(|tx| tx.execute("INSERT INTO t (n, parent) VALUES (2, 99)", &[]));
+        open.send(()).unwrap();
+        assert!(matches!(first.await, Err(HospitalError::Commit(_))));
+        for answer in [good.await, orphan.await] {
+            let Err(HospitalError::Commit(why)) = answer else {
+                panic!("{answer:?}")
+            };
+            assert!(why.contains("FOREIGN KEY"), "{why}");
+        }
+        assert_eq!(committed(&path), Vec::<i64>::new());
+        w.run(|tx| insert(tx, 3)).await.unwrap();
+        assert_eq!(committed(&path), vec![3]);
+    }
+
+    /// `$n` is bound by its number, wherever it first appears, and a missing one is an error
+    /// naming it.
+    #[tokio::test]
+    async fn parameters_are_bound_by_number() {
+        let (w, _path, _dir) = writer();
+        let row: (i64, String, i64) = w
+            .run(|tx| tx.one("SELECT $2, $1, $2 + 1", args!["a", 5]))
             .await
             .unwrap();
-        assert_eq!(rows, 1);
+        assert_eq!(row, (5, "a".into(), 6));
+        let missing = w.run(|tx| tx.one::<i64>("SELECT $3", args![1])).await;
+        assert!(missing.unwrap_err().to_string().contains("$3"));
     }
 }
