@@ -490,9 +490,14 @@ async fn queue(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
     Ids(id): Ids<i64>,
+    Params(p): Params<Page>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(&[Role::Doctor, Role::Clerk, Role::Admin])?;
-    Ok(Json(json!({"items": h.queue(id).await?})))
+    p.check()?;
+    let (items, total) = h.queue(id, p.limit, p.offset).await?;
+    Ok(Json(
+        json!({"items": items, "limit": p.limit, "offset": p.offset, "total": total}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -530,13 +535,13 @@ async fn waiting_room(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
     Ids(id): Ids<i64>,
+    Params(p): Params<Page>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(ALL)?;
-    let items: Vec<Board> = h
-        .queue(id)
-        .await?
+    p.check()?;
+    let (entries, total) = h.board(id, p.limit, p.offset).await?;
+    let items: Vec<Board> = entries
         .into_iter()
-        .filter(|e| e.status == "called" || e.status == "waiting")
         .map(|e| Board {
             ticket_id: e.ticket_id,
             patient: e.patient_name.chars().take(1).chain("**".chars()).collect(),
@@ -544,7 +549,9 @@ async fn waiting_room(
             room: e.room,
         })
         .collect();
-    Ok(Json(json!({"items": items})))
+    Ok(Json(
+        json!({"items": items, "limit": p.limit, "offset": p.offset, "total": total}),
+    ))
 }
 
 async fn ticket_action(

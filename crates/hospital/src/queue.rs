@@ -9,7 +9,8 @@ use sqlx::Row;
 use nonstop_runtime::rules::triage_types::Ticket;
 
 use crate::patient::{age_on, mask_id_number, parse_date};
-use crate::{Hospital, HospitalError, args, now_ms};
+use crate::write::FromRow;
+use crate::{Hospital, HospitalError, Tx, args, now_ms};
 
 /// Check-in of a paid registration (签到), with what the triage nurse records.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,98 +63,98 @@ impl Hospital {
                 reason: format!("{} is not 0 to 4", c.emergency_level),
             });
         }
-        let row = sqlx::query(
-            "SELECT a.status, a.schedule_id, a.visit_date, p.birth_date, a.channel, a.patient_id, a.department_id
-             FROM appointment a JOIN patient p ON p.id = a.patient_id WHERE a.id = $1",
-        )
-        .bind(c.appointment_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound {
-            what: "appointment",
-            id: c.appointment_id,
-        })?;
-        let status: String = row.try_get(0)?;
-        if status != "booked" {
-            return Err(HospitalError::Refused {
-                rule: "registration",
-                reason: format!(
-                    "registration {} is {status}: only a paid registration can check in",
-                    c.appointment_id
+        let (c, actor, rules) = (c.clone(), actor.to_owned(), self.rules.clone());
+        self.write(move |tx| {
+            let (status, schedule_id, visit_date, birth_date, channel, patient_id, department_id): (
+                String,
+                i64,
+                String,
+                String,
+                String,
+                i64,
+                i64,
+            ) = tx
+                .row(
+                    "SELECT a.status, a.schedule_id, a.visit_date, p.birth_date, a.channel, a.patient_id, a.department_id
+                     FROM appointment a JOIN patient p ON p.id = a.patient_id WHERE a.id = $1",
+                    args![c.appointment_id],
+                )?
+                .ok_or(HospitalError::NotFound {
+                    what: "appointment",
+                    id: c.appointment_id,
+                })?;
+            if status != "booked" {
+                return Err(HospitalError::Refused {
+                    rule: "registration",
+                    reason: format!(
+                        "registration {} is {status}: only a paid registration can check in",
+                        c.appointment_id
+                    ),
+                });
+            }
+            let revisits: i64 = tx.one(
+                "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'",
+                args![patient_id, department_id],
+            )?;
+            let ticket = Ticket {
+                emergency_level: c.emergency_level,
+                age_years: age_on(
+                    parse_date("birth_date", &birth_date)?,
+                    parse_date("visit_date", &visit_date)?,
                 ),
-            });
-        }
-        let schedule_id: i64 = row.try_get(1)?;
-        let age = age_on(
-            parse_date("birth_date", &row.try_get::<String, _>(3)?)?,
-            parse_date("visit_date", &row.try_get::<String, _>(2)?)?,
-        );
-        let revisits: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'")
-                .bind(row.try_get::<i64, _>(5)?)
-                .bind(row.try_get::<i64, _>(6)?)
-                .fetch_one(&self.pool)
-                .await?;
-        let ticket = Ticket {
-            emergency_level: c.emergency_level,
-            age_years: age,
-            disabled: c.disabled,
-            military: c.military,
-            appointment: row.try_get::<String, _>(4)? == "online",
-            returned_from_tests: false,
-            revisit: revisits > 0,
-            missed_calls: 0,
-        };
-        let (assessment, rule) = self.assess(&ticket)?;
-        let now = now_ms();
-        let (c, actor) = (c.clone(), actor.to_owned());
-        let ticket_id = self
-            .write(move |tx| {
-                let changed = tx.execute(
-                    "UPDATE appointment SET status = 'checked-in', updated_at = $1 WHERE id = $2 AND status = 'booked'",
-                    args![now, c.appointment_id],
-                )?;
-                if changed == 0 {
-                    return Err(HospitalError::Refused {
-                        rule: "registration",
-                        reason: format!("registration {} changed meanwhile", c.appointment_id),
-                    });
-                }
-                let ticket_id: i64 = tx.one(
-                    "INSERT INTO queue_ticket (appointment_id, schedule_id, status, weight, triage_rule, emergency_level, disabled,
-                         military, revisit, max_misses, requeue_behind, checked_in_at, updated_at)
-                     VALUES ($1, $2, 'waiting', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                    args![
-                        c.appointment_id,
-                        schedule_id,
-                        assessment.weight,
-                        &rule,
-                        i64::from(c.emergency_level),
-                        i64::from(c.disabled),
-                        i64::from(c.military),
-                        i64::from(ticket.revisit),
-                        i64::from(assessment.max_misses),
-                        i64::from(assessment.requeue_behind),
-                        now,
-                        now,
-                    ],
-                )?;
-                let (weighed, ticketed) = (
-                    format!("weight {} by {rule}", assessment.weight),
-                    format!("ticket {ticket_id}"),
-                );
-                crate::audit_all(
-                    tx,
-                    &actor,
-                    &[
-                        ("queue_ticket", ticket_id, "check-in", &weighed),
-                        ("appointment", c.appointment_id, "check-in", &ticketed),
-                    ],
-                )?;
-                Ok(ticket_id)
-            })
-            .await?;
-        self.ticket(ticket_id).await
+                disabled: c.disabled,
+                military: c.military,
+                appointment: channel == "online",
+                returned_from_tests: false,
+                revisit: revisits > 0,
+                missed_calls: 0,
+            };
+            let (assessment, rule) = assess(&rules, &ticket)?;
+            let now = now_ms();
+            let changed = tx.execute(
+                "UPDATE appointment SET status = 'checked-in', updated_at = $1 WHERE id = $2 AND status = 'booked'",
+                args![now, c.appointment_id],
+            )?;
+            if changed == 0 {
+                return Err(HospitalError::Refused {
+                    rule: "registration",
+                    reason: format!("registration {} changed meanwhile", c.appointment_id),
+                });
+            }
+            let ticket_id: i64 = tx.one(
+                "INSERT INTO queue_ticket (appointment_id, schedule_id, status, weight, triage_rule, emergency_level, disabled,
+                     military, revisit, max_misses, requeue_behind, checked_in_at, updated_at)
+                 VALUES ($1, $2, 'waiting', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                args![
+                    c.appointment_id,
+                    schedule_id,
+                    assessment.weight,
+                    &rule,
+                    i64::from(c.emergency_level),
+                    i64::from(c.disabled),
+                    i64::from(c.military),
+                    i64::from(ticket.revisit),
+                    i64::from(assessment.max_misses),
+                    i64::from(assessment.requeue_behind),
+                    now,
+                    now,
+                ],
+            )?;
+            let (weighed, ticketed) = (
+                format!("weight {} by {rule}", assessment.weight),
+                format!("ticket {ticket_id}"),
+            );
+            crate::audit_all(
+                tx,
+                &actor,
+                &[
+                    ("queue_ticket", ticket_id, "check-in", &weighed),
+                    ("appointment", c.appointment_id, "check-in", &ticketed),
+                ],
+            )?;
+            ticket_in(tx, ticket_id)
+        })
+        .await
     }
 
     /// Calls the next eligible waiting patient of a session to `room`; `None` if nobody waits.
@@ -165,7 +166,7 @@ impl Hospital {
     ) -> Result<Option<QueueEntry>, HospitalError> {
         /// What one attempt found.
         enum Call {
-            Called(i64),
+            Called(QueueEntry),
             Nobody,
             /// Another doctor called the patient first (PostgreSQL): try again.
             Raced,
@@ -211,11 +212,11 @@ impl Hospital {
                         return Ok(Call::Raced);
                     }
                     crate::audit(tx, &doctor, "queue_ticket", next, "call", &room)?;
-                    Ok(Call::Called(next))
+                    Ok(Call::Called(ticket_in(tx, next)?))
                 })
                 .await?;
             match call {
-                Call::Called(next) => return self.ticket(next).await.map(Some),
+                Call::Called(entry) => return Ok(Some(entry)),
                 Call::Nobody => return Ok(None),
                 Call::Raced => continue,
             }
@@ -239,58 +240,55 @@ impl Hospital {
         ticket_id: i64,
     ) -> Result<QueueEntry, HospitalError> {
         let doctor = doctor.to_owned();
-        let finished = self
-            .write(move |tx| {
-                let done = tx.execute(
-                    "UPDATE queue_ticket SET status = 'done', updated_at = $1 WHERE id = $2 AND status = 'in-service'",
-                    args![now_ms(), ticket_id],
-                )?;
-                if done == 0 {
-                    return Ok(false);
-                }
-                let appointment_id: Option<i64> = tx.row(
-                    "UPDATE appointment SET status = 'fulfilled', updated_at = $1
-                     WHERE id = (SELECT appointment_id FROM queue_ticket WHERE id = $2) AND status = 'checked-in'
-                     RETURNING id",
-                    args![now_ms(), ticket_id],
-                )?;
-                let fulfilled = format!("consultation finished: ticket {ticket_id}");
-                let mut events = vec![(
-                    "queue_ticket",
-                    ticket_id,
-                    "finish",
-                    "done; registration fulfilled",
-                )];
-                if let Some(appointment_id) = appointment_id {
-                    events.push(("appointment", appointment_id, "fulfil", &fulfilled));
-                }
-                crate::audit_all(tx, &doctor, &events)?;
-                Ok(true)
-            })
-            .await?;
-        let now = self.ticket(ticket_id).await?;
-        if !finished {
-            return Err(refused_move(ticket_id, &now.status, "done"));
-        }
-        Ok(now)
+        self.write(move |tx| {
+            let done = tx.execute(
+                "UPDATE queue_ticket SET status = 'done', updated_at = $1 WHERE id = $2 AND status = 'in-service'",
+                args![now_ms(), ticket_id],
+            )?;
+            if done == 0 {
+                let now = ticket_in(tx, ticket_id)?;
+                return Err(refused_move(ticket_id, &now.status, "done"));
+            }
+            let appointment_id: Option<i64> = tx.row(
+                "UPDATE appointment SET status = 'fulfilled', updated_at = $1
+                 WHERE id = (SELECT appointment_id FROM queue_ticket WHERE id = $2) AND status = 'checked-in'
+                 RETURNING id",
+                args![now_ms(), ticket_id],
+            )?;
+            let fulfilled = format!("consultation finished: ticket {ticket_id}");
+            let mut events = vec![(
+                "queue_ticket",
+                ticket_id,
+                "finish",
+                "done; registration fulfilled",
+            )];
+            if let Some(appointment_id) = appointment_id {
+                events.push(("appointment", appointment_id, "fulfil", &fulfilled));
+            }
+            crate::audit_all(tx, &doctor, &events)?;
+            ticket_in(tx, ticket_id)
+        })
+        .await
     }
 
     /// A called patient did not come: requeued behind the next patients as the triage rule says,
     /// or expired (no-show) after its maximum of misses.
     pub async fn miss(&self, doctor: &str, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
-        let t = self.ticket_row(ticket_id).await?;
-        if t.status != "called" {
-            return Err(refused_move(ticket_id, &t.status, "missed"));
-        }
-        let missed = t.missed_calls + 1;
-        let (assessment, rule) = self.assess(&Ticket {
-            missed_calls: missed as u32,
-            ..t.ticket
-        })?;
-        let expired = missed >= i64::from(assessment.max_misses);
-        let doctor = doctor.to_owned();
-        let appointment_id = t.appointment_id;
+        let (doctor, rules) = (doctor.to_owned(), self.rules.clone());
         self.write(move |tx| {
+            let t = ticket_row(tx, ticket_id)?;
+            if t.status != "called" {
+                return Err(refused_move(ticket_id, &t.status, "missed"));
+            }
+            let missed = t.missed_calls + 1;
+            let (assessment, rule) = assess(
+                &rules,
+                &Ticket {
+                    missed_calls: missed as u32,
+                    ..t.ticket
+                },
+            )?;
+            let expired = missed >= i64::from(assessment.max_misses);
             // The session's call counter is read inside the update, so the requeue position is
             // where the rule says at this moment.
             let changed = tx.execute(
@@ -317,7 +315,7 @@ impl Hospital {
             if expired {
                 tx.execute(
                     "UPDATE appointment SET status = 'noshow', updated_at = $1 WHERE id = $2 AND status = 'checked-in'",
-                    args![now_ms(), appointment_id],
+                    args![now_ms(), t.appointment_id],
                 )?;
             }
             let detail = if expired {
@@ -331,10 +329,10 @@ impl Hospital {
                     assessment.requeue_behind
                 )
             };
-            crate::audit(tx, &doctor, "queue_ticket", ticket_id, "miss", &detail)
+            crate::audit(tx, &doctor, "queue_ticket", ticket_id, "miss", &detail)?;
+            ticket_in(tx, ticket_id)
         })
-        .await?;
-        self.ticket(ticket_id).await
+        .await
     }
 
     /// The patient is sent for tests: off the queue until they return.
@@ -345,16 +343,19 @@ impl Hospital {
 
     /// Back from tests: waiting again, with the triage rule's return priority.
     pub async fn resume(&self, actor: &str, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
-        let t = self.ticket_row(ticket_id).await?;
-        if t.status != "suspended" {
-            return Err(refused_move(ticket_id, &t.status, "resumed"));
-        }
-        let (assessment, rule) = self.assess(&Ticket {
-            returned_from_tests: true,
-            ..t.ticket
-        })?;
-        let actor = actor.to_owned();
+        let (actor, rules) = (actor.to_owned(), self.rules.clone());
         self.write(move |tx| {
+            let t = ticket_row(tx, ticket_id)?;
+            if t.status != "suspended" {
+                return Err(refused_move(ticket_id, &t.status, "resumed"));
+            }
+            let (assessment, rule) = assess(
+                &rules,
+                &Ticket {
+                    returned_from_tests: true,
+                    ..t.ticket
+                },
+            )?;
             let changed = tx.execute(
                 "UPDATE queue_ticket SET status = 'waiting', returned_from_tests = 1, weight = $1, triage_rule = $2,
                      eligible_after_call = 0, updated_at = $3 WHERE id = $4 AND status = 'suspended'",
@@ -370,25 +371,94 @@ impl Hospital {
                 ticket_id,
                 "resume",
                 &format!("weight {} by {rule}", assessment.weight),
-            )
+            )?;
+            ticket_in(tx, ticket_id)
         })
-        .await?;
-        self.ticket(ticket_id).await
+        .await
     }
 
-    /// A session's queue in calling order: called and in-service first, then waiting by weight.
-    /// With the paid status of each registration: the doctor's view. One query, however long the
-    /// queue: the waiting-room screens poll it.
-    pub async fn queue(&self, schedule_id: i64) -> Result<Vec<QueueEntry>, HospitalError> {
+    async fn move_ticket(
+        &self,
+        actor: &str,
+        ticket_id: i64,
+        from: &'static str,
+        to: &'static str,
+        action: &'static str,
+    ) -> Result<QueueEntry, HospitalError> {
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE queue_ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+                args![to, now_ms(), ticket_id, from],
+            )?;
+            if changed == 0 {
+                let now = ticket_in(tx, ticket_id)?;
+                return Err(refused_move(ticket_id, &now.status, to));
+            }
+            crate::audit(tx, &actor, "queue_ticket", ticket_id, action, to)?;
+            ticket_in(tx, ticket_id)
+        })
+        .await
+    }
+
+    /// A page of a session's queue in calling order (in service, called, then waiting by
+    /// weight, then suspended), with the paid status of each registration, and how many the
+    /// whole queue holds: the doctor's view.
+    pub async fn queue(
+        &self,
+        schedule_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<QueueEntry>, i64), HospitalError> {
+        self.queue_in(schedule_id, Queue::Doctor, limit, offset)
+            .await
+    }
+
+    /// A page of the waiting-room board: who is called, then who waits, in calling order; and
+    /// how many that is in all.
+    pub async fn board(
+        &self,
+        schedule_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<QueueEntry>, i64), HospitalError> {
+        self.queue_in(schedule_id, Queue::Board, limit, offset)
+            .await
+    }
+
+    async fn queue_in(
+        &self,
+        schedule_id: i64,
+        which: Queue,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<QueueEntry>, i64), HospitalError> {
+        let statuses = match which {
+            Queue::Doctor => "'called', 'in-service', 'waiting', 'suspended'",
+            Queue::Board => "'called', 'waiting'",
+        };
         let rows = sqlx::query(&format!(
-            "{TICKET_SELECT} WHERE t.schedule_id = $1 AND t.status IN ('called', 'in-service', 'waiting', 'suspended')
+            "{TICKET_SELECT} WHERE t.schedule_id = $1 AND t.status IN ({statuses})
              ORDER BY CASE t.status WHEN 'in-service' THEN 0 WHEN 'called' THEN 1 WHEN 'waiting' THEN 2 ELSE 3 END,
-                      t.weight DESC, t.checked_in_at, t.id"
+                      t.weight DESC, t.checked_in_at, t.id
+             LIMIT $2 OFFSET $3"
         ))
         .bind(schedule_id)
+        .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(queue_entry).collect()
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM queue_ticket WHERE schedule_id = $1 AND status IN ({statuses})"
+        ))
+        .bind(schedule_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(|row| Ok(queue_entry(TicketColumns::any(row)?)))
+            .collect::<Result<_, HospitalError>>()?;
+        Ok((entries, total))
     }
 
     /// One ticket as shown.
@@ -401,85 +471,79 @@ impl Hospital {
                 what: "ticket",
                 id: ticket_id,
             })?;
-        queue_entry(&row)
+        Ok(queue_entry(TicketColumns::any(&row)?))
     }
+}
 
-    fn assess(
-        &self,
-        t: &Ticket,
-    ) -> Result<(nonstop_runtime::rules::triage_types::Assessment, String), HospitalError> {
-        let answer = self
-            .rules
-            .triage
-            .call(t)
-            .map_err(|e| HospitalError::Rule(e.to_string()))?;
-        let rule = answer.version.to_string() + " " + &answer.version.digest.to_string();
-        Ok((answer.output, rule))
-    }
+/// The triage rule's assessment of a ticket, and the rule version that made it.
+fn assess(
+    rules: &nonstop_runtime::Rules,
+    t: &Ticket,
+) -> Result<(nonstop_runtime::rules::triage_types::Assessment, String), HospitalError> {
+    let answer = rules
+        .triage
+        .call(t)
+        .map_err(|e| HospitalError::Rule(e.to_string()))?;
+    let rule = answer.version.to_string() + " " + &answer.version.digest.to_string();
+    Ok((answer.output, rule))
+}
 
-    async fn move_ticket(
-        &self,
-        actor: &str,
-        ticket_id: i64,
-        from: &str,
-        to: &str,
-        action: &str,
-    ) -> Result<QueueEntry, HospitalError> {
-        let step = [actor, from, to, action].map(str::to_owned);
-        let moved = self
-            .write(move |tx| {
-                let [actor, from, to, action] = step;
-                let changed = tx.execute(
-                    "UPDATE queue_ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-                    args![&to, now_ms(), ticket_id, &from],
-                )?;
-                if changed > 0 {
-                    crate::audit(tx, &actor, "queue_ticket", ticket_id, &action, &to)?;
-                }
-                Ok(changed > 0)
-            })
-            .await?;
-        let now = self.ticket(ticket_id).await?;
-        if !moved {
-            return Err(refused_move(ticket_id, &now.status, to));
-        }
-        Ok(now)
-    }
-
-    async fn ticket_row(&self, ticket_id: i64) -> Result<TicketRow, HospitalError> {
-        let row = sqlx::query(
-            "SELECT t.status, t.schedule_id, t.appointment_id, t.missed_calls, t.emergency_level, t.disabled, t.military,
-                    t.returned_from_tests, a.channel, a.visit_date, p.birth_date, t.revisit
-             FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
-             WHERE t.id = $1",
-        )
-        .bind(ticket_id)
-        .fetch_optional(&self.pool)
-        .await?
+/// One ticket as shown, read inside a write.
+fn ticket_in(tx: &mut Tx<'_>, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
+    let cols = tx
+        .row(&format!("{TICKET_SELECT} WHERE t.id = $1"), args![ticket_id])?
         .ok_or(HospitalError::NotFound {
             what: "ticket",
             id: ticket_id,
         })?;
-        let missed_calls: i64 = row.try_get(3)?;
-        Ok(TicketRow {
-            status: row.try_get(0)?,
-            appointment_id: row.try_get(2)?,
-            missed_calls,
-            ticket: Ticket {
-                emergency_level: row.try_get::<i64, _>(4)?.clamp(0, 4) as u8,
-                age_years: age_on(
-                    parse_date("birth_date", &row.try_get::<String, _>(10)?)?,
-                    parse_date("visit_date", &row.try_get::<String, _>(9)?)?,
-                ),
-                disabled: row.try_get::<i64, _>(5)? != 0,
-                military: row.try_get::<i64, _>(6)? != 0,
-                appointment: row.try_get::<String, _>(8)? == "online",
-                returned_from_tests: row.try_get::<i64, _>(7)? != 0,
-                revisit: row.try_get::<i64, _>(11)? != 0,
-                missed_calls: missed_calls as u32,
-            },
-        })
-    }
+    Ok(queue_entry(cols))
+}
+
+/// What the triage rule is asked about a ticket, with its state.
+fn ticket_row(tx: &mut Tx<'_>, ticket_id: i64) -> Result<TicketRow, HospitalError> {
+    #[allow(clippy::type_complexity)]
+    let (status, appointment_id, missed_calls, emergency_level, disabled, military, returned, channel, visit_date, birth_date, revisit): (
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+    ) = tx
+        .row(
+            "SELECT t.status, t.appointment_id, t.missed_calls, t.emergency_level, t.disabled, t.military,
+                    t.returned_from_tests, a.channel, a.visit_date, p.birth_date, t.revisit
+             FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
+             WHERE t.id = $1",
+            args![ticket_id],
+        )?
+        .ok_or(HospitalError::NotFound {
+            what: "ticket",
+            id: ticket_id,
+        })?;
+    Ok(TicketRow {
+        status,
+        appointment_id,
+        missed_calls,
+        ticket: Ticket {
+            emergency_level: emergency_level.clamp(0, 4) as u8,
+            age_years: age_on(
+                parse_date("birth_date", &birth_date)?,
+                parse_date("visit_date", &visit_date)?,
+            ),
+            disabled: disabled != 0,
+            military: military != 0,
+            appointment: channel == "online",
+            returned_from_tests: returned != 0,
+            revisit: revisit != 0,
+            missed_calls: missed_calls as u32,
+        },
+    })
 }
 
 /// The columns of a [`QueueEntry`], read by [`queue_entry`].
@@ -488,19 +552,35 @@ const TICKET_SELECT: &str = "SELECT t.id, t.appointment_id, p.name, p.id_number,
     FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
     JOIN invoice i ON i.appointment_id = t.appointment_id";
 
-fn queue_entry(row: &sqlx::any::AnyRow) -> Result<QueueEntry, HospitalError> {
-    Ok(QueueEntry {
-        ticket_id: row.try_get(0)?,
-        appointment_id: row.try_get(1)?,
-        patient_name: row.try_get(2)?,
-        id_number: mask_id_number(&row.try_get::<String, _>(3)?),
-        status: row.try_get(4)?,
-        room: row.try_get(5)?,
-        weight: row.try_get(6)?,
-        missed_calls: row.try_get(7)?,
-        paid: row.try_get::<String, _>(8)? == "balanced",
-        triage_rule: row.try_get(9)?,
-    })
+/// The columns of [`TICKET_SELECT`].
+type TicketColumns = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    String,
+    String,
+);
+
+fn queue_entry(
+    (ticket_id, appointment_id, name, id_number, status, room, weight, missed_calls, invoice, rule): TicketColumns,
+) -> QueueEntry {
+    QueueEntry {
+        ticket_id,
+        appointment_id,
+        patient_name: name,
+        id_number: mask_id_number(&id_number),
+        status,
+        room,
+        weight,
+        missed_calls,
+        paid: invoice == "balanced",
+        triage_rule: rule,
+    }
 }
 
 struct TicketRow {
@@ -530,8 +610,10 @@ pub struct DoctorSession {
     pub registered: i64,
     /// Of them, paid.
     pub paid: i64,
-    /// The queue in calling order (in service, called, waiting, suspended).
+    /// The queue in calling order (in service, called, waiting, suspended): its first 100.
     pub queue: Vec<QueueEntry>,
+    /// How many the whole queue holds.
+    pub queue_total: i64,
 }
 
 /// The doctor's view (the very thing the patent says doctors lose during an update): a
@@ -583,13 +665,15 @@ impl Hospital {
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
             let schedule_id: i64 = row.try_get(0)?;
+            let (queue, queue_total) = self.queue(schedule_id, DAY_VIEW_QUEUE, 0).await?;
             sessions.push(DoctorSession {
                 schedule_id,
                 period: row.try_get(1)?,
                 department: row.try_get(2)?,
                 registered: row.try_get(3)?,
                 paid: row.try_get(4)?,
-                queue: self.queue(schedule_id).await?,
+                queue,
+                queue_total,
             });
         }
         Ok(DoctorDay {
@@ -622,6 +706,19 @@ impl Hospital {
             .ok_or(HospitalError::NotFound { what, id })
     }
 }
+
+/// Which part of a queue is shown.
+#[derive(Debug, Clone, Copy)]
+enum Queue {
+    /// Everyone not yet done: in service, called, waiting, suspended.
+    Doctor,
+    /// The waiting room's board: called and waiting.
+    Board,
+}
+
+/// How many of a session's queue the doctor's view shows; `queue_total` tells how many wait in
+/// all, and the queue endpoint pages through the rest.
+const DAY_VIEW_QUEUE: i64 = 100;
 
 /// What a doctor acts on: a clinic session, or a ticket in one.
 #[derive(Debug, Clone, Copy)]

@@ -93,191 +93,171 @@ fn clinic(text: &str) -> ClinicType {
 impl Hospital {
     /// Holds a slot for a patient in a clinic session and prices it. Refused (and nothing
     /// changed) when the quota rule refuses, the fees rule cannot price it, or the pool ran out.
+    /// Read, decided and written in one transaction that first locks the patient: two
+    /// registrations of one patient at once are decided one after the other.
     pub async fn register(
         &self,
         actor: &str,
         r: &NewRegistration,
     ) -> Result<Registration, HospitalError> {
         let requested = channel(&r.channel)?;
-        let schedule = sqlx::query(
-            "SELECT s.department_id, s.session_date, s.clinic_type, s.registration_level, p.title,
-                    s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online,
-                    s.quota_elderly - s.taken_elderly
-             FROM schedule s JOIN practitioner p ON p.id = s.practitioner_id WHERE s.id = $1",
-        )
-        .bind(r.schedule_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound {
-            what: "schedule",
-            id: r.schedule_id,
-        })?;
-        let department_id: i64 = schedule.try_get(0)?;
-        let visit_date: String = schedule.try_get(1)?;
-        if parse_date("session_date", &visit_date)? < self.business_date() {
-            return Err(HospitalError::Refused {
-                rule: "registration",
-                reason: format!(
-                    "schedule {} was on {visit_date}, which has passed",
-                    r.schedule_id
-                ),
-            });
-        }
-        // The patient and their registrations in this department, in one round trip.
-        let patient = sqlx::query(
-            "SELECT p.birth_date,
-                    (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
-                        AND a.visit_date = $3 AND a.status <> 'cancelled'),
-                    (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
-                        AND a.status = 'fulfilled')
-             FROM patient p WHERE p.id = $1",
-        )
-        .bind(r.patient_id)
-        .bind(department_id)
-        .bind(&visit_date)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound {
-            what: "patient",
-            id: r.patient_id,
-        })?;
-        let birth = parse_date("birth_date", &patient.try_get::<String, _>(0)?)?;
-        let age = age_on(birth, parse_date("session_date", &visit_date)?);
-        let active_today: i64 = patient.try_get(1)?;
-        let earlier_visits: i64 = patient.try_get(2)?;
-        let remaining = |i: usize| -> Result<u32, HospitalError> {
-            Ok(schedule.try_get::<i64, _>(i)?.max(0) as u32)
-        };
-
-        let decision = self
-            .rules
-            .quota
-            .call(&QuotaRequest {
-                channel: requested,
-                remaining_on_site: remaining(5)?,
-                remaining_online: remaining(6)?,
-                remaining_elderly: remaining(7)?,
-                patient_age_years: age,
-                registrations_today_in_department: active_today as u32,
-            })
-            .map_err(|e| HospitalError::Rule(e.to_string()))?;
-        let quota_rule = decision.version.to_string() + " " + &decision.version.digest.to_string();
-        let decision = decision.output;
-        let Some(pool) = decision.take_from.filter(|_| decision.accept) else {
-            return Err(HospitalError::Refused {
-                rule: "quota",
-                reason: decision.reason,
-            });
-        };
-        let fee = self
-            .rules
-            .fees
-            .call(&FeeRequest {
-                registration_level: schedule.try_get::<i64, _>(3)?.clamp(0, 255) as u8,
-                doctor_title: title(&schedule.try_get::<String, _>(4)?),
-                clinic_type: clinic(&schedule.try_get::<String, _>(2)?),
-                patient_age_years: age,
-                first_visit: earlier_visits == 0,
-            })
-            .map_err(|e| HospitalError::Rule(e.to_string()))?;
-        let fee_rule = fee.version.to_string() + " " + &fee.version.digest.to_string();
-        let quote = fee.output.map_err(|reason| HospitalError::Refused {
-            rule: "fees",
-            reason,
-        })?;
-        let (quote_total, quota_rule_shown) = (quote.total_fen, quota_rule.clone());
-
-        let (pool_name, taken, quota) = pool_columns(pool);
-        let now = now_ms();
-        let hold_expires_at = now + i64::from(decision.hold_seconds) * 1000;
         let (r, actor) = (r.clone(), actor.to_owned());
-        let (fee, rule) = (quote.total_fen, fee_rule.clone());
-        let (id, invoice_id) = self
-            .write(move |tx| {
-                // The patient first (the same order as payment and cancellation), then a
-                // recount: two registrations of one patient at once cannot both pass the quota
-                // rule's daily limit.
-                tx.execute(
-                    "UPDATE patient SET id = id WHERE id = $1",
-                    args![r.patient_id],
-                )?;
-                let active_now: i64 = tx.one(
-                    "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND visit_date = $3
-                     AND status <> 'cancelled'",
-                    args![r.patient_id, department_id, &visit_date],
-                )?;
-                if active_now != active_today {
-                    return Err(HospitalError::Refused {
-                        rule: "quota",
-                        reason: "another registration of this patient was made at the same moment; try again"
-                            .into(),
-                    });
-                }
-                // The slot: one conditional update, so a session with quota N never accepts N+1.
-                let taken_now = tx.execute(
-                    &format!(
-                        "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
-                    ),
+        let (rules, today) = (self.rules.clone(), self.business_date());
+        self.write(move |tx| {
+            let (department_id, visit_date, clinic_type, level, title_text, left_on_site, left_online, left_elderly): (
+                i64,
+                String,
+                String,
+                i64,
+                String,
+                i64,
+                i64,
+                i64,
+            ) = tx
+                .row(
+                    "SELECT s.department_id, s.session_date, s.clinic_type, s.registration_level, p.title,
+                            s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online,
+                            s.quota_elderly - s.taken_elderly
+                     FROM schedule s JOIN practitioner p ON p.id = s.practitioner_id WHERE s.id = $1",
                     args![r.schedule_id],
+                )?
+                .ok_or(HospitalError::NotFound {
+                    what: "schedule",
+                    id: r.schedule_id,
+                })?;
+            let visit_day = parse_date("session_date", &visit_date)?;
+            if visit_day < today {
+                return Err(HospitalError::Refused {
+                    rule: "registration",
+                    reason: format!(
+                        "schedule {} was on {visit_date}, which has passed",
+                        r.schedule_id
+                    ),
+                });
+            }
+            // The patient first (the same order as payment and cancellation).
+            if tx.execute("UPDATE patient SET id = id WHERE id = $1", args![r.patient_id])? == 0 {
+                return Err(HospitalError::NotFound {
+                    what: "patient",
+                    id: r.patient_id,
+                });
+            }
+            let (birth_date, active_today, earlier_visits): (String, i64, i64) = tx.one(
+                "SELECT p.birth_date,
+                        (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
+                            AND a.visit_date = $3 AND a.status <> 'cancelled'),
+                        (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
+                            AND a.status = 'fulfilled')
+                 FROM patient p WHERE p.id = $1",
+                args![r.patient_id, department_id, &visit_date],
+            )?;
+            let age = age_on(parse_date("birth_date", &birth_date)?, visit_day);
+            let remaining = |left: i64| left.max(0) as u32;
+            let decision = rules
+                .quota
+                .call(&QuotaRequest {
+                    channel: requested,
+                    remaining_on_site: remaining(left_on_site),
+                    remaining_online: remaining(left_online),
+                    remaining_elderly: remaining(left_elderly),
+                    patient_age_years: age,
+                    registrations_today_in_department: active_today as u32,
+                })
+                .map_err(|e| HospitalError::Rule(e.to_string()))?;
+            let quota_rule =
+                decision.version.to_string() + " " + &decision.version.digest.to_string();
+            let decision = decision.output;
+            let Some(pool) = decision.take_from.filter(|_| decision.accept) else {
+                return Err(HospitalError::Refused {
+                    rule: "quota",
+                    reason: decision.reason,
+                });
+            };
+            let fee = rules
+                .fees
+                .call(&FeeRequest {
+                    registration_level: level.clamp(0, 255) as u8,
+                    doctor_title: title(&title_text),
+                    clinic_type: clinic(&clinic_type),
+                    patient_age_years: age,
+                    first_visit: earlier_visits == 0,
+                })
+                .map_err(|e| HospitalError::Rule(e.to_string()))?;
+            let fee_rule = fee.version.to_string() + " " + &fee.version.digest.to_string();
+            let quote = fee.output.map_err(|reason| HospitalError::Refused {
+                rule: "fees",
+                reason,
+            })?;
+
+            // The slot: one conditional update, so a session with quota N never accepts N+1.
+            let (pool_name, taken, quota) = pool_columns(pool);
+            let taken_now = tx.execute(
+                &format!(
+                    "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
+                ),
+                args![r.schedule_id],
+            )?;
+            if taken_now == 0 {
+                return Err(HospitalError::QuotaExhausted {
+                    schedule: r.schedule_id,
+                    pool: pool_name,
+                });
+            }
+            let now = now_ms();
+            let hold_expires_at = now + i64::from(decision.hold_seconds) * 1000;
+            let id: i64 = tx.one(
+                "INSERT INTO appointment (patient_id, schedule_id, department_id, visit_date, channel, pool, status,
+                     hold_expires_at, fee_fen, fee_lines, fee_rule, quota_rule, created_by, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                args![
+                    r.patient_id,
+                    r.schedule_id,
+                    department_id,
+                    &visit_date,
+                    &r.channel,
+                    pool_name,
+                    hold_expires_at,
+                    quote.total_fen,
+                    serde_json::to_string(&quote.lines).unwrap_or_default(),
+                    &fee_rule,
+                    &quota_rule,
+                    &actor,
+                    now,
+                    now,
+                ],
+            )?;
+            let invoice_id: i64 = tx.one(
+                "INSERT INTO invoice (patient_id, appointment_id, status, total_fen, created_at, updated_at)
+                 VALUES ($1, $2, 'issued', $3, $4, $5) RETURNING id",
+                args![r.patient_id, id, quote.total_fen, now, now],
+            )?;
+            // Registration fees (医事服务费) are class A items of the insurance catalogue.
+            for line in &quote.lines {
+                tx.execute(
+                    "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class)
+                     VALUES ($1, $2, $3, $4, 'class-a')",
+                    args![invoice_id, &line.code, &line.description, line.amount_fen],
                 )?;
-                if taken_now == 0 {
-                    return Err(HospitalError::QuotaExhausted {
-                        schedule: r.schedule_id,
-                        pool: pool_name,
-                    });
-                }
-                let id: i64 = tx.one(
-                    "INSERT INTO appointment (patient_id, schedule_id, department_id, visit_date, channel, pool, status,
-                         hold_expires_at, fee_fen, fee_lines, fee_rule, quota_rule, created_by, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-                    args![
-                        r.patient_id,
-                        r.schedule_id,
-                        department_id,
-                        &visit_date,
-                        &r.channel,
-                        pool_name,
-                        hold_expires_at,
-                        fee,
-                        serde_json::to_string(&quote.lines).unwrap_or_default(),
-                        &rule,
-                        quota_rule,
-                        &actor,
-                        now,
-                        now,
-                    ],
-                )?;
-                let invoice_id: i64 = tx.one(
-                    "INSERT INTO invoice (patient_id, appointment_id, status, total_fen, created_at, updated_at)
-                     VALUES ($1, $2, 'issued', $3, $4, $5) RETURNING id",
-                    args![r.patient_id, id, fee, now, now],
-                )?;
-                // Registration fees (医事服务费) are class A items of the insurance catalogue.
-                for line in &quote.lines {
-                    tx.execute(
-                        "INSERT INTO charge_item (invoice_id, code, description, amount_fen, item_class)
-                         VALUES ($1, $2, $3, $4, 'class-a')",
-                        args![invoice_id, &line.code, &line.description, line.amount_fen],
-                    )?;
-                }
-                let detail =
-                    format!("held from the {pool_name} pool, fee {fee} fen by {rule}");
-                crate::audit(tx, &actor, "appointment", id, "hold", &detail)?;
-                Ok((id, invoice_id))
+            }
+            let detail = format!(
+                "held from the {pool_name} pool, fee {} fen by {fee_rule}",
+                quote.total_fen
+            );
+            crate::audit(tx, &actor, "appointment", id, "hold", &detail)?;
+            Ok(Registration {
+                id,
+                invoice_id,
+                patient_id: r.patient_id,
+                schedule_id: r.schedule_id,
+                status: "pending".into(),
+                pool: pool_name.into(),
+                fee_fen: quote.total_fen,
+                hold_expires_at,
+                fee_rule,
+                quota_rule,
             })
-            .await?;
-        Ok(Registration {
-            id,
-            invoice_id,
-            patient_id: r.patient_id,
-            schedule_id: r.schedule_id,
-            status: "pending".into(),
-            pool: pool_name.into(),
-            fee_fen: quote_total,
-            hold_expires_at,
-            fee_rule,
-            quota_rule: quota_rule_shown,
         })
+        .await
     }
 
     /// Slots taken in a session, per pool: (on-site, online, elderly-reserved).

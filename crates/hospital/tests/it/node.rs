@@ -215,6 +215,17 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
         )
         .await;
     assert_eq!(board["items"][0]["patient"], "病**");
+    let first_only = clerk
+        .ok(
+            "GET",
+            &format!("/api/v1/schedules/{schedule}/waiting-room?limit=1"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (first_only["items"].as_array().map(Vec::len), &first_only["total"]),
+        (Some(1), &board["total"])
+    );
     doctor
         .ok(
             "POST",

@@ -72,9 +72,10 @@ async fn patients_are_called_in_the_triage_rules_order_and_a_missed_one_is_reque
         arrive(h, schedule, 5, "19960101", "on-site", 0).await; // 0, after patient 1
         arrive(h, schedule, 6, "19960101", "on-site", 0).await; // 0
         let order: Vec<String> = h
-            .queue(schedule)
+            .queue(schedule, 50, 0)
             .await
             .unwrap()
+            .0
             .iter()
             .map(|e| e.patient_name.clone())
             .collect();
@@ -85,9 +86,13 @@ async fn patients_are_called_in_the_triage_rules_order_and_a_missed_one_is_reque
             b.name
         );
         assert!(
-            h.queue(schedule).await.unwrap().iter().all(|e| e.paid),
+            h.queue(schedule, 50, 0).await.unwrap().0.iter().all(|e| e.paid),
             "the doctor sees who paid"
         );
+        // A long queue is shown a page at a time, in the same order, with its length.
+        let (page, total) = h.queue(schedule, 2, 2).await.unwrap();
+        let page: Vec<&str> = page.iter().map(|e| e.patient_name.as_str()).collect();
+        assert_eq!((page, total), (vec!["患者4", "患者1"], 6), "{}", b.name);
 
         let first = h
             .call_next("dr-zhang", schedule, "room 3")
@@ -235,7 +240,7 @@ async fn a_patient_back_from_tests_returns_with_priority_and_unpaid_ones_cannot_
         let away = h.suspend("dr", called.ticket_id).await.unwrap();
         assert_eq!(away.status, "suspended");
         assert_eq!(
-            names(&h.queue(schedule).await.unwrap()),
+            names(&h.queue(schedule, 50, 0).await.unwrap().0),
             [
                 ("患者1".into(), "waiting".into()),
                 ("患者2".into(), "suspended".into())
