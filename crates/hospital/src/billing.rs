@@ -620,7 +620,11 @@ impl Hospital {
 
 /// Cancels an appointment in one of `from` and gives its slot back to its pool, in `tx`.
 /// Returns false (and changes nothing) if it was not in one of those states.
-fn release_slot(tx: &mut Tx<'_>, appointment_id: i64, from: &[&str]) -> Result<bool, HospitalError> {
+fn release_slot(
+    tx: &mut Tx<'_>,
+    appointment_id: i64,
+    from: &[&str],
+) -> Result<bool, HospitalError> {
     let (status, pool, schedule_id): (String, String, i64) = tx
         .row(
             "SELECT status, pool, schedule_id FROM appointment WHERE id = $1",
@@ -652,6 +656,9 @@ fn release_slot(tx: &mut Tx<'_>, appointment_id: i64, from: &[&str]) -> Result<b
     Ok(true)
 }
 
+/// A payment's id, invoice, kind, parts, insurance rule and patient.
+type EarlierPayment = (i64, i64, String, i64, i64, Option<String>, i64);
+
 /// The earlier result of a request with this idempotency key: a payment or refund of the same
 /// kind and invoice (and, for a payment, the same patient). A key used for anything else is
 /// refused, never silently answered.
@@ -662,15 +669,9 @@ fn replay(
     invoice_id: i64,
     patient_id: Option<i64>,
 ) -> Result<Option<Payment>, HospitalError> {
-    let Some((id, first_invoice, first_kind, self_pay_fen, fund_fen, insurance_rule, owner)): Option<(
-        i64,
-        i64,
-        String,
-        i64,
-        i64,
-        Option<String>,
-        i64,
-    )> = tx.row(
+    let Some((id, first_invoice, first_kind, self_pay_fen, fund_fen, insurance_rule, owner)): Option<
+        EarlierPayment,
+    > = tx.row(
         "SELECT p.id, p.invoice_id, p.kind, p.self_pay_fen, p.fund_fen, i.insurance_rule, i.patient_id
          FROM payment p JOIN invoice i ON i.id = p.invoice_id WHERE p.idempotency_key = $1",
         args![key],

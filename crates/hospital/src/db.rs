@@ -69,7 +69,9 @@ pub(crate) async fn connect(
     let writer = match backend {
         Backend::Sqlite => {
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-            let file = SqliteConnectOptions::from_str(url)?.get_filename().to_owned();
+            let file = SqliteConnectOptions::from_str(url)?
+                .get_filename()
+                .to_owned();
             if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
                 return Err(HospitalError::Invalid {
                     field: "database_url",

@@ -24,7 +24,6 @@ pub mod registration;
 mod seed;
 mod write;
 
-
 use nonstop_runtime::Rules;
 use sqlx::AnyPool;
 
@@ -205,7 +204,12 @@ pub(crate) fn audit_all(
     );
     let mut bound = vec![write::Arg::from(now_ms()), actor.into()];
     for (entity, id, action, detail) in events {
-        bound.extend([(*entity).into(), (*id).into(), (*action).into(), (*detail).into()]);
+        bound.extend([
+            (*entity).into(),
+            (*id).into(),
+            (*action).into(),
+            (*detail).into(),
+        ]);
     }
     tx.execute(&sql, &bound)?;
     Ok(())

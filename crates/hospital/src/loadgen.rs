@@ -419,9 +419,10 @@ async fn login_as(
         .ok_or_else(|| format!("login of {username} failed: {v}"))
 }
 
-/// A birth date and a valid, unique ID number for patient `n`: the birth date varies with `n`,
-/// so more than a thousand patients (the sequence number's range) get distinct numbers.
-fn identity(n: u64) -> (String, String) {
+/// A birth date and a valid, unique ID number for synthetic patient `n` (below 18 million): the
+/// birth date varies with `n`, so more than a thousand patients (the sequence number's range) get
+/// distinct numbers.
+pub fn identity(n: u64) -> (String, String) {
     let day = time::Date::from_calendar_date(1950, time::Month::January, 1).expect("a valid date")
         + time::Duration::days((n / 1000 % 18_000) as i64);
     let birth = format!(

@@ -491,7 +491,10 @@ fn assess(
 /// One ticket as shown, read inside a write.
 fn ticket_in(tx: &mut Tx<'_>, ticket_id: i64) -> Result<QueueEntry, HospitalError> {
     let cols = tx
-        .row(&format!("{TICKET_SELECT} WHERE t.id = $1"), args![ticket_id])?
+        .row(
+            &format!("{TICKET_SELECT} WHERE t.id = $1"),
+            args![ticket_id],
+        )?
         .ok_or(HospitalError::NotFound {
             what: "ticket",
             id: ticket_id,
@@ -499,22 +502,24 @@ fn ticket_in(tx: &mut Tx<'_>, ticket_id: i64) -> Result<QueueEntry, HospitalErro
     Ok(queue_entry(cols))
 }
 
+/// The columns `ticket_row` reads.
+type TicketState = (
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+);
+
 /// What the triage rule is asked about a ticket, with its state.
 fn ticket_row(tx: &mut Tx<'_>, ticket_id: i64) -> Result<TicketRow, HospitalError> {
-    #[allow(clippy::type_complexity)]
-    let (status, appointment_id, missed_calls, emergency_level, disabled, military, returned, channel, visit_date, birth_date, revisit): (
-        String,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        i64,
-    ) = tx
+    let (status, appointment_id, missed_calls, emergency_level, disabled, military, returned, channel, visit_date, birth_date, revisit): TicketState = tx
         .row(
             "SELECT t.status, t.appointment_id, t.missed_calls, t.emergency_level, t.disabled, t.military,
                     t.returned_from_tests, a.channel, a.visit_date, p.birth_date, t.revisit

@@ -269,7 +269,10 @@ fn prepare<'c>(
     Ok(stmt)
 }
 
-fn any_query<'q>(sql: &'q str, args: &'q [Arg]) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+fn any_query<'q>(
+    sql: &'q str,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     let mut query = sqlx::query(sql);
     for arg in args {
         query = match arg {
@@ -537,7 +540,12 @@ mod tests {
 
     /// Holds the writer in a first write until the returned sender is used, so that every write
     /// queued meanwhile joins one group.
-    fn hold(w: &Writer) -> (std_mpsc::Sender<()>, impl Future<Output = Result<(), HospitalError>>) {
+    fn hold(
+        w: &Writer,
+    ) -> (
+        std_mpsc::Sender<()>,
+        impl Future<Output = Result<(), HospitalError>>,
+    ) {
         let (open, gate) = std_mpsc::channel::<()>();
         let first = w.run(move |_| {
             gate.recv().unwrap();
@@ -584,11 +592,20 @@ mod tests {
             let answer = answer.await;
             match n % 4 {
                 0 | 2 => assert_eq!(answer.unwrap(), n),
-                1 => assert!(matches!(answer, Err(HospitalError::Invalid { field: "n", .. }))),
-                _ => assert!(matches!(answer, Err(HospitalError::Commit(_))), "{answer:?}"),
+                1 => assert!(matches!(
+                    answer,
+                    Err(HospitalError::Invalid { field: "n", .. })
+                )),
+                _ => assert!(
+                    matches!(answer, Err(HospitalError::Commit(_))),
+                    "{answer:?}"
+                ),
             }
             if n % 4 == 0 {
-                assert!(committed(&path).contains(&n), "{n} answered before its commit");
+                assert!(
+                    committed(&path).contains(&n),
+                    "{n} answered before its commit"
+                );
             }
         }
         let want: Vec<i64> = (0..60).filter(|n| n % 4 == 0).collect();

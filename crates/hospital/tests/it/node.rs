@@ -223,7 +223,10 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
         )
         .await;
     assert_eq!(
-        (first_only["items"].as_array().map(Vec::len), &first_only["total"]),
+        (
+            first_only["items"].as_array().map(Vec::len),
+            &first_only["total"]
+        ),
         (Some(1), &board["total"])
     );
     doctor

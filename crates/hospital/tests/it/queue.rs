@@ -86,7 +86,12 @@ async fn patients_are_called_in_the_triage_rules_order_and_a_missed_one_is_reque
             b.name
         );
         assert!(
-            h.queue(schedule, 50, 0).await.unwrap().0.iter().all(|e| e.paid),
+            h.queue(schedule, 50, 0)
+                .await
+                .unwrap()
+                .0
+                .iter()
+                .all(|e| e.paid),
             "the doctor sees who paid"
         );
         // A long queue is shown a page at a time, in the same order, with its length.
