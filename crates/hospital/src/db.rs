@@ -1,6 +1,6 @@
-//! The database: SQLite (embedded, WAL) or PostgreSQL, chosen by the URL, behind one sqlx `Any`
-//! pool so every query is written once. Migrations are versioned files per backend, applied at
-//! start-up.
+//! The database: SQLite (embedded, WAL) or PostgreSQL, chosen by the URL. Reads go through one
+//! sqlx `Any` pool and writes through [`Writer`] (`write.rs`), both with `$n` parameters, so every
+//! query is written once. Migrations are versioned files per backend, applied at start-up.
 
 use std::str::FromStr;
 

@@ -43,7 +43,8 @@ pub struct NodeConfig {
     /// `sqlite://...` or `postgres://...`; default: SQLite in the data directory. (`nonstop
     /// node` sets it from the `DATABASE_URL` environment variable when that is set.)
     pub database_url: Option<String>,
-    /// Database connections (PostgreSQL; SQLite uses at most 2, see `db.rs`).
+    /// Database connections (PostgreSQL; SQLite reads on at most 4 and writes on its own, see
+    /// `db.rs`).
     pub max_connections: u32,
     /// Extra trusted public keys (files or directories of `*.pub`), beside
     /// `<data_dir>/trusted-keys/` and the nonstop release key.
