@@ -208,12 +208,13 @@ impl Hospital {
         let (rules, annual_cap_fen) = (self.rules.clone(), self.annual_cap_fen);
         let business_date = self.business_date();
         self.write(move |tx| {
-            // A retry is answered from the first payment (once that is durable: this answer
-            // waits for the commit of its own group).
+            lock_patient_of_invoice(tx, p.invoice_id)?;
+            // A retry is answered from the first payment. After the lock: a retry sent while the
+            // first is still running waits for it, then finds it (and its answer, like any, is
+            // given only once the commit holding it is durable).
             if let Some(done) = replay(tx, &p.idempotency_key, "payment", p.invoice_id, Some(p.patient_id))? {
                 return Ok(done);
             }
-            lock_patient_of_invoice(tx, p.invoice_id)?;
             let (owner, status, appointment_status, hold_expires_at, category_text, appointment_id): (
                 i64,
                 String,
@@ -360,10 +361,18 @@ impl Hospital {
         let (r, cashier) = (r.clone(), cashier.to_owned());
         let business_date = self.business_date().to_string();
         self.write(move |tx| {
+            lock_patient_of_invoice(tx, r.invoice_id)?;
+            // After the lock, as in `pay`: a concurrent retry finds the first refund.
             if let Some(done) = replay(tx, &r.idempotency_key, "refund", r.invoice_id, None)? {
                 return Ok(done);
             }
-            lock_patient_of_invoice(tx, r.invoice_id)?;
+            // The schedule before the ticket, as `call_next` takes them: on PostgreSQL the two
+            // never wait on each other in opposite order.
+            tx.execute(
+                "UPDATE schedule SET id = id WHERE id = (SELECT a.schedule_id FROM invoice i
+                     JOIN appointment a ON a.id = i.appointment_id WHERE i.id = $1)",
+                args![r.invoice_id],
+            )?;
             let (status, self_pay, fund, insurance_rule, appointment_id, method): (
                 String,
                 i64,

@@ -54,8 +54,9 @@ pub(crate) async fn connect(
     if backend == Backend::Sqlite {
         options = options.after_connect(|conn, _| {
             Box::pin(async move {
-                // Writers queue for the lock instead of failing at once; WAL lets readers run
-                // beside the writer; foreign keys are off by default in SQLite.
+                // The pool writes only the migrations, before the writer thread starts; the
+                // busy timeout covers another process (the CLI) holding the lock. WAL lets
+                // readers run beside the writer; foreign keys are off by default in SQLite.
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 // FULL: an acknowledged payment survives a power failure, not just a crash.

@@ -3,8 +3,8 @@
 //! the live rule modules ([`nonstop_runtime::Rules`]), so they can be updated while it serves.
 //!
 //! - the core: [`patient`], [`registration`], [`billing`], [`queue`], [`auth`], on SQLite or
-//!   PostgreSQL; every change of one patient's registrations and money first locks that
-//!   patient's row, so they happen one at a time, in one lock order everywhere;
+//!   PostgreSQL; registration, payment, refund and cancellation first lock the patient's row, so
+//!   one patient's registrations and money change one at a time, in one lock order everywhere;
 //! - [`api`]: the HTTP JSON API under `/api/v1`;
 //! - [`node`]: `nonstop node`, the core with its rules, store and update agent;
 //! - [`loadgen`]: `nonstop loadgen`, traffic and a check of every acknowledged record.
@@ -160,13 +160,16 @@ impl Hospital {
 
 impl Hospital {
     /// Runs `write` as one transaction: kept if it returns `Ok`, undone if it returns `Err`.
-    /// Answers once the change is durable ([`write`]).
-    pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, HospitalError>
+    /// The future answers once the change is durable ([`write`]).
+    pub(crate) fn write<T, F>(
+        &self,
+        write: F,
+    ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
     {
-        self.writer.run(write).await
+        self.writer.run(write)
     }
 }
 

@@ -296,7 +296,7 @@ impl Hospital {
                      requeue_behind = $6,
                      eligible_after_call = (SELECT calls_made FROM schedule WHERE id = queue_ticket.schedule_id) + $7,
                      room = NULL, updated_at = $8
-                 WHERE id = $9 AND status = 'called'",
+                 WHERE id = $9 AND status = 'called' AND missed_calls = $10",
                 args![
                     if expired { "expired" } else { "waiting" },
                     missed,
@@ -307,6 +307,7 @@ impl Hospital {
                     i64::from(assessment.requeue_behind),
                     now_ms(),
                     ticket_id,
+                    t.missed_calls,
                 ],
             )?;
             if changed == 0 {

@@ -16,7 +16,9 @@
 //! - **PostgreSQL** locks rows and commits in parallel: each write is its own transaction, run
 //!   on a blocking thread that drives sqlx's statements one by one.
 //!
-//! Reads that need no transaction stay on the async sqlx pool.
+//! A write, once handed over, runs to its end even if its caller goes away (a client that
+//! disconnects): it is committed or undone as its closure says, never cut off half-way. Reads
+//! that need no transaction stay on the async sqlx pool.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -169,7 +171,7 @@ impl Tx<'_> {
     /// Runs a statement; returns how many rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, HospitalError> {
         match &mut self.conn {
-            Conn::Sqlite(conn) => Ok(prepare(conn, sql, args)?.raw_execute()? as u64),
+            Conn::Sqlite(conn) => Ok(prepare(in_group(conn)?, sql, args)?.raw_execute()? as u64),
             Conn::Postgres { tx, runtime } => Ok(runtime
                 .block_on(any_query(sql, args).execute(&mut ***tx))?
                 .rows_affected()),
@@ -184,7 +186,7 @@ impl Tx<'_> {
     ) -> Result<Vec<R>, HospitalError> {
         match &mut self.conn {
             Conn::Sqlite(conn) => {
-                let mut stmt = prepare(conn, sql, args)?;
+                let mut stmt = prepare(in_group(conn)?, sql, args)?;
                 let mut rows = stmt.raw_query();
                 let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
@@ -208,7 +210,7 @@ impl Tx<'_> {
     ) -> Result<Option<R>, HospitalError> {
         match &mut self.conn {
             Conn::Sqlite(conn) => {
-                let mut stmt = prepare(conn, sql, args)?;
+                let mut stmt = prepare(in_group(conn)?, sql, args)?;
                 let mut rows = stmt.raw_query();
                 Ok(match rows.next()? {
                     Some(row) => Some(R::sqlite(row)?),
@@ -247,6 +249,19 @@ pub(crate) fn is_unique_violation(e: &HospitalError) -> bool {
         }
         _ => false,
     }
+}
+
+/// The writer's connection, if its group transaction is still open. SQLite ends a transaction by
+/// itself on some errors (disk full, I/O): a write that went on after one would run its
+/// statements outside the group, each committed on its own.
+fn in_group(conn: &rusqlite::Connection) -> Result<&rusqlite::Connection, HospitalError> {
+    if conn.is_autocommit() {
+        return Err(HospitalError::Commit(
+            "the group transaction has ended after an error; nothing more of this write runs"
+                .into(),
+        ));
+    }
+    Ok(conn)
 }
 
 /// Prepares (from the connection's cache) and binds a statement. SQLite numbers `$n`
@@ -426,8 +441,10 @@ where
         runtime
             .block_on(own.commit())
             .map_err(|e| HospitalError::Commit(e.to_string()))?;
-    } else {
-        runtime.block_on(own.rollback())?;
+    } else if let Err(e) = runtime.block_on(own.rollback()) {
+        // The write's own answer stands (nothing of it is kept either way: the connection
+        // goes back to the pool only once the server has ended the transaction).
+        tracing::warn!(error = %e, "rolling back a write failed");
     }
     result
 }
@@ -437,6 +454,11 @@ where
 /// that arrive during the commit's fsync form the next group. Ends when the node is dropped.
 fn write_groups(conn: &rusqlite::Connection, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
+        if !conn.is_autocommit() {
+            // A rollback after a failed group failed too: end that transaction before anything.
+            tracing::error!("the writer's connection was left in a transaction; rolling it back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         let mut answers = Vec::new();
         let mut broken = conn.execute_batch("BEGIN IMMEDIATE").err();
         let mut next = Some(first);
@@ -452,7 +474,8 @@ fn write_groups(conn: &rusqlite::Connection, queue: &mpsc::Receiver<Job>) {
                     }
                 }
             }
-            if answers.len() < MAX_GROUP {
+            // Once the group has failed, writes still queued wait for the next one.
+            if answers.len() < MAX_GROUP && broken.is_none() {
                 next = queue.try_recv().ok();
             }
         }
@@ -494,7 +517,13 @@ fn run_job(conn: &rusqlite::Connection, job: Job) -> Result<Answer, (Answer, rus
             (false, Box::new(|_| {}) as Answer)
         }
     };
-    let ended = if keep {
+    let ended = if conn.is_autocommit() {
+        // SQLite ended the group's transaction on an error inside this write.
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some("the group transaction ended inside a write".into()),
+        ))
+    } else if keep {
         conn.execute_batch("RELEASE request")
     } else {
         conn.execute_batch("ROLLBACK TO request; RELEASE request")
@@ -650,6 +679,31 @@ mod tests {
         }
         assert_eq!(committed(&path), Vec::<i64>::new());
         w.run(|tx| insert(tx, 3)).await.unwrap();
+        assert_eq!(committed(&path), vec![3]);
+    }
+
+    /// When SQLite ends the group's transaction inside a write (as it does on a full disk or an
+    /// I/O error; here the write ends it itself), nothing more of that write runs, the writes
+    /// before it in the group are answered with an error (their changes went with the
+    /// transaction), and the writes queued after it run in the next group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_ended_inside_a_write_fails_its_group_and_no_more() {
+        let (w, path, _dir) = writer();
+        let (open, first) = hold(&w);
+        let before = w.run(|tx| insert(tx, 1));
+        let ender = w.run(|tx| {
+            tx.execute("ROLLBACK", &[])?;
+            insert(tx, 2)
+        });
+        let after = w.run(|tx| insert(tx, 3));
+        open.send(()).unwrap();
+        assert!(matches!(first.await, Err(HospitalError::Commit(_))));
+        assert!(matches!(before.await, Err(HospitalError::Commit(_))));
+        let Err(HospitalError::Commit(why)) = ender.await else {
+            panic!("the write went on outside its transaction")
+        };
+        assert!(why.contains("has ended"), "{why}");
+        after.await.unwrap();
         assert_eq!(committed(&path), vec![3]);
     }
 
