@@ -10,6 +10,58 @@ use serde_json::{Value, json};
 
 use crate::id_number;
 
+/// Checks an answer against the node's OpenAPI document, as a client generated from it would
+/// read it: the status is documented for the operation (or covered by its `default`), and the
+/// body matches that response's schema. Every call these tests make goes through here.
+fn conforms(method: &str, path: &str, status: StatusCode, body: &Value) {
+    static DOC: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| serde_json::from_str(nonstop_hospital::api::OPENAPI).unwrap());
+    let path = path.split('?').next().unwrap();
+    let segments: Vec<&str> = path.split('/').collect();
+    let fits = |template: &str| {
+        let t: Vec<&str> = template.split('/').collect();
+        t.len() == segments.len()
+            && t.iter()
+                .zip(&segments)
+                .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+    };
+    let operation = DOC["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(template, _)| fits(template))
+        // The most literal template wins: `/a/{id}/x` before `/a/{id}/{action}`.
+        .min_by_key(|(template, _)| template.matches('{').count())
+        .map(|(_, item)| &item[method.to_lowercase()])
+        .filter(|op| op.is_object())
+        .unwrap_or_else(|| panic!("{method} {path} is not in the OpenAPI document"));
+    let responses = &operation["responses"];
+    let mut response = responses
+        .get(status.as_str())
+        .or_else(|| responses.get("default"))
+        .unwrap_or_else(|| panic!("{method} {path}: status {status} is not documented"));
+    if let Some(name) = response["$ref"].as_str() {
+        response = &DOC["components"]["responses"][name.rsplit('/').next().unwrap()];
+    }
+    let Some(schema) = response["content"]["application/json"].get("schema") else {
+        return;
+    };
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [schema],
+        "components": DOC["components"],
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} ({status}) does not match its documented schema: {errors:?}\n{body}"
+    );
+}
+
 struct Api {
     base: String,
     client: Client,
@@ -32,10 +84,9 @@ impl Api {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        conforms(method, path, status, &value);
+        (status, value)
     }
 
     async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
@@ -665,7 +716,7 @@ async fn a_rule_update_pushed_under_traffic_goes_live_and_quoted_prices_stay_as_
 }
 
 #[test]
-fn the_openapi_document_lists_every_route() {
+fn the_openapi_document_lists_every_route_and_its_answer() {
     let source =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api.rs"))
             .unwrap();
@@ -679,6 +730,16 @@ fn the_openapi_document_lists_every_route() {
     let mut documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     documented.sort();
     assert_eq!(routes, documented);
+    // Every operation says what its success looks like; every answer the tests get is checked
+    // against it (`conforms`).
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"]["200"]["content"].is_object(),
+                "{method} {path} documents no response body"
+            );
+        }
+    }
 }
 
 #[test]
