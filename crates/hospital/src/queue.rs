@@ -42,6 +42,9 @@ pub struct QueueEntry {
     pub id_number: String,
     /// `waiting`, `called`, `in-service`, `done`, `suspended` or `expired`.
     pub status: String,
+    /// The same as a FHIR R4 Encounter status, for a FHIR facade: `arrived` (waiting, called),
+    /// `in-progress`, `finished`, `onleave` (suspended) or `cancelled` (expired).
+    pub encounter_status: String,
     /// The room a called patient goes to.
     pub room: Option<String>,
     /// Sort weight from the triage rule (higher is called first).
@@ -580,12 +583,25 @@ fn queue_entry(
         appointment_id,
         patient_name: name,
         id_number: mask_id_number(&id_number),
+        encounter_status: encounter_status(&status).into(),
         status,
         room,
         weight,
         missed_calls,
         paid: invoice == "balanced",
         triage_rule: rule,
+    }
+}
+
+/// The FHIR R4 Encounter status of a queue ticket's status. The queue keeps its own, finer
+/// states (called is not a state of an Encounter).
+fn encounter_status(ticket: &str) -> &'static str {
+    match ticket {
+        "in-service" => "in-progress",
+        "done" => "finished",
+        "suspended" => "onleave",
+        "expired" => "cancelled",
+        _ => "arrived",
     }
 }
 

@@ -287,13 +287,21 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
             Value::Null,
         )
         .await;
-    doctor
+    let seen = doctor
         .ok(
             "POST",
             &format!("/api/v1/tickets/{}/finish", called["ticket_id"]),
             Value::Null,
         )
         .await;
+    // The queue's states, and the FHIR Encounter status a facade would show.
+    assert_eq!(
+        [&called, &seen].map(|t| (t["status"].as_str(), t["encounter_status"].as_str())),
+        [
+            (Some("called"), Some("arrived")),
+            (Some("done"), Some("finished"))
+        ]
+    );
 
     let totals = cashier
         .ok(
