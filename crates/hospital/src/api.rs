@@ -265,6 +265,7 @@ impl Caller {
     }
 }
 
+/// Every member of staff (a kiosk is not one: it may only pay).
 const ALL: &[Role] = &[Role::Clerk, Role::Cashier, Role::Doctor, Role::Admin];
 
 async fn openapi() -> Response {
@@ -418,7 +419,14 @@ async fn pay(
     c: Caller,
     Body(p): Body<PaymentRequest>,
 ) -> ApiResult<crate::Payment> {
-    let actor = c.allow(&[Role::Cashier])?;
+    let actor = c.allow(&[Role::Cashier, Role::Kiosk])?;
+    if c.0.role == Role::Kiosk && p.method != "self-service" {
+        return Err(HospitalError::Forbidden(format!(
+            "a kiosk takes self-service payments only, not {:?}",
+            p.method
+        ))
+        .into());
+    }
     Ok(Json(h.pay(actor, &p).await?))
 }
 
@@ -436,7 +444,7 @@ async fn invoice(
     c: Caller,
     Ids(id): Ids<i64>,
 ) -> ApiResult<crate::InvoiceView> {
-    c.allow(&[Role::Cashier, Role::Clerk, Role::Admin])?;
+    c.allow(&[Role::Cashier, Role::Clerk, Role::Admin, Role::Kiosk])?;
     Ok(Json(h.invoice(id).await?))
 }
 

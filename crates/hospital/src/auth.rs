@@ -28,6 +28,9 @@ pub enum Role {
     Doctor,
     /// Administrator: staff accounts, audit.
     Admin,
+    /// A self-service kiosk (自助机): takes self-service payments, and shows the invoice it is
+    /// paying; nothing else.
+    Kiosk,
 }
 
 impl Role {
@@ -38,6 +41,7 @@ impl Role {
             Role::Cashier => "cashier",
             Role::Doctor => "doctor",
             Role::Admin => "admin",
+            Role::Kiosk => "kiosk",
         }
     }
 
@@ -47,6 +51,7 @@ impl Role {
             "cashier" => Some(Role::Cashier),
             "doctor" => Some(Role::Doctor),
             "admin" => Some(Role::Admin),
+            "kiosk" => Some(Role::Kiosk),
             _ => None,
         }
     }

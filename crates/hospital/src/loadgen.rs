@@ -3,9 +3,9 @@
 //!
 //! It starts its own node (SQLite in a temporary directory, or the PostgreSQL of `database_url`),
 //! adds large clinic sessions so quotas do not end the run, and drives three kinds of workers
-//! side by side: registration desks (a new patient, registration, payment with an idempotency
-//! key, check-in), doctors (call the next patient, start, finish), and waiting-room screens
-//! (polling the board). Latency is measured per endpoint on the client side.
+//! side by side: registration desks (a new patient, registration, payment at a self-service
+//! kiosk with an idempotency key, check-in), doctors (call the next patient, start, finish), and
+//! waiting-room screens (polling the board). Latency is measured per endpoint on the client side.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -184,7 +184,8 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
         async move { login_as(&client, &base, username, &password).await }
     };
     let admin = login("admin", password.trim().to_owned()).await?;
-    for role in ["clerk", "cashier"] {
+    // Patients pay at self-service kiosks, with accounts that can do nothing else.
+    for role in ["clerk", "kiosk"] {
         client
             .post(format!("{base}/api/v1/users"))
             .bearer_auth(&admin)
@@ -195,7 +196,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
     }
     let tokens = [
         login("clerk", "clerk-load-password".into()).await?,
-        login("cashier", "cashier-load-password".into()).await?,
+        login("kiosk", "kiosk-load-password".into()).await?,
     ];
     // One large session per doctor so that quotas do not end the run.
     // A day after the seeded week, so the sessions do not collide with the demo's.
@@ -233,7 +234,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
     };
     let mut workers = Vec::new();
     for desk in 0..config.desks {
-        let (clerk, cashier, stop, sessions) = (
+        let (clerk, kiosk, stop, sessions) = (
             driver(&tokens[0]),
             driver(&tokens[1]),
             stop.clone(),
@@ -264,11 +265,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
                 }
                 clerk.tally.lock().await.registrations.push(r["id"].as_i64().unwrap_or(-1));
                 let pay = json!({"invoice_id": r["invoice_id"], "patient_id": p["id"], "method": "self-service", "idempotency_key": format!("load-{n}")});
-                let Some((s, paid)) = cashier.send("POST /payments", "POST", "/api/v1/payments", Some(pay)).await else { continue };
+                let Some((s, paid)) = kiosk.send("POST /payments", "POST", "/api/v1/payments", Some(pay)).await else { continue };
                 if !s.is_success() {
                     continue;
                 }
-                cashier.tally.lock().await.payments.push(paid["id"].as_i64().unwrap_or(-1));
+                kiosk.tally.lock().await.payments.push(paid["id"].as_i64().unwrap_or(-1));
                 clerk.send("POST /check-ins", "POST", "/api/v1/check-ins", Some(json!({"appointment_id": r["id"]}))).await;
             }
         }));

@@ -5,6 +5,7 @@ mod billing;
 mod conformance;
 mod node;
 mod queue;
+mod upgrade;
 
 use std::path::PathBuf;
 

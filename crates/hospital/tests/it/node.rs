@@ -324,6 +324,83 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
     node.stop().await;
 }
 
+/// A self-service kiosk has an account of its own that shows an invoice and takes self-service
+/// payments, and can do nothing else: not take cash, not refund, not see patients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_takes_self_service_payments_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, admin, clerk, cashier, _doctor) = node(dir.path()).await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/users",
+            json!({"username": "kiosk-hall-1", "role": "kiosk", "password": "kiosk-password-1"}),
+        )
+        .await;
+    let kiosk = admin.as_user("kiosk-hall-1", "kiosk-password-1").await;
+    let today = node.hospital.business_date().to_string();
+    let schedule = night_clinic(&clerk, &today).await;
+    let p = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
+        .as_i64()
+        .unwrap();
+    let r = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+    let invoice = format!("/api/v1/invoices/{}", r["invoice_id"]);
+    assert_eq!(
+        kiosk.ok("GET", &invoice, Value::Null).await["status"],
+        "issued"
+    );
+
+    let pay = |method: &str| json!({"invoice_id": r["invoice_id"], "patient_id": p, "method": method, "idempotency_key": format!("kiosk-{method}")});
+    let refused = [
+        kiosk
+            .call("POST", "/api/v1/payments", Some(pay("cash")))
+            .await,
+        kiosk
+            .call(
+                "POST",
+                "/api/v1/refunds",
+                Some(json!({"invoice_id": r["invoice_id"], "idempotency_key": "r", "reason": "r"})),
+            )
+            .await,
+        kiosk.call("GET", "/api/v1/patients", None).await,
+        kiosk
+            .call("POST", "/api/v1/patients", Some(patient(2)))
+            .await,
+        kiosk
+            .call("GET", &format!("/api/v1/schedules?date={today}"), None)
+            .await,
+    ];
+    for (i, (status, body)) in refused.iter().enumerate() {
+        assert_eq!(*status, StatusCode::FORBIDDEN, "case {i}: {body}");
+    }
+    assert_eq!(
+        kiosk.ok("GET", &invoice, Value::Null).await["status"],
+        "issued"
+    );
+    let paid = kiosk
+        .ok("POST", "/api/v1/payments", pay("self-service"))
+        .await;
+    assert_eq!(paid["kind"], "payment");
+    let totals = cashier
+        .ok(
+            "GET",
+            &format!("/api/v1/cashier/totals?date={today}&cashier=kiosk-hall-1"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        totals["by_method"],
+        json!([["self-service", paid["self_pay_fen"]]])
+    );
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doctor_sees_their_day_with_who_has_paid_and_acts_only_in_their_sessions() {
     let dir = tempfile::tempdir().unwrap();
