@@ -398,8 +398,8 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
     Ok(report)
 }
 
-/// Logs in; returns the token.
-async fn login_as(
+/// Logs in to the node at `base` (`http://host:port`); returns the token.
+pub async fn login_as(
     client: &Client,
     base: &str,
     username: &str,

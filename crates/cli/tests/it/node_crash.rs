@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nonstop_hospital::loadgen::identity;
+use nonstop_hospital::loadgen::{identity, login_as};
 use serde_json::{Value, json};
 
 /// What the node acknowledged.
@@ -76,19 +76,6 @@ async fn call(
         return None;
     }
     answer.json().await.ok()
-}
-
-async fn login(client: &reqwest::Client, base: &str, username: &str, password: &str) -> String {
-    let v = call(
-        client,
-        base,
-        "",
-        "/api/v1/sessions",
-        json!({"username": username, "password": password}),
-    )
-    .await
-    .unwrap_or_else(|| panic!("{username} could not log in"));
-    v["token"].as_str().unwrap().to_owned()
 }
 
 /// Desks register and pay until the node dies; each records what was acknowledged.
@@ -165,14 +152,14 @@ fn a_node_killed_mid_write_keeps_every_acknowledged_record() {
         let password = std::fs::read_to_string(dir.path().join("admin-password")).unwrap();
         let (clerk, cashier, schedules) = runtime.block_on(async {
             let client = reqwest::Client::new();
-            let admin = login(&client, &base, "admin", password.trim()).await;
+            let admin = login_as(&client, &base, "admin", password.trim()).await.unwrap();
             if round == 0 {
                 call(&client, &base, &admin, "/api/v1/users",
                     json!({"username": "cashier", "role": "cashier", "password": "cashier-crash-password"}))
                     .await
                     .expect("the cashier was added");
             }
-            let cashier = login(&client, &base, "cashier", "cashier-crash-password").await;
+            let cashier = login_as(&client, &base, "cashier", "cashier-crash-password").await.unwrap();
             // Every session of the demo week that has not passed.
             let mut schedules = Vec::new();
             let today = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap()).date();

@@ -164,6 +164,21 @@ fn patient(n: u32) -> Value {
     })
 }
 
+/// A new patient `n`, registered on site in `schedule`: the patient's id and the registration.
+async fn walk_in(clerk: &Api, schedule: i64, n: u32) -> (i64, Value) {
+    let p = clerk.ok("POST", "/api/v1/patients", patient(n)).await["id"]
+        .as_i64()
+        .unwrap();
+    let r = clerk
+        .ok(
+            "POST",
+            "/api/v1/registrations",
+            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
+        )
+        .await;
+    (p, r)
+}
+
 /// The id of today's night clinic (internal medicine's most junior doctor).
 async fn night_clinic(clerk: &Api, today: &str) -> i64 {
     let schedules = clerk
@@ -190,16 +205,7 @@ async fn a_visit_goes_from_registration_to_the_doctor_over_the_api() {
     let today = node.hospital.business_date().to_string();
     let schedule = night_clinic(&clerk, &today).await;
 
-    let p = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
-        .as_i64()
-        .unwrap();
-    let r = clerk
-        .ok(
-            "POST",
-            "/api/v1/registrations",
-            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
-        )
-        .await;
+    let (p, r) = walk_in(&clerk, schedule, 1).await;
     // fees 1.0.0 for the resident doctor's night clinic: 10 yuan x 90% + 5 yuan + booklet 1 yuan.
     assert_eq!(r["fee_fen"], 1500);
     assert!(
@@ -340,16 +346,7 @@ async fn a_kiosk_takes_self_service_payments_and_nothing_else() {
     let kiosk = admin.as_user("kiosk-hall-1", "kiosk-password-1").await;
     let today = node.hospital.business_date().to_string();
     let schedule = night_clinic(&clerk, &today).await;
-    let p = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
-        .as_i64()
-        .unwrap();
-    let r = clerk
-        .ok(
-            "POST",
-            "/api/v1/registrations",
-            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
-        )
-        .await;
+    let (p, r) = walk_in(&clerk, schedule, 1).await;
     let invoice = format!("/api/v1/invoices/{}", r["invoice_id"]);
     assert_eq!(
         kiosk.ok("GET", &invoice, Value::Null).await["status"],
@@ -555,28 +552,10 @@ async fn bad_requests_get_a_reason_and_change_nothing() {
     let (node, admin, clerk, cashier, doctor) = node(dir.path()).await;
     let today = node.hospital.business_date().to_string();
     let schedule = night_clinic(&clerk, &today).await;
-    let p1 = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
-        .as_i64()
-        .unwrap();
-    let p2 = clerk.ok("POST", "/api/v1/patients", patient(2)).await["id"]
-        .as_i64()
-        .unwrap();
-    let r1 = clerk
-        .ok(
-            "POST",
-            "/api/v1/registrations",
-            json!({"patient_id": p1, "schedule_id": schedule, "channel": "on-site"}),
-        )
-        .await;
+    let (p1, r1) = walk_in(&clerk, schedule, 1).await;
 
     // A second patient's registration, paid.
-    let r2 = clerk
-        .ok(
-            "POST",
-            "/api/v1/registrations",
-            json!({"patient_id": p2, "schedule_id": schedule, "channel": "on-site"}),
-        )
-        .await;
+    let (p2, r2) = walk_in(&clerk, schedule, 2).await;
     let paid = cashier
         .ok(
             "POST",
@@ -692,16 +671,7 @@ async fn a_rule_update_pushed_under_traffic_goes_live_and_quoted_prices_stay_as_
     let (node, admin, clerk, cashier, _doctor) = node(dir.path()).await;
     let today = node.hospital.business_date().to_string();
     let schedule = night_clinic(&clerk, &today).await;
-    let p = clerk.ok("POST", "/api/v1/patients", patient(1)).await["id"]
-        .as_i64()
-        .unwrap();
-    let before = clerk
-        .ok(
-            "POST",
-            "/api/v1/registrations",
-            json!({"patient_id": p, "schedule_id": schedule, "channel": "on-site"}),
-        )
-        .await;
+    let (p, before) = walk_in(&clerk, schedule, 1).await;
     assert_eq!(before["fee_fen"], 1500);
 
     // Traffic: the fees rule is called by registrations of other patients at other sessions.
@@ -778,16 +748,7 @@ async fn a_rule_update_pushed_under_traffic_goes_live_and_quoted_prices_stay_as_
         .clone();
     assert_eq!(fees["version"], "2.0.0");
     // A new night-clinic registration is priced by 2.0.0; the earlier one is charged as quoted.
-    let p2 = clerk.ok("POST", "/api/v1/patients", patient(2)).await["id"]
-        .as_i64()
-        .unwrap();
-    let after = clerk
-        .ok(
-            "POST",
-            "/api/v1/registrations",
-            json!({"patient_id": p2, "schedule_id": schedule, "channel": "on-site"}),
-        )
-        .await;
+    let (_, after) = walk_in(&clerk, schedule, 2).await;
     assert_eq!(after["fee_fen"], 1800, "night clinic 5 -> 8 yuan");
     let paid = cashier
         .ok("POST", "/api/v1/payments", json!({"invoice_id": before["invoice_id"], "patient_id": p, "method": "cash", "idempotency_key": "q"}))
