@@ -83,10 +83,35 @@ pub struct InstallReport {
     pub outcome: Outcome,
 }
 
-/// Where an install's reports go: when it ends, and, if asked, when it goes live.
+/// A step of an install before it goes live, for those who report progress as it happens (the
+/// node's link to its update server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Verified and staged as the candidate.
+    Staged,
+    /// Checks 1 and 2 passed with this many test vectors; check 3 (shadow traffic) runs next.
+    Testing {
+        /// Test vectors passed.
+        vectors: usize,
+    },
+}
+
+/// The three channels of an install followed step by step ([`Agent::install_with_progress`]).
+pub struct InstallProgress {
+    /// [`Progress`] before the update goes live; closed once it is live or has ended.
+    pub steps: Receiver<Progress>,
+    /// The report when the update goes live; closed without one if it never does.
+    pub live: Receiver<InstallReport>,
+    /// The final report: after the watch window if it went live.
+    pub ended: Receiver<InstallReport>,
+}
+
+/// Where an install's reports go: when it ends, and, if asked, when it goes live and at each
+/// step before.
 struct Replies {
     ended: Sender<InstallReport>,
     live: Option<Sender<InstallReport>>,
+    progress: Option<Sender<Progress>>,
 }
 
 enum Request {
@@ -166,8 +191,35 @@ impl Agent {
     /// operator's rollback does not.
     pub fn install(&self, bundle: Vec<u8>) -> Result<Receiver<InstallReport>, AgentError> {
         let (ended, rx) = channel();
-        self.send(Request::Install(bundle, Replies { ended, live: None }))?;
+        self.send(Request::Install(
+            bundle,
+            Replies {
+                ended,
+                live: None,
+                progress: None,
+            },
+        ))?;
         Ok(rx)
+    }
+
+    /// Installs a bundle and reports each step as it happens: staged, testing, live, ended.
+    pub fn install_with_progress(&self, bundle: Vec<u8>) -> Result<InstallProgress, AgentError> {
+        let (ended, ended_rx) = channel();
+        let (live, live_rx) = channel();
+        let (progress, steps) = channel();
+        self.send(Request::Install(
+            bundle,
+            Replies {
+                ended,
+                live: Some(live),
+                progress: Some(progress),
+            },
+        ))?;
+        Ok(InstallProgress {
+            steps,
+            live: live_rx,
+            ended: ended_rx,
+        })
     }
 
     /// Installs a bundle and waits until it is live (its watch window then goes on, and a
@@ -180,6 +232,7 @@ impl Agent {
             Replies {
                 ended,
                 live: Some(live),
+                progress: None,
             },
         ))?;
         match live_rx.recv() {
@@ -355,8 +408,19 @@ impl Worker {
     /// Steps 1 to 4 for one bundle; the report is sent at once if the update ends here, or when
     /// its watch window closes.
     fn install(&mut self, bytes: Vec<u8>, replies: Replies) {
-        let Replies { ended: reply, live } = replies;
-        match self.check_and_promote(&bytes) {
+        let Replies {
+            ended: reply,
+            live,
+            progress,
+        } = replies;
+        // `progress` is dropped when this returns (live, or ended), which closes the caller's
+        // step channel.
+        let step = |p: Progress| {
+            if let Some(tx) = &progress {
+                let _ = tx.send(p);
+            }
+        };
+        match self.check_and_promote(&bytes, &step) {
             Ok((report, watch_from)) => {
                 let component = ComponentName::new(report.component.as_deref().unwrap_or_default());
                 let slot = report
@@ -407,6 +471,7 @@ impl Worker {
     fn check_and_promote(
         &mut self,
         bytes: &[u8],
+        step: &dyn Fn(Progress),
     ) -> Result<(InstallReport, Option<CallCounts>), Box<InstallReport>> {
         let limits = self.verifier.limits().clone();
         let named = nonstop_bundle::inspect(bytes, &limits)
@@ -446,6 +511,7 @@ impl Worker {
             .stage(&bundle)
             .map_err(|e| refuse(e.to_string(), report.clone()))?;
         tracing::info!(component = %name, version = %m.version, step = "stage", "candidate staged");
+        step(Progress::Staged);
         let version = m.version.clone();
         let reject = |worker: &mut Worker, reason: String, mut report: InstallReport| {
             tracing::warn!(component = %name, version = %version, step = "reject", %reason, "candidate rejected");
@@ -469,6 +535,7 @@ impl Worker {
             Err(f) => return Err(reject(self, f.to_string(), report)),
         };
         tracing::info!(component = %name, version = %version, step = "check", vectors, "checks 1 and 2 passed");
+        step(Progress::Testing { vectors });
         // A bundle may ask for more shadow calls or a tighter latency ratio, never for less.
         let limits = ShadowLimits {
             calls: m

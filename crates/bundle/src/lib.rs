@@ -36,6 +36,16 @@ use time::OffsetDateTime;
 pub use container::MAGIC;
 pub use error::BundleError;
 pub use keys::{KeyId, PublicKey, SecretKey, TrustedKeys};
+
+/// The public key nonstop's own releases (the rule modules a node ships with) are signed with;
+/// nodes and update servers trust it beside the keys they are given.
+pub fn release_key() -> PublicKey {
+    PublicKey::from_file_text(
+        include_str!("../../../modules/factory/release.pub"),
+        std::path::Path::new("modules/factory/release.pub"),
+    )
+    .expect("the release key shipped with nonstop is valid")
+}
 pub use manifest::{
     CandidateChecks, ComponentKind, ComponentName, Digest, FORMAT_VERSION, FileName, Intent,
     Manifest, PayloadEncoding, PayloadInfo, RESERVED_FILE_NAMES, ShadowCheck, TestVector,

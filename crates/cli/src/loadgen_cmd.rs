@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use nonstop_hospital::loadgen::{LoadConfig, run};
+use nonstop_loadgen::{LoadConfig, NodeTarget, Target, run};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,8 +19,19 @@ pub struct Args {
     /// Waiting-room screens polling at once.
     #[arg(long, default_value_t = 4)]
     screens: usize,
-    /// A PostgreSQL URL with an empty schema; default SQLite in a temporary directory.
-    #[arg(long, env = "LOADGEN_DATABASE_URL")]
+    /// Drive these running nodes (`http://host:port`, repeat for several) instead of a node of
+    /// its own; needs --token or --password.
+    #[arg(long)]
+    target: Vec<String>,
+    /// An administrator's token on every --target node.
+    #[arg(long, env = "NONSTOP_NODE_TOKEN", conflicts_with = "password")]
+    token: Option<String>,
+    /// The `admin` account's password on every --target node (the file `admin-password` holds).
+    #[arg(long, env = "NONSTOP_NODE_PASSWORD")]
+    password: Option<String>,
+    /// For a node of its own: a PostgreSQL URL with an empty schema; default SQLite in a
+    /// temporary directory.
+    #[arg(long, env = "LOADGEN_DATABASE_URL", conflicts_with = "target")]
     database_url: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
@@ -32,9 +43,29 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let target = if args.target.is_empty() {
+        Target::OwnNode(args.database_url.clone())
+    } else {
+        let client = reqwest::Client::new();
+        let mut nodes = Vec::new();
+        for url in &args.target {
+            let admin_token = match (&args.token, &args.password) {
+                (Some(t), _) => t.clone(),
+                (None, Some(p)) => runtime
+                    .block_on(nonstop_loadgen::login_as(&client, url, "admin", p.trim()))
+                    .map_err(anyhow::Error::msg)?,
+                (None, None) => anyhow::bail!("--target needs --token or --password"),
+            };
+            nodes.push(NodeTarget {
+                url: url.clone(),
+                admin_token,
+            });
+        }
+        Target::Nodes(nodes)
+    };
     let report = runtime
         .block_on(run(LoadConfig {
-            database_url: args.database_url.clone(),
+            target,
             duration: Duration::from_secs(args.seconds),
             desks: args.desks,
             doctors: args.doctors,

@@ -2,10 +2,12 @@
 //! the library crates together; what each command does lives in those crates.
 
 mod bundle_cmd;
+mod demo_cmd;
 mod keygen;
 mod loadgen_cmd;
 mod node_cmd;
 mod rules_cmd;
+mod server_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -30,6 +32,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start here: an update server, three hospital nodes under load, and four updates pushed
+    /// into them in waves while they serve; ends with a report.
+    Demo(demo_cmd::Args),
+    /// Run the update server, enrol nodes, add operators, sign in.
+    Server(server_cmd::ServerArgs),
+    /// Upload a signed bundle to the update server as a release.
+    Publish(server_cmd::PublishArgs),
+    /// Roll a release out to the fleet in waves; pause, resume, abort, roll back.
+    #[command(subcommand)]
+    Rollout(server_cmd::RolloutCommand),
+    /// The fleet's nodes and rollouts, from the update server.
+    Status(server_cmd::StatusArgs),
+    /// The update server's audit chain.
+    #[command(subcommand)]
+    Audit(server_cmd::AuditCommand),
     /// Create an ed25519 publisher key pair (<OUT>.key, secret; <OUT>.pub, to give to nodes).
     Keygen(keygen::Args),
     /// Create, inspect and verify signed update bundles.
@@ -73,6 +90,12 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Demo(args) => demo_cmd::run_cmd(&args),
+        Command::Server(args) => server_cmd::run(args),
+        Command::Publish(args) => server_cmd::publish(&args),
+        Command::Rollout(cmd) => server_cmd::rollout(cmd),
+        Command::Status(args) => server_cmd::status(&args),
+        Command::Audit(cmd) => server_cmd::audit(cmd),
         Command::Keygen(args) => keygen::run(&args),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Store(cmd) => store_cmd::run(cmd),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use nonstop_hospital::node::{NodeConfig, start};
+use nonstop_node::{NodeConfig, start};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,6 +16,19 @@ pub struct Args {
     /// Data directory (overrides the configuration).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Enrol with this update server (`http://host:port`) before starting; needs --enrol-token.
+    /// The credential is kept in the data directory, so later starts need neither.
+    #[arg(long, requires = "enrol_token")]
+    server: Option<String>,
+    /// The one-time token `nonstop server node add` printed.
+    #[arg(long, requires = "server")]
+    enrol_token: Option<String>,
+    /// Further server processes of the same fleet, tried in turn when one cannot be reached.
+    #[arg(long, requires = "server")]
+    also_server: Vec<String>,
+    /// Do not seed the demo hospital into an empty database.
+    #[arg(long)]
+    no_seed: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -32,11 +45,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         config.database_url = Some(url);
     }
+    if args.no_seed {
+        config.seed_demo = false;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        if let (Some(server), Some(token)) = (&args.server, &args.enrol_token) {
+            let e = nonstop_node::link::enrol(server, &args.also_server, token, &config.data_dir)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("enrolling with the update server")?;
+            println!("enrolled with {server} as node {}", e.node);
+        }
         let node = start(config)
             .await
             .map_err(anyhow::Error::msg)
@@ -63,6 +86,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     })
 }
 
-async fn node_wait(node: nonstop_hospital::node::RunningNode) {
+async fn node_wait(node: nonstop_node::RunningNode) {
     node.wait().await;
 }

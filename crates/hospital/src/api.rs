@@ -45,7 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions", post(login))
         .route("/api/v1/users", post(add_user))
         .route("/api/v1/patients", post(add_patient).get(list_patients))
-        .route("/api/v1/schedules", get(schedules))
+        .route("/api/v1/schedules", get(schedules).post(add_schedule))
+        .route("/api/v1/records/check", post(check_records))
         .route("/api/v1/registrations", post(register))
         .route("/api/v1/registrations/{id}/cancel", post(cancel))
         .route("/api/v1/payments", post(pay))
@@ -380,6 +381,34 @@ async fn schedules(
 ) -> ApiResult<serde_json::Value> {
     c.allow(ALL)?;
     Ok(Json(json!({"items": h.schedule_list(&d.date).await?})))
+}
+
+async fn add_schedule(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(s): Body<crate::NewSchedule>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    c.allow(&[Role::Admin])?;
+    let id = h.add_schedule(&s).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordIds {
+    registrations: Vec<i64>,
+    payments: Vec<i64>,
+}
+
+/// Whether acknowledged registrations and payments are in the database exactly once: what a
+/// load generator or an update drill asks of a node it does not share a process with.
+async fn check_records(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(r): Body<RecordIds>,
+) -> ApiResult<crate::RecordCheck> {
+    c.allow(&[Role::Admin])?;
+    Ok(Json(h.verify_records(&r.registrations, &r.payments).await?))
 }
 
 async fn register(

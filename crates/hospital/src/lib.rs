@@ -6,8 +6,9 @@
 //!   PostgreSQL; registration, payment, refund and cancellation first lock the patient's row, so
 //!   one patient's registrations and money change one at a time, in one lock order everywhere;
 //! - [`api`]: the HTTP JSON API under `/api/v1`;
-//! - [`node`]: `nonstop node`, the core with its rules, store and update agent;
-//! - [`loadgen`]: `nonstop loadgen`, traffic and a check of every acknowledged record.
+//!
+//! *Not* here: the node's assembly with its store, agent and server link (`nonstop-node`), and
+//! the load generator (`nonstop-loadgen`).
 
 #![deny(missing_docs)]
 
@@ -16,8 +17,6 @@ pub mod auth;
 pub mod billing;
 mod db;
 mod error;
-pub mod loadgen;
-pub mod node;
 pub mod patient;
 pub mod queue;
 pub mod registration;

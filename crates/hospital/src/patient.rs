@@ -59,13 +59,7 @@ pub fn validate_id_number(id: &str, birth_date: Date) -> Result<(), HospitalErro
     if chars.len() != 18 || !chars[..17].iter().all(|c| c.is_ascii_digit()) {
         return Err(bad("must be 17 digits and a check character".into()));
     }
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = chars[..17]
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(c, w)| c.to_digit(10).unwrap_or(0) * w)
-        .sum();
-    let expected = b"10X98765432"[(sum % 11) as usize] as char;
+    let expected = id_check_character(&id[..17]);
     if chars[17].to_ascii_uppercase() != expected {
         return Err(bad(format!(
             "check character is {}, expected {expected}",
@@ -85,6 +79,18 @@ pub fn validate_id_number(id: &str, birth_date: Date) -> Result<(), HospitalErro
         )));
     }
     Ok(())
+}
+
+/// The check character of an ID number's first 17 digits (ISO 7064 MOD 11-2, GB 11643); a
+/// character that is not a digit counts as 0.
+pub fn id_check_character(first_17: &str) -> char {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = first_17
+        .chars()
+        .zip(WEIGHTS)
+        .map(|(c, w)| c.to_digit(10).unwrap_or(0) * w)
+        .sum();
+    b"10X98765432"[(sum % 11) as usize] as char
 }
 
 /// The ID number as lists show it: region and last four only.

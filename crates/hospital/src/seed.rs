@@ -110,7 +110,8 @@ impl Hospital {
 }
 
 /// A clinic session to add.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     /// The doctor.
     pub practitioner_id: i64,

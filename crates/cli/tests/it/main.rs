@@ -1,5 +1,6 @@
 //! End-to-end tests of the `nonstop` binary: real processes, real files, output as operators see it.
 
+mod fleet;
 mod node_crash;
 mod rules;
 mod store_flow;

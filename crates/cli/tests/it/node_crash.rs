@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nonstop_hospital::loadgen::{identity, login_as};
+use nonstop_loadgen::{identity, login_as};
 use serde_json::{Value, json};
 
 /// What the node acknowledged.

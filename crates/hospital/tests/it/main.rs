@@ -3,7 +3,6 @@
 
 mod billing;
 mod conformance;
-mod node;
 mod queue;
 mod upgrade;
 
@@ -132,11 +131,6 @@ pub async fn backends() -> Vec<Backend> {
 /// A valid 18-character ID number for someone born on `birth` (`YYYYMMDD`), number `seq`.
 pub fn id_number(birth: &str, seq: u32) -> String {
     let body = format!("110105{birth}{:03}", seq % 1000);
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = body
-        .chars()
-        .zip(WEIGHTS)
-        .map(|(c, w)| c.to_digit(10).unwrap() * w)
-        .sum();
-    format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
+    let check = nonstop_hospital::patient::id_check_character(&body);
+    format!("{body}{check}")
 }

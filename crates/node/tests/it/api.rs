@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nonstop_hospital::node::{NodeConfig, RunningNode, start};
+use nonstop_node::{NodeConfig, RunningNode, start};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -817,34 +817,6 @@ fn the_shipped_rule_bundles_carry_exactly_the_built_modules() {
             "{bundle}'s test vectors"
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_finds_every_acknowledged_record_exactly_once() {
-    let report = nonstop_hospital::loadgen::run(nonstop_hospital::loadgen::LoadConfig {
-        database_url: None,
-        duration: Duration::from_secs(2),
-        desks: 4,
-        doctors: 2,
-        screens: 1,
-    })
-    .await
-    .unwrap();
-    assert_eq!(report.errors, 0, "{report:?}");
-    assert_eq!(report.refused, 0, "{report:?}");
-    assert!(
-        report.acknowledged.0 > 0 && report.acknowledged.1 > 0,
-        "{report:?}"
-    );
-    assert_eq!(report.records.registrations_found, report.acknowledged.0);
-    assert_eq!(report.records.payments_found, report.acknowledged.1);
-    assert_eq!(report.records.invoices_paid_twice, 0);
-    assert!(
-        report
-            .endpoints
-            .iter()
-            .any(|e| e.endpoint == "POST /payments")
-    );
 }
 
 /// A node stopped between staging and promoting a shipped rule module (its first start, cut

@@ -3,6 +3,13 @@
 //! trusted keys), seeds a demo hospital, installs the reference rule modules shipped with it, and
 //! creates an administrator whose password it writes to `admin-password` (readable by its owner
 //! only). `DATABASE_URL=postgres://...` selects PostgreSQL instead.
+//!
+//! A node enrolled with an update server ([`link`]) keeps one outbound stream to it, on a task of
+//! its own, and installs what the server pushes through the agent; without one it works alone.
+
+#![deny(missing_docs)]
+
+pub mod link;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,13 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nonstop_agent::Agent;
-use nonstop_bundle::{BundleLimits, ComponentName, PublicKey, TrustedKeys, Verifier};
+use nonstop_bundle::{BundleLimits, ComponentName, TrustedKeys, Verifier};
 use nonstop_runtime::{CheckConfig, RuleEngine, Rules, RuntimeConfig};
 use nonstop_store::Store;
 use serde::Deserialize;
 
-use crate::api::{AppState, router};
-use crate::{Hospital, Role};
+use nonstop_hospital::api::{AppState, router};
+use nonstop_hospital::{Hospital, Policy, Role};
 
 /// The rule modules a new node starts with, signed by the nonstop release key
 /// (`modules/factory/release.pub`), and verified like any pushed bundle.
@@ -29,8 +36,6 @@ const FACTORY_BUNDLES: [&[u8]; 4] = [
     include_bytes!("../../../modules/factory/quota-1.0.0.nsb"),
 ];
 
-/// The public release key the factory bundles are signed with.
-const RELEASE_KEY: &str = include_str!("../../../modules/factory/release.pub");
 
 /// A node's configuration (a TOML file); every field has a default that runs.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,9 +63,12 @@ pub struct NodeConfig {
     /// Candidate checks and watch window.
     pub checks: CheckConfig,
     /// The hospital's own settings (clock, insurance cap, token lifetime).
-    pub policy: crate::Policy,
+    pub policy: Policy,
     /// Seconds between sweeps that release expired holds and mark no-shows.
     pub sweep_secs: u64,
+    /// The update server link's timing; the server and credential come from enrolment
+    /// (`<data_dir>/server-link.json`).
+    pub link: link::LinkConfig,
 }
 
 impl Default for NodeConfig {
@@ -75,8 +83,9 @@ impl Default for NodeConfig {
             bundle_limits: BundleLimits::default(),
             runtime: RuntimeConfig::default(),
             checks: CheckConfig::default(),
-            policy: crate::Policy::default(),
+            policy: Policy::default(),
             sweep_secs: 15,
+            link: link::LinkConfig::default(),
         }
     }
 }
@@ -101,6 +110,7 @@ pub struct RunningNode {
     /// Where the administrator's first password was written, if this start created it.
     pub admin_password_file: Option<PathBuf>,
     server: tokio::task::JoinHandle<()>,
+    link: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     sweep: (
         tokio::task::JoinHandle<()>,
@@ -116,6 +126,9 @@ impl RunningNode {
 
     /// Stops serving (requests in flight finish first).
     pub async fn stop(mut self) {
+        if let Some(link) = self.link.take() {
+            link.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -131,8 +144,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     std::fs::create_dir_all(data.join("trusted-keys"))
         .map_err(|e| format!("creating {}: {e}", data.display()))?;
     let mut trusted = TrustedKeys::new();
-    let release = release_key()?;
-    trusted.add(release);
+    trusted.add(nonstop_bundle::release_key());
     trusted
         .load(&data.join("trusted-keys"))
         .map_err(|e| e.to_string())?;
@@ -145,6 +157,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
 
     let engine = RuleEngine::new(config.runtime.clone()).map_err(|e| e.to_string())?;
     let rules = Rules::new();
+    let store_root = store.root().to_path_buf();
     let agent = Agent::start(
         store,
         verifier,
@@ -173,7 +186,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     let admin_password_file = if hospital.has_users().await.map_err(|e| e.to_string())? {
         None
     } else {
-        let password = crate::auth::random_secret()[..24].to_owned();
+        let password = nonstop_hospital::auth::random_secret()[..24].to_owned();
         hospital
             .add_user("node", "admin", Role::Admin, None, &password)
             .await
@@ -221,10 +234,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let agent = Arc::new(agent);
     let app = router(AppState {
         hospital: hospital.clone(),
-        agent: Some(Arc::new(agent)),
+        agent: Some(agent.clone()),
     });
+    // The update server link, on a task of its own: it hands bundles to the agent thread.
+    let link = match link::Enrolment::read(data)? {
+        Some(enrolment) => Some(tokio::spawn(link::run(
+            enrolment,
+            config.link.clone(),
+            agent,
+            store_root,
+            data.join("downloads"),
+        ))),
+        None => None,
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -241,14 +266,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         rules,
         admin_password_file,
         server,
+        link,
         shutdown: Some(tx),
         sweep: (sweep, stop_sweeping),
     })
-}
-
-fn release_key() -> Result<PublicKey, String> {
-    PublicKey::from_file_text(RELEASE_KEY, Path::new("modules/factory/release.pub"))
-        .map_err(|e| e.to_string())
 }
 
 /// Installs each shipped rule module whose component has no live version yet: verified (signature,

@@ -1,0 +1,205 @@
+//! The link between a node and its update server. A node opens one WebSocket to the server
+//! (outbound: hospitals sit behind firewalls), authenticated by the credential it got at
+//! enrolment, and keeps it open. Both ends speak JSON text frames of the types here:
+//!
+//! - the node says [`NodeMessage::Hello`] with the versions it runs, then a
+//!   [`NodeMessage::Step`] for every step of every update as it happens;
+//! - the server pushes [`ServerMessage::Install`] (fetch this bundle and install it) and
+//!   [`ServerMessage::Rollback`] (return this component to its standby).
+//!
+//! *Not* here: transport, authentication, what either end does with a message.
+
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the WebSocket on the update server.
+pub const LINK_PATH: &str = "/api/v1/link";
+
+/// One installed version of a component, as the node's version store has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Semantic version.
+    pub version: String,
+    /// `sha256:<hex>` of its payload.
+    pub digest: String,
+}
+
+/// What a node holds of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentVersions {
+    /// The component (`fees`, `triage`, ...).
+    pub component: String,
+    /// Serving live traffic.
+    pub live: Option<Installed>,
+    /// Under test, never serving.
+    pub candidate: Option<Installed>,
+    /// The previous live version, kept for rollback.
+    pub standby: Option<Installed>,
+}
+
+/// A message from a node to its server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum NodeMessage {
+    /// First message on a stream, and again whenever its versions change.
+    Hello {
+        /// Every component the node's store holds.
+        components: Vec<ComponentVersions>,
+    },
+    /// One step of one update, sent as it happens.
+    Step {
+        /// The rollout that sent the update.
+        rollout: i64,
+        /// The component updated.
+        component: String,
+        /// The version it was updated to.
+        version: String,
+        /// What happened.
+        step: Step,
+    },
+}
+
+/// One step of an update on a node, in the order they happen. The last one an update reports is
+/// `healthy`, `rejected`, `refused`, `failed` or `rolled-back`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// The bundle was downloaded and its digest matched the release's.
+    Received {
+        /// Bytes downloaded.
+        bytes: u64,
+        /// How long the download took.
+        ms: u64,
+    },
+    /// Verified (signature, digest, version) and staged as a candidate beside the live version.
+    Staged,
+    /// Checks 1 and 2 passed (compiles, exports its interface, test vectors); check 3 (shadow
+    /// traffic) is running.
+    Testing {
+        /// Test vectors passed.
+        vectors: usize,
+    },
+    /// Every check passed and the candidate is live; its watch window is open.
+    Live {
+        /// What check 3 saw: shadow calls, answers that differed, latency ratio, examples.
+        shadow: Option<serde_json::Value>,
+        /// From the push's arrival at the node to live.
+        ms: u64,
+    },
+    /// The watch window closed with the version live and healthy: the update is done.
+    Healthy {
+        /// Live calls the window watched.
+        calls: u64,
+        /// Of them, failed (answered by the standby).
+        failures: u64,
+    },
+    /// A check failed; the candidate was set aside and the live version never changed.
+    Rejected {
+        /// Which check, and why.
+        reason: String,
+    },
+    /// The bundle was refused before staging (signature, digest, limits, version).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The version went live and was rolled back to the standby (by its watch window, or by the
+    /// server's order).
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+    /// The update could not be carried out (download failed, the agent stopped); the live
+    /// version never changed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Step {
+    /// The step's wire name, as the server records it (`received`, `staged`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Received { .. } => "received",
+            Step::Staged => "staged",
+            Step::Testing { .. } => "testing",
+            Step::Live { .. } => "live",
+            Step::Healthy { .. } => "healthy",
+            Step::Rejected { .. } => "rejected",
+            Step::Refused { .. } => "refused",
+            Step::RolledBack { .. } => "rolled-back",
+            Step::Failed { .. } => "failed",
+        }
+    }
+
+    /// Whether the update ended with this step.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Step::Healthy { .. }
+                | Step::Rejected { .. }
+                | Step::Refused { .. }
+                | Step::RolledBack { .. }
+                | Step::Failed { .. }
+        )
+    }
+}
+
+/// A message from the server to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// Fetch this release's bundle (`GET {bundle_path}` with the node's credential; `Range` to
+    /// resume) and install it.
+    Install {
+        /// The rollout this is part of; the node reports its steps under it.
+        rollout: i64,
+        /// The component.
+        component: String,
+        /// The version.
+        version: String,
+        /// `sha256:<hex>` of the whole bundle file: checked before the agent sees it.
+        bundle_digest: String,
+        /// The bundle's size in bytes.
+        size: u64,
+        /// Where to fetch it on the server.
+        bundle_path: String,
+    },
+    /// Return `component` to its standby (an operator rolled the rollout back); the node's
+    /// store records `reason`.
+    Rollback {
+        /// The rollout being rolled back.
+        rollout: i64,
+        /// The component.
+        component: String,
+        /// The version being rolled back: a node whose live version is another one leaves it.
+        version: String,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_use_their_wire_names() {
+        let m = NodeMessage::Step {
+            rollout: 3,
+            component: "fees".into(),
+            version: "2.0.0".into(),
+            step: Step::RolledBack {
+                reason: "watch window".into(),
+            },
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"step","rollout":3,"component":"fees","version":"2.0.0","step":{"step":"rolled-back","reason":"watch window"}}"#
+        );
+        assert_eq!(serde_json::from_str::<NodeMessage>(&text).unwrap(), m);
+    }
+}

@@ -1,0 +1,317 @@
+//! The update server: the patent's first step, the server that pushes the update file to the
+//! running system, for a whole fleet of nodes.
+//!
+//! - [`releases`]: publishers upload signed bundles; each is verified against the trusted
+//!   publisher keys, stored once by digest, and never altered;
+//! - [`auth`]: operators with roles and tokens; nodes enrol with a one-time token;
+//! - [`fleet`]: nodes connect outbound on one WebSocket each and are pushed what is due;
+//! - [`rollouts`]: a release goes out in waves, halts on the first node that does not take it,
+//!   and can be paused, resumed, aborted or rolled back;
+//! - [`audit`]: an append-only hash chain of everything that happened;
+//! - [`api`]: the HTTP API under `/api/v1`, and `/metrics`.
+//!
+//! All state is in the database (SQLite by default, PostgreSQL for several processes), so any
+//! server process can serve any node, and one that dies loses nothing.
+//!
+//! *Not* here: installing anything (the node's agent does), the command line.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+mod db;
+mod error;
+pub mod fleet;
+pub mod metrics;
+pub mod releases;
+pub mod rollouts;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nonstop_bundle::{BundleLimits, TrustedKeys};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyPool, Row};
+
+pub use auth::OperatorRole;
+pub use db::Backend;
+pub use error::ServerError;
+
+/// The server's configuration (a TOML file); every field has a default that runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the database (SQLite), trusted keys and the first administrator's password live.
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// `sqlite://...` or `postgres://...`; default SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Database connections.
+    pub max_connections: u32,
+    /// Trusted publisher keys (files or directories of `*.pub`), beside
+    /// `<data_dir>/trusted-keys/` and the nonstop release key.
+    pub trust: Vec<PathBuf>,
+    /// Bundle size limits.
+    pub bundle_limits: BundleLimits,
+    /// How long an operator's token lives, in hours.
+    pub token_lifetime_hours: u32,
+    /// Seconds between pings on each node's link, and between refreshes of `last_seen`.
+    pub heartbeat_secs: u64,
+    /// Milliseconds between dispatch passes when nothing wakes the dispatcher sooner.
+    pub dispatch_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("nonstop-server"),
+            listen: "127.0.0.1:9090".into(),
+            database_url: None,
+            max_connections: 8,
+            trust: Vec::new(),
+            bundle_limits: BundleLimits::default(),
+            token_lifetime_hours: 12,
+            heartbeat_secs: 5,
+            dispatch_ms: 1000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML configuration file.
+    pub fn read(path: &Path) -> Result<ServerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The update server: cheap to clone, shared by every handler.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    config: ServerConfig,
+    trusted: TrustedKeys,
+    /// This process's name in `node.connected_to`.
+    instance: String,
+    connections: fleet::Connections,
+    writes: db::WriteLock,
+    wake: tokio::sync::Notify,
+    bundles: Mutex<HashMap<String, axum::body::Bytes>>,
+    metrics: metrics::Metrics,
+    /// Set when the server stops: every node link closes.
+    closing: tokio::sync::watch::Sender<bool>,
+    dispatching: tokio::sync::Mutex<()>,
+}
+
+/// A node as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Its name.
+    pub name: String,
+    /// Its group.
+    pub group: String,
+    /// Whether it has exchanged its enrolment token.
+    pub enrolled: bool,
+    /// Whether a server process holds its link now.
+    pub connected: bool,
+    /// Last heard of, milliseconds since the Unix epoch.
+    pub last_seen: Option<i64>,
+    /// Its versions per component, as it last said.
+    pub components: serde_json::Value,
+}
+
+/// The fleet and its rollouts at a glance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Every node.
+    pub nodes: Vec<NodeStatus>,
+    /// Every rollout, newest first, with its nodes.
+    pub rollouts: Vec<rollouts::Rollout>,
+}
+
+impl Server {
+    /// Opens the database and trusted keys; does not listen (see [`start`]).
+    pub async fn open(config: ServerConfig) -> Result<Server, ServerError> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data.join("trusted-keys"))
+            .map_err(|e| ServerError::Io(format!("creating {}: {e}", data.display())))?;
+        let mut trusted = TrustedKeys::new();
+        trusted.add(nonstop_bundle::release_key());
+        trusted.load(&data.join("trusted-keys"))?;
+        for path in &config.trust {
+            trusted.load(path)?;
+        }
+        let url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", data.join("server.db").display()),
+        };
+        let (pool, backend) = db::connect(&url, config.max_connections.max(2)).await?;
+        let server = Server {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                trusted,
+                instance: format!(
+                    "{}-{}",
+                    std::process::id(),
+                    &auth::random_secret()[..8]
+                ),
+                connections: fleet::Connections::default(),
+                writes: db::WriteLock::default(),
+                wake: tokio::sync::Notify::new(),
+                bundles: Mutex::new(HashMap::new()),
+                metrics: metrics::Metrics::default(),
+                closing: tokio::sync::watch::Sender::new(false),
+                dispatching: tokio::sync::Mutex::new(()),
+                config,
+            }),
+        };
+        Ok(server)
+    }
+
+    pub(crate) async fn write(&self) -> Result<db::Write<'_>, ServerError> {
+        self.inner
+            .writes
+            .begin(&self.inner.pool, self.inner.backend)
+            .await
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The fleet and every rollout.
+    pub async fn status(&self) -> Result<Status, ServerError> {
+        let stale = db::now_ms() - 3 * 1000 * self.inner.config.heartbeat_secs.max(1) as i64;
+        let rows = sqlx::query(
+            "SELECT name, node_group, credential_hash IS NOT NULL, connected_to IS NOT NULL, last_seen, versions FROM node ORDER BY name",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut nodes = Vec::new();
+        for r in &rows {
+            let last_seen: Option<i64> = r.try_get(4)?;
+            let versions: String = r.try_get(5)?;
+            nodes.push(NodeStatus {
+                name: r.try_get(0)?,
+                group: r.try_get(1)?,
+                enrolled: r.try_get(2)?,
+                // A server process that died leaves its nodes marked; its heartbeat stops.
+                connected: r.try_get::<bool, _>(3)? && last_seen.is_some_and(|t| t >= stale),
+                last_seen,
+                components: serde_json::from_str(&versions).unwrap_or_default(),
+            });
+        }
+        let mut rollouts = Vec::new();
+        for id in self.rollout_ids().await? {
+            rollouts.push(self.rollout(id).await?);
+        }
+        Ok(Status { nodes, rollouts })
+    }
+}
+
+/// A running update server.
+pub struct RunningServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The server.
+    pub server: Server,
+    /// Where the first administrator's password was written, if this start created it.
+    pub admin_password_file: Option<PathBuf>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RunningServer {
+    /// Serves until the process is stopped.
+    pub async fn wait(mut self) {
+        if let Some(t) = self.tasks.pop() {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops serving and drops every node's link.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.inner.closing.send_replace(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts a server: database, first administrator, dispatcher, API.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let listen = config.listen.clone();
+    let data = config.data_dir.clone();
+    let url = config.database_url.clone();
+    let server = Server::open(config).await?;
+    let admin_password_file = if server.has_operators().await? {
+        None
+    } else {
+        let password = auth::random_secret()[..24].to_owned();
+        server
+            .add_operator("server", "admin", OperatorRole::Admin, &password)
+            .await?;
+        let path = data.join("admin-password");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
+        writeln!(f, "{password}")
+            .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
+        Some(path)
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| ServerError::Io(format!("listening on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let mut tasks = vec![tokio::spawn(server.clone().run_dispatcher())];
+    if let Some(url) = url.filter(|_| server.backend() == Backend::Postgres) {
+        tasks.push(tokio::spawn(server.clone().listen(url)));
+    }
+    let app = api::router(server.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server failed");
+        }
+    }));
+    tracing::info!(%addr, database = ?server.backend(), "update server serving");
+    Ok(RunningServer {
+        addr,
+        server,
+        admin_password_file,
+        tasks,
+        shutdown: Some(tx),
+    })
+}
