@@ -29,7 +29,11 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
             exe,
             duration: Duration::from_secs(args.duration),
             keep: args.keep,
-            progress: if args.json { ProgressTo::Stderr } else { ProgressTo::Stdout },
+            progress: if args.json {
+                ProgressTo::Stderr
+            } else {
+                ProgressTo::Stdout
+            },
         }))
         .map_err(anyhow::Error::msg)?;
     if args.json {

@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 #[derive(clap::Args, Clone)]
 pub struct Client {
     /// The update server's URL.
-    #[arg(long = "server", env = "NONSTOP_SERVER", default_value = "http://127.0.0.1:9090", global = true)]
+    #[arg(
+        long = "server",
+        env = "NONSTOP_SERVER",
+        default_value = "http://127.0.0.1:9090",
+        global = true
+    )]
     server: String,
     /// An operator's token (`nonstop server login` prints one).
     #[arg(long, env = "NONSTOP_TOKEN", hide_env_values = true, global = true)]
@@ -21,10 +26,21 @@ pub struct Client {
 }
 
 impl Client {
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, bytes: Option<Vec<u8>>) -> anyhow::Result<Value> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        bytes: Option<Vec<u8>>,
+    ) -> anyhow::Result<Value> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
-            let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.server.trim_end_matches('/')));
+            let mut req = reqwest::Client::new().request(
+                method,
+                format!("{}{path}", self.server.trim_end_matches('/')),
+            );
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -34,11 +50,17 @@ impl Client {
             if let Some(b) = bytes {
                 req = req.body(b);
             }
-            let resp = req.send().await.with_context(|| format!("reaching {}", self.server))?;
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("reaching {}", self.server))?;
             let status = resp.status();
             let v: Value = resp.json().await.unwrap_or(Value::Null);
             if !status.is_success() {
-                bail!("{status}: {}", v["message"].as_str().unwrap_or("no reason given"));
+                bail!(
+                    "{status}: {}",
+                    v["message"].as_str().unwrap_or("no reason given")
+                );
             }
             Ok(v)
         })
@@ -138,11 +160,21 @@ enum OperatorCommand {
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     match args.command {
         None => serve(&args.run),
-        Some(ServerCommand::Node(NodeCommand::Add { client, name, group })) => {
+        Some(ServerCommand::Node(NodeCommand::Add {
+            client,
+            name,
+            group,
+        })) => {
             let v = client.post("/api/v1/nodes", json!({"name": name, "group": group}))?;
             println!("node {name} added to group {group}");
-            println!("enrolment token (one use): {}", v["enrolment_token"].as_str().unwrap_or(""));
-            println!("on the node: nonstop node --server {} --enrol-token <token>", client.server);
+            println!(
+                "enrolment token (one use): {}",
+                v["enrolment_token"].as_str().unwrap_or("")
+            );
+            println!(
+                "on the node: nonstop node --server {} --enrol-token <token>",
+                client.server
+            );
             Ok(())
         }
         Some(ServerCommand::Node(NodeCommand::List { client })) => {
@@ -150,15 +182,30 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             print_nodes(&v["items"]);
             Ok(())
         }
-        Some(ServerCommand::Operator(OperatorCommand::Add { client, username, role, password_file })) => {
+        Some(ServerCommand::Operator(OperatorCommand::Add {
+            client,
+            username,
+            role,
+            password_file,
+        })) => {
             let password = read_secret(&password_file)?;
-            client.post("/api/v1/operators", json!({"username": username, "role": role, "password": password}))?;
+            client.post(
+                "/api/v1/operators",
+                json!({"username": username, "role": role, "password": password}),
+            )?;
             println!("operator {username} added with role {role}");
             Ok(())
         }
-        Some(ServerCommand::Login { client, username, password_file }) => {
+        Some(ServerCommand::Login {
+            client,
+            username,
+            password_file,
+        }) => {
             let password = read_secret(&password_file)?;
-            let v = client.post("/api/v1/sessions", json!({"username": username, "password": password}))?;
+            let v = client.post(
+                "/api/v1/sessions",
+                json!({"username": username, "password": password}),
+            )?;
             println!("export NONSTOP_TOKEN={}", v["token"].as_str().unwrap_or(""));
             Ok(())
         }
@@ -215,7 +262,8 @@ pub struct PublishArgs {
 }
 
 pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let v = args
         .client
         .call(reqwest::Method::POST, "/api/v1/releases", None, Some(bytes))
@@ -279,7 +327,13 @@ pub struct Action {
 
 pub fn rollout(cmd: RolloutCommand) -> anyhow::Result<()> {
     let (client, path, body) = match cmd {
-        RolloutCommand::Start { client, release, group, nodes, waves } => {
+        RolloutCommand::Start {
+            client,
+            release,
+            group,
+            nodes,
+            waves,
+        } => {
             let targets = match (group, nodes.is_empty()) {
                 (Some(g), _) => json!({"group": g}),
                 (None, false) => json!({"nodes": nodes}),
@@ -292,10 +346,26 @@ pub fn rollout(cmd: RolloutCommand) -> anyhow::Result<()> {
             print_rollout(&client.get(&format!("/api/v1/rollouts/{id}"))?);
             return Ok(());
         }
-        RolloutCommand::Pause(a) => (a.client, format!("/api/v1/rollouts/{}/pause", a.id), Some(json!({"reason": a.reason}))),
-        RolloutCommand::Resume(a) => (a.client, format!("/api/v1/rollouts/{}/resume", a.id), Some(json!({"reason": a.reason}))),
-        RolloutCommand::Abort(a) => (a.client, format!("/api/v1/rollouts/{}/abort", a.id), Some(json!({"reason": a.reason}))),
-        RolloutCommand::Rollback(a) => (a.client, format!("/api/v1/rollouts/{}/rollback", a.id), Some(json!({"reason": a.reason}))),
+        RolloutCommand::Pause(a) => (
+            a.client,
+            format!("/api/v1/rollouts/{}/pause", a.id),
+            Some(json!({"reason": a.reason})),
+        ),
+        RolloutCommand::Resume(a) => (
+            a.client,
+            format!("/api/v1/rollouts/{}/resume", a.id),
+            Some(json!({"reason": a.reason})),
+        ),
+        RolloutCommand::Abort(a) => (
+            a.client,
+            format!("/api/v1/rollouts/{}/abort", a.id),
+            Some(json!({"reason": a.reason})),
+        ),
+        RolloutCommand::Rollback(a) => (
+            a.client,
+            format!("/api/v1/rollouts/{}/rollback", a.id),
+            Some(json!({"reason": a.reason})),
+        ),
     };
     let v = client.call(reqwest::Method::POST, &path, body, None)?;
     print_rollout(&v);
@@ -311,7 +381,10 @@ fn print_rollout(r: &Value) {
         r["state"].as_str().unwrap_or(""),
         r["current_wave"].as_i64().unwrap_or(0) + 1,
         r["waves"],
-        r["reason"].as_str().map(|s| format!(": {s}")).unwrap_or_default()
+        r["reason"]
+            .as_str()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default()
     );
     for t in r["targets"].as_array().into_iter().flatten() {
         println!(
@@ -319,7 +392,10 @@ fn print_rollout(r: &Value) {
             t["wave"].as_i64().unwrap_or(0) + 1,
             t["node"].as_str().unwrap_or(""),
             t["state"].as_str().unwrap_or(""),
-            t["live_ms"].as_i64().map(|ms| format!("live {ms} ms after the push")).unwrap_or_default()
+            t["live_ms"]
+                .as_i64()
+                .map(|ms| format!("live {ms} ms after the push"))
+                .unwrap_or_default()
         );
     }
 }
@@ -335,7 +411,10 @@ fn print_nodes(nodes: &Value) {
                     "{} {}{}",
                     c["component"].as_str().unwrap_or(""),
                     c["live"]["version"].as_str().unwrap_or("-"),
-                    c["standby"]["version"].as_str().map(|s| format!(" (standby {s})")).unwrap_or_default()
+                    c["standby"]["version"]
+                        .as_str()
+                        .map(|s| format!(" (standby {s})"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
@@ -343,7 +422,13 @@ fn print_nodes(nodes: &Value) {
             "{:<16} {:<12} {:<13} {}",
             n["name"].as_str().unwrap_or(""),
             n["group"].as_str().unwrap_or(""),
-            if n["connected"] == true { "connected" } else if n["enrolled"] == true { "disconnected" } else { "not enrolled" },
+            if n["connected"] == true {
+                "connected"
+            } else if n["enrolled"] == true {
+                "disconnected"
+            } else {
+                "not enrolled"
+            },
             versions.join(", ")
         );
     }
@@ -407,7 +492,11 @@ pub fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 )
             }
         }
-        AuditCommand::List { client, contains, limit } => {
+        AuditCommand::List {
+            client,
+            contains,
+            limit,
+        } => {
             let mut path = format!("/api/v1/audit?limit={limit}");
             if let Some(c) = contains {
                 path.push_str(&format!("&contains={}", c.replace(' ', "%20")));

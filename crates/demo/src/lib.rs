@@ -194,7 +194,8 @@ fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<(Child, St
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut out = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let mut out =
+        std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.split("listening on ").nth(1) {
@@ -210,7 +211,14 @@ fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<(Child, St
             let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
             Err(format!(
                 "{what} did not start within 120 s; its log:\n{}",
-                err.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                err.lines()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ))
         }
     }
@@ -223,7 +231,13 @@ struct Api {
 }
 
 impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>, bytes: Option<Vec<u8>>) -> Result<Value, String> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<Value, String> {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -240,7 +254,10 @@ impl Api {
         if status.is_success() {
             Ok(v)
         } else {
-            Err(format!("{path}: {status}: {}", v["message"].as_str().unwrap_or("")))
+            Err(format!(
+                "{path}: {status}: {}",
+                v["message"].as_str().unwrap_or("")
+            ))
         }
     }
 
@@ -249,17 +266,29 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
-        self.send(reqwest::Method::POST, path, Some(body), None).await
+        self.send(reqwest::Method::POST, path, Some(body), None)
+            .await
     }
 }
 
-async fn login(client: &reqwest::Client, base: &str, password_file: &Path) -> Result<String, String> {
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    password_file: &Path,
+) -> Result<String, String> {
     let password = std::fs::read_to_string(password_file)
         .map_err(|e| format!("reading {}: {e}", password_file.display()))?;
     nonstop_loadgen::login_as(client, base, "admin", password.trim()).await
 }
 
-fn bundle(component: &str, version: &str, payload: &[u8], checks: &str, notes: &str, key: &SecretKey) -> Result<Vec<u8>, String> {
+fn bundle(
+    component: &str,
+    version: &str,
+    payload: &[u8],
+    checks: &str,
+    notes: &str,
+    key: &SecretKey,
+) -> Result<Vec<u8>, String> {
     let mut draft = Draft::new(
         component,
         ComponentKind::WasmComponent,
@@ -301,11 +330,18 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     // The update server, trusting the demo vendor's key (and nonstop's release key).
     let server_dir = dir.join("server");
     std::fs::create_dir_all(server_dir.join("trusted-keys")).map_err(|e| e.to_string())?;
-    std::fs::write(server_dir.join("trusted-keys/vendor.pub"), &vendor_pub).map_err(|e| e.to_string())?;
+    std::fs::write(server_dir.join("trusted-keys/vendor.pub"), &vendor_pub)
+        .map_err(|e| e.to_string())?;
     let server_data = server_dir.to_string_lossy().into_owned();
     let (child, server_url) = spawn(
         &config.exe,
-        &["server", "--data-dir", &server_data, "--listen", "127.0.0.1:0"],
+        &[
+            "server",
+            "--data-dir",
+            &server_data,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &dir.join("server.log"),
         "the update server",
     )?;
@@ -320,11 +356,20 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     // Three nodes, enrolled, each a process of its own with its own SQLite database.
     let mut targets = Vec::new();
     for name in NODES {
-        let enrolment = server.post("/api/v1/nodes", json!({"name": name, "group": "hospital-a"})).await?;
-        let token = enrolment["enrolment_token"].as_str().ok_or("no enrolment token")?.to_owned();
+        let enrolment = server
+            .post(
+                "/api/v1/nodes",
+                json!({"name": name, "group": "hospital-a"}),
+            )
+            .await?;
+        let token = enrolment["enrolment_token"]
+            .as_str()
+            .ok_or("no enrolment token")?
+            .to_owned();
         let data = dir.join(name);
         std::fs::create_dir_all(data.join("trusted-keys")).map_err(|e| e.to_string())?;
-        std::fs::write(data.join("trusted-keys/vendor.pub"), &vendor_pub).map_err(|e| e.to_string())?;
+        std::fs::write(data.join("trusted-keys/vendor.pub"), &vendor_pub)
+            .map_err(|e| e.to_string())?;
         let config_file = dir.join(format!("{name}.toml"));
         std::fs::write(&config_file, NODE_CONFIG).map_err(|e| e.to_string())?;
         let (child, url) = spawn(
@@ -365,20 +410,46 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let plans = [
-        ("fees", "2.0.0", "a senior discount: patients 60 and over at half price", FEES_2.to_vec(), false),
-        ("triage", "2.0.0", "a new queue order", TRIAGE_2.to_vec(), false),
+        (
+            "fees",
+            "2.0.0",
+            "a senior discount: patients 60 and over at half price",
+            FEES_2.to_vec(),
+            false,
+        ),
+        (
+            "triage",
+            "2.0.0",
+            "a new queue order",
+            TRIAGE_2.to_vec(),
+            false,
+        ),
         (
             "fees",
             "3.0.0",
             "a broken build: every fee 1 yuan",
-            bundle("fees", "3.0.0", BAD_ANSWERS, BAD_ANSWERS_CHECKS, "broken build", &key)?,
+            bundle(
+                "fees",
+                "3.0.0",
+                BAD_ANSWERS,
+                BAD_ANSWERS_CHECKS,
+                "broken build",
+                &key,
+            )?,
             false,
         ),
         (
             "fees",
             "3.1.0",
             "emergency surcharge 10 yuan; wrong on level-4 sessions, which open after it is live",
-            bundle("fees", "3.1.0", FEES_3, FEES_3_CHECKS, "emergency surcharge 10 yuan", &key)?,
+            bundle(
+                "fees",
+                "3.1.0",
+                FEES_3,
+                FEES_3_CHECKS,
+                "emergency surcharge 10 yuan",
+                &key,
+            )?,
             true,
         ),
     ];
@@ -397,7 +468,10 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
             )
             .await?;
         let id = rollout["id"].as_i64().ok_or("no rollout id")?;
-        t.say(&format!("rollout {id}: {component} {version} to {} nodes in waves: canary, then the rest", NODES.len()));
+        t.say(&format!(
+            "rollout {id}: {component} {version} to {} nodes in waves: canary, then the rest",
+            NODES.len()
+        ));
         let started = Instant::now();
         let mut seen: std::collections::HashMap<String, String> = Default::default();
         let mut opened = false;
@@ -408,7 +482,10 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
                 let state = target["state"].as_str().unwrap_or("?").to_owned();
                 if seen.get(&node) != Some(&state) {
                     let detail = describe(&target["detail"]);
-                    t.say(&format!("  {component} {version} on {node} (wave {}): {state}{detail}", target["wave"].as_i64().unwrap_or(0) + 1));
+                    t.say(&format!(
+                        "  {component} {version} on {node} (wave {}): {state}{detail}",
+                        target["wave"].as_i64().unwrap_or(0) + 1
+                    ));
                     seen.insert(node, state.clone());
                 }
                 if level4_after_live && !opened && state == "live" {
@@ -436,7 +513,10 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
         t.say(&format!(
             "rollout {id} {state} after {:.1} s{}",
             ended_at - started_at,
-            reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ));
         let nodes: Vec<NodeOutcome> = final_rollout["targets"]
             .as_array()
@@ -462,7 +542,11 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
                 version: version.into(),
                 story: story.into(),
                 outcome: outcome.into(),
-                push_to_live_ms: if went_live { nodes.iter().filter_map(|n| n.push_to_live_ms).max() } else { None },
+                push_to_live_ms: if went_live {
+                    nodes.iter().filter_map(|n| n.push_to_live_ms).max()
+                } else {
+                    None
+                },
                 rollout_ms: ((ended_at - started_at) * 1000.0) as u64,
                 nodes,
                 reason,
@@ -484,7 +568,9 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     let (load_report, timeline) = load.finish().await?;
     let mut reports = Vec::new();
     for (i, (mut u, (before, start, end))) in updates.iter().cloned().enumerate() {
-        let after_end = updates.get(i + 1).map_or(end + 5.0, |(_, (_, next, _))| (end + 5.0).min(*next));
+        let after_end = updates
+            .get(i + 1)
+            .map_or(end + 5.0, |(_, (_, next, _))| (end + 5.0).min(*next));
         u.before = nonstop_loadgen::window(&timeline, before, start, None);
         u.during = nonstop_loadgen::window(&timeline, start, end, None);
         u.after = nonstop_loadgen::window(&timeline, end, after_end, None);
@@ -514,19 +600,28 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
 fn describe(detail: &Value) -> String {
     match detail["step"].as_str() {
         Some("received") => format!(" ({} bytes in {} ms)", detail["bytes"], detail["ms"]),
-        Some("testing") => format!(" (checks 1 and 2 passed, {} test vectors; shadow traffic next)", detail["vectors"]),
+        Some("testing") => format!(
+            " (checks 1 and 2 passed, {} test vectors; shadow traffic next)",
+            detail["vectors"]
+        ),
         Some("live") => {
             let s = &detail["shadow"];
             if s.is_object() {
                 format!(
                     " ({} ms after the push; shadow: {} calls, {} differed, latency ratio {:.2})",
-                    detail["ms"], s["calls"], s["differences"], s["latency_ratio"].as_f64().unwrap_or(0.0)
+                    detail["ms"],
+                    s["calls"],
+                    s["differences"],
+                    s["latency_ratio"].as_f64().unwrap_or(0.0)
                 )
             } else {
                 format!(" ({} ms after the push)", detail["ms"])
             }
         }
-        Some("healthy") => format!(" (watch window closed: {} live calls, {} failed)", detail["calls"], detail["failures"]),
+        Some("healthy") => format!(
+            " (watch window closed: {} live calls, {} failed)",
+            detail["calls"], detail["failures"]
+        ),
         Some("rejected" | "refused" | "rolled-back" | "failed") => {
             format!(": {}", detail["reason"].as_str().unwrap_or(""))
         }
@@ -538,14 +633,16 @@ async fn wait_connected(server: &Api, n: usize) -> Result<(), String> {
     let started = Instant::now();
     loop {
         let status = server.get("/api/v1/status").await?;
-        let connected = status["nodes"]
-            .as_array()
-            .map_or(0, |nodes| nodes.iter().filter(|n| n["connected"] == true).count());
+        let connected = status["nodes"].as_array().map_or(0, |nodes| {
+            nodes.iter().filter(|n| n["connected"] == true).count()
+        });
         if connected >= n {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(format!("only {connected} of {n} nodes connected within 60 s"));
+            return Err(format!(
+                "only {connected} of {n} nodes connected within 60 s"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -556,25 +653,50 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "\n{} requests in {:.1} s ({:.0}/s, p99 {:.1} ms): {} failed, {} refused\n",
-        report.requests, report.seconds, report.requests_per_second, report.p99_ms, report.failed_requests, report.refused_requests
+        report.requests,
+        report.seconds,
+        report.requests_per_second,
+        report.p99_ms,
+        report.failed_requests,
+        report.refused_requests
     ));
     out.push_str(&format!(
         "records: {} acknowledged, {} found in the nodes' databases, {} invoices paid twice\n",
         report.records_acknowledged, report.records_found, report.invoices_paid_twice
     ));
-    out.push_str(&format!("audit chain: {}\n\n", if report.audit_chain_ok { "verifies" } else { "BROKEN" }));
+    out.push_str(&format!(
+        "audit chain: {}\n\n",
+        if report.audit_chain_ok {
+            "verifies"
+        } else {
+            "BROKEN"
+        }
+    ));
     out.push_str(&format!(
         "{:<8} {:<7} {:<12} {:>13} {:>10}   {:>22} {:>22} {:>22}\n",
-        "update", "version", "outcome", "push-to-live", "rollout", "before req/s p50 p99", "during", "after"
+        "update",
+        "version",
+        "outcome",
+        "push-to-live",
+        "rollout",
+        "before req/s p50 p99",
+        "during",
+        "after"
     ));
     for u in &report.updates {
-        let w = |w: &Window| format!("{:>6.0} {:>5.1} {:>6.1}", w.requests_per_second, w.p50_ms, w.p99_ms);
+        let w = |w: &Window| {
+            format!(
+                "{:>6.0} {:>5.1} {:>6.1}",
+                w.requests_per_second, w.p50_ms, w.p99_ms
+            )
+        };
         out.push_str(&format!(
             "{:<8} {:<7} {:<12} {:>13} {:>8.1} s   {:>22} {:>22} {:>22}\n",
             u.component,
             u.version,
             u.outcome,
-            u.push_to_live_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            u.push_to_live_ms
+                .map_or("-".into(), |ms| format!("{ms} ms")),
             u.rollout_ms as f64 / 1000.0,
             w(&u.before),
             w(&u.during),
@@ -585,7 +707,8 @@ pub fn render(report: &Report) -> String {
                 "           {:<8} {:<12} {}\n",
                 n.node,
                 n.state,
-                n.push_to_live_ms.map_or(String::new(), |ms| format!("live {ms} ms after the push"))
+                n.push_to_live_ms
+                    .map_or(String::new(), |ms| format!("live {ms} ms after the push"))
             ));
         }
     }

@@ -226,9 +226,13 @@ struct Prepared {
     /// (practitioner, doctor's token) for each doctor account.
     doctors: Vec<(i64, String)>,
     practitioners: Vec<i64>,
-    /// The sessions desks register into; grows when [`Load::open_sessions`] adds some.
-    sessions: Arc<RwLock<Vec<i64>>>,
-    date: String,
+    /// The sessions desks register into, (practitioner, session); grows when
+    /// [`Load::open_sessions`] adds some.
+    sessions: Arc<RwLock<Vec<(i64, i64)>>>,
+    date: time::Date,
+    /// Sets of sessions opened so far: each set takes the next period (a doctor has one session
+    /// per date and period).
+    opened: std::sync::atomic::AtomicUsize,
 }
 
 /// Traffic under way ([`start`]); [`Load::finish`] stops it and checks the records.
@@ -288,7 +292,12 @@ async fn prepare(
         .map_err(|e| format!("{base}: {e}"))?;
     let mut practitioners: Vec<i64> = listed["items"]
         .as_array()
-        .map(|items| items.iter().filter_map(|s| s["practitioner_id"].as_i64()).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|s| s["practitioner_id"].as_i64())
+                .collect()
+        })
         .unwrap_or_default();
     practitioners.sort_unstable();
     practitioners.dedup();
@@ -301,7 +310,14 @@ async fn prepare(
     let mut tokens = Vec::new();
     for role in ["clerk", "kiosk"] {
         let username = format!("load-{role}-{run}");
-        call(client, &base, admin, "/api/v1/users", json!({"username": username, "role": role, "password": password})).await?;
+        call(
+            client,
+            &base,
+            admin,
+            "/api/v1/users",
+            json!({"username": username, "role": role, "password": password}),
+        )
+        .await?;
         tokens.push(login_as(client, &base, &username, &password).await?);
     }
     let mut doctor_tokens = Vec::new();
@@ -309,10 +325,13 @@ async fn prepare(
         let practitioner = practitioners[doctor % practitioners.len()];
         let username = format!("load-doctor-{doctor}-{run}");
         call(client, &base, admin, "/api/v1/users", json!({"username": username, "role": "doctor", "practitioner_id": practitioner, "password": password})).await?;
-        doctor_tokens.push((practitioner, login_as(client, &base, &username, &password).await?));
+        doctor_tokens.push((
+            practitioner,
+            login_as(client, &base, &username, &password).await?,
+        ));
     }
     // Ten days ahead, so the sessions do not collide with a hospital's real (or demo) week.
-    let date = (today + time::Duration::days(10)).to_string();
+    let date = today + time::Duration::days(10);
     let prepared = Prepared {
         base,
         admin: admin.clone(),
@@ -322,14 +341,20 @@ async fn prepare(
         practitioners,
         sessions: Arc::new(RwLock::new(Vec::new())),
         date,
+        opened: std::sync::atomic::AtomicUsize::new(0),
     };
-    prepared.open_sessions(client, &SessionKind::default()).await?;
+    prepared
+        .open_sessions(client, &SessionKind::default())
+        .await?;
     Ok(prepared)
 }
 
 impl Prepared {
     /// One large session per doctor, so quotas do not end the run.
     async fn open_sessions(&self, client: &Client, kind: &SessionKind) -> Result<(), String> {
+        let n = self.opened.fetch_add(1, Ordering::Relaxed);
+        let period = ["night", "afternoon", "morning"][n % 3];
+        let date = (self.date + time::Duration::days((n / 3) as i64)).to_string();
         let mut ids = Vec::new();
         for &practitioner in &self.practitioners {
             let v = call(
@@ -338,13 +363,16 @@ impl Prepared {
                 &self.admin,
                 "/api/v1/schedules",
                 json!({
-                    "practitioner_id": practitioner, "date": self.date, "period": "night",
+                    "practitioner_id": practitioner, "date": date, "period": period,
                     "clinic_type": kind.clinic_type, "registration_level": kind.registration_level,
                     "quotas": [1_000_000, 1_000_000, 1_000_000],
                 }),
             )
             .await?;
-            ids.push(v["id"].as_i64().ok_or("the new session has no id")?);
+            ids.push((
+                practitioner,
+                v["id"].as_i64().ok_or("the new session has no id")?,
+            ));
         }
         self.sessions.write().expect("sessions").extend(ids);
         Ok(())
@@ -415,7 +443,10 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
     };
     for desk in 0..config.desks {
         let node = desk % nodes.len();
-        let (clerk, kiosk) = (driver(node, &nodes[node].clerk), driver(node, &nodes[node].kiosk));
+        let (clerk, kiosk) = (
+            driver(node, &nodes[node].clerk),
+            driver(node, &nodes[node].kiosk),
+        );
         let (stop, sessions) = (stop.clone(), nodes[node].sessions.clone());
         workers.push(tokio::spawn(async move {
             let mut n = desk as u64 * 1_000_000;
@@ -427,8 +458,13 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
     }
     for doctor in 0..config.doctors {
         let node = doctor % nodes.len();
-        let (practitioner, token) = nodes[node].doctors[doctor / nodes.len() % nodes[node].doctors.len()].clone();
-        let (d, stop, sessions) = (driver(node, &token), stop.clone(), nodes[node].sessions.clone());
+        let (practitioner, token) =
+            nodes[node].doctors[doctor / nodes.len() % nodes[node].doctors.len()].clone();
+        let (d, stop, sessions) = (
+            driver(node, &token),
+            stop.clone(),
+            nodes[node].sessions.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut view_shown = Instant::now();
             let mut turn = 0usize;
@@ -436,26 +472,51 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
                 // The doctor's screen refreshes their day about once a second.
                 if view_shown.elapsed() >= Duration::from_secs(1) {
                     view_shown = Instant::now();
-                    d.send("GET /practitioners/{id}/day", "GET", &format!("/api/v1/practitioners/{practitioner}/day"), None).await;
+                    d.send(
+                        "GET /practitioners/{id}/day",
+                        "GET",
+                        &format!("/api/v1/practitioners/{practitioner}/day"),
+                        None,
+                    )
+                    .await;
                 }
                 // Their own sessions: every session of theirs the load opened, in turn.
-                let mine: Vec<i64> = sessions.read().expect("sessions").clone();
+                let mine: Vec<i64> = sessions
+                    .read()
+                    .expect("sessions")
+                    .iter()
+                    .filter(|(p, _)| *p == practitioner)
+                    .map(|(_, id)| *id)
+                    .collect();
                 turn += 1;
-                let schedule = mine[turn % mine.len()];
+                let Some(&schedule) = mine.get(turn % mine.len().max(1)) else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 consult(&d, schedule, doctor).await;
             }
         }));
     }
     for screen in 0..config.screens {
         let node = screen % nodes.len();
-        let (d, stop, sessions) = (driver(node, &nodes[node].clerk), stop.clone(), nodes[node].sessions.clone());
+        let (d, stop, sessions) = (
+            driver(node, &nodes[node].clerk),
+            stop.clone(),
+            nodes[node].sessions.clone(),
+        );
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let schedule = {
                     let s = sessions.read().expect("sessions");
-                    s[screen % s.len()]
+                    s[screen % s.len()].1
                 };
-                d.send("GET /schedules/{id}/waiting-room", "GET", &format!("/api/v1/schedules/{schedule}/waiting-room"), None).await;
+                d.send(
+                    "GET /schedules/{id}/waiting-room",
+                    "GET",
+                    &format!("/api/v1/schedules/{schedule}/waiting-room"),
+                    None,
+                )
+                .await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }));
@@ -473,7 +534,7 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
 }
 
 /// One visit at a registration desk: a new patient, a registration, payment at a kiosk, check-in.
-async fn desk_visit(clerk: &Driver, kiosk: &Driver, sessions: &RwLock<Vec<i64>>, n: u64) {
+async fn desk_visit(clerk: &Driver, kiosk: &Driver, sessions: &RwLock<Vec<(i64, i64)>>, n: u64) {
     // Each visit is a new patient: the quota rule allows one registration per department per day.
     let (birth_date, id_number) = identity(n);
     let patient = json!({
@@ -481,39 +542,104 @@ async fn desk_visit(clerk: &Driver, kiosk: &Driver, sessions: &RwLock<Vec<i64>>,
         "id_number": id_number, "phone": "13800001111",
         "insurance_category": if n.is_multiple_of(3) { "none" } else { "employee" }, "insurance_number": null
     });
-    let Some((s, p)) = clerk.send("POST /patients", "POST", "/api/v1/patients", Some(patient)).await else { return };
+    let Some((s, p)) = clerk
+        .send("POST /patients", "POST", "/api/v1/patients", Some(patient))
+        .await
+    else {
+        return;
+    };
     if !s.is_success() {
         return;
     }
     let schedule = {
         let s = sessions.read().expect("sessions");
-        s[n as usize % s.len()]
+        s[n as usize % s.len()].1
     };
-    let channel = if n.is_multiple_of(4) { "online" } else { "on-site" };
+    let channel = if n.is_multiple_of(4) {
+        "online"
+    } else {
+        "on-site"
+    };
     let body = json!({"patient_id": p["id"], "schedule_id": schedule, "channel": channel});
-    let Some((s, r)) = clerk.send("POST /registrations", "POST", "/api/v1/registrations", Some(body)).await else { return };
+    let Some((s, r)) = clerk
+        .send(
+            "POST /registrations",
+            "POST",
+            "/api/v1/registrations",
+            Some(body),
+        )
+        .await
+    else {
+        return;
+    };
     if !s.is_success() {
         return;
     }
-    clerk.tally.lock().await.registrations.entry(clerk.node).or_default().push(r["id"].as_i64().unwrap_or(-1));
+    clerk
+        .tally
+        .lock()
+        .await
+        .registrations
+        .entry(clerk.node)
+        .or_default()
+        .push(r["id"].as_i64().unwrap_or(-1));
     let pay = json!({"invoice_id": r["invoice_id"], "patient_id": p["id"], "method": "self-service", "idempotency_key": format!("load-{n}")});
-    let Some((s, paid)) = kiosk.send("POST /payments", "POST", "/api/v1/payments", Some(pay)).await else { return };
+    let Some((s, paid)) = kiosk
+        .send("POST /payments", "POST", "/api/v1/payments", Some(pay))
+        .await
+    else {
+        return;
+    };
     if !s.is_success() {
         return;
     }
-    kiosk.tally.lock().await.payments.entry(kiosk.node).or_default().push(paid["id"].as_i64().unwrap_or(-1));
-    clerk.send("POST /check-ins", "POST", "/api/v1/check-ins", Some(json!({"appointment_id": r["id"]}))).await;
+    kiosk
+        .tally
+        .lock()
+        .await
+        .payments
+        .entry(kiosk.node)
+        .or_default()
+        .push(paid["id"].as_i64().unwrap_or(-1));
+    clerk
+        .send(
+            "POST /check-ins",
+            "POST",
+            "/api/v1/check-ins",
+            Some(json!({"appointment_id": r["id"]})),
+        )
+        .await;
 }
 
 /// A doctor calls the next patient of `schedule`, starts and finishes the consultation; a
 /// session that is not theirs or is empty costs a short pause.
 async fn consult(d: &Driver, schedule: i64, doctor: usize) {
     let path = format!("/api/v1/schedules/{schedule}/call-next");
-    match d.send("POST /schedules/{id}/call-next", "POST", &path, Some(json!({"room": format!("room {doctor}")}))).await {
+    match d
+        .send(
+            "POST /schedules/{id}/call-next",
+            "POST",
+            &path,
+            Some(json!({"room": format!("room {doctor}")})),
+        )
+        .await
+    {
         Some((StatusCode::OK, t)) => {
             let id = t["ticket_id"].as_i64().unwrap_or(0);
-            d.send("POST /tickets/{id}/start", "POST", &format!("/api/v1/tickets/{id}/start"), None).await;
-            d.send("POST /tickets/{id}/finish", "POST", &format!("/api/v1/tickets/{id}/finish"), None).await;
+            d.send(
+                "POST /tickets/{id}/start",
+                "POST",
+                &format!("/api/v1/tickets/{id}/start"),
+                None,
+            )
+            .await;
+            d.send(
+                "POST /tickets/{id}/finish",
+                "POST",
+                &format!("/api/v1/tickets/{id}/finish"),
+                None,
+            )
+            .await;
         }
         _ => tokio::time::sleep(Duration::from_millis(20)).await,
     }
@@ -552,7 +678,14 @@ impl Load {
             let registrations = tally.registrations.get(&i).cloned().unwrap_or_default();
             let payments = tally.payments.get(&i).cloned().unwrap_or_default();
             let found: RecordCheck = serde_json::from_value(
-                call(&self.client, &node.base, &node.admin, "/api/v1/records/check", json!({"registrations": registrations, "payments": payments})).await?,
+                call(
+                    &self.client,
+                    &node.base,
+                    &node.admin,
+                    "/api/v1/records/check",
+                    json!({"registrations": registrations, "payments": payments}),
+                )
+                .await?,
             )
             .map_err(|e| format!("{}: the record check's answer: {e}", node.base))?;
             records.registrations_found += found.registrations_found;
@@ -636,7 +769,11 @@ pub fn window(timeline: &[Sample], from: f64, to: f64, node: Option<usize>) -> W
     Window {
         requests: ms.len(),
         failed,
-        requests_per_second: if to > from { ms.len() as f64 / (to - from) } else { 0.0 },
+        requests_per_second: if to > from {
+            ms.len() as f64 / (to - from)
+        } else {
+            0.0
+        },
         p50_ms: percentile(&ms, 0.5),
         p99_ms: percentile(&ms, 0.99),
     }

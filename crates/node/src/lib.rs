@@ -36,7 +36,6 @@ const FACTORY_BUNDLES: [&[u8]; 4] = [
     include_bytes!("../../../modules/factory/quota-1.0.0.nsb"),
 ];
 
-
 /// A node's configuration (a TOML file); every field has a default that runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -95,7 +95,9 @@ pub async fn enrol(
     }
     let (Some(node), Some(credential)) = (body["node"].as_str(), body["credential"].as_str())
     else {
-        return Err(format!("the update server's enrolment answer is malformed: {body}"));
+        return Err(format!(
+            "the update server's enrolment answer is malformed: {body}"
+        ));
     };
     let mut servers = vec![server];
     servers.extend(also.iter().map(|s| s.trim_end_matches('/').to_owned()));
@@ -201,9 +203,8 @@ fn backoff(config: &LinkConfig, failures: u32) -> Duration {
     Duration::from_millis(rand::random::<u64>() % ceiling + ceiling / 4)
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(shared: &Shared, server: &str) -> Result<Socket, String> {
     let url = format!(
@@ -212,7 +213,10 @@ async fn connect(shared: &Shared, server: &str) -> Result<Socket, String> {
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1)
     );
-    let mut request = url.as_str().into_client_request().map_err(|e| e.to_string())?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {}", shared.enrolment.credential)
@@ -487,7 +491,15 @@ async fn rollback(shared: &Arc<Shared>, push: &Push, reason: String) {
         .and_then(|c| c.live);
     if live.is_none_or(|l| l.version != push.version) {
         // It is not live here (never was, or already rolled back): nothing to undo.
-        push.report(shared, Step::RolledBack { reason: format!("{reason} (version {} was not live on this node)", push.version) });
+        push.report(
+            shared,
+            Step::RolledBack {
+                reason: format!(
+                    "{reason} (version {} was not live on this node)",
+                    push.version
+                ),
+            },
+        );
         return;
     }
     let agent = shared.agent.clone();
@@ -615,7 +627,10 @@ mod tests {
         for failures in 0..40 {
             let d = backoff(&c, failures).as_millis() as u64;
             let ceiling = (100u64 << failures.min(16)).min(1000);
-            assert!(d >= ceiling / 4 && d < ceiling + ceiling / 4, "{failures}: {d}");
+            assert!(
+                d >= ceiling / 4 && d < ceiling + ceiling / 4,
+                "{failures}: {d}"
+            );
         }
         let spread: HashSet<u128> = (0..50).map(|_| backoff(&c, 10).as_millis()).collect();
         assert!(spread.len() > 10, "no jitter: {spread:?}");

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::request::Parts;
@@ -11,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -132,7 +132,10 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 
 async fn metrics(State(s): State<Server>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics().render(),
     )
         .into_response()
@@ -248,7 +251,8 @@ async fn bundle(
     headers: HeaderMap,
     Path(digest): Path<String>,
 ) -> ApiResult<Response> {
-    let token = bearer(&headers).ok_or_else(|| ServerError::Unauthorized("no credential".into()))?;
+    let token =
+        bearer(&headers).ok_or_else(|| ServerError::Unauthorized("no credential".into()))?;
     if s.node_by_credential(token).await.is_err() {
         s.operator_by_token(token).await?;
     }
@@ -264,7 +268,10 @@ async fn bundle(
             StatusCode::PARTIAL_CONTENT,
             [
                 (header::ACCEPT_RANGES, "bytes".to_owned()),
-                (header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}")),
+                (
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{total}"),
+                ),
             ],
             bytes.slice(start as usize..=end as usize),
         )
@@ -335,8 +342,13 @@ async fn rollout_action(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     o.allow(&[Admin, Op], "change rollouts")?;
-    let action: RolloutAction = serde_json::from_value(Value::String(action.clone()))
-        .map_err(|_| ServerError::invalid("action", format!("{action:?} is not pause, resume, abort or rollback")))?;
+    let action: RolloutAction =
+        serde_json::from_value(Value::String(action.clone())).map_err(|_| {
+            ServerError::invalid(
+                "action",
+                format!("{action:?} is not pause, resume, abort or rollback"),
+            )
+        })?;
     // The body is optional: `{"reason": "..."}` or nothing.
     let reason = if body.is_empty() {
         String::new()
@@ -361,7 +373,9 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
     o.allow(&[Admin, Auditor], "read the audit log")?;
-    Ok(Json(json!({ "items": crate::audit::list(&s.inner.pool, &q).await? })))
+    Ok(Json(
+        json!({ "items": crate::audit::list(&s.inner.pool, &q).await? }),
+    ))
 }
 
 async fn audit_verify(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {

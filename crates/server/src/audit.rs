@@ -174,7 +174,15 @@ pub async fn verify(pool: &AnyPool) -> Result<ChainCheck, ServerError> {
             if e.prev_hash != prev {
                 return bad("it does not name the previous entry's hash".into());
             }
-            let hash = entry_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.action, &e.subject, &e.detail);
+            let hash = entry_hash(
+                &e.prev_hash,
+                e.seq,
+                e.at,
+                &e.actor,
+                &e.action,
+                &e.subject,
+                &e.detail,
+            );
             if hash != e.hash {
                 return bad("its content does not match its hash (edited)".into());
             }

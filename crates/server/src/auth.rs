@@ -215,7 +215,8 @@ impl Server {
         .bind(now_ms())
         .fetch_optional(&self.inner.pool)
         .await?;
-        let row = row.ok_or_else(|| ServerError::Unauthorized("unknown or expired token".into()))?;
+        let row =
+            row.ok_or_else(|| ServerError::Unauthorized("unknown or expired token".into()))?;
         let role: String = row.try_get(1)?;
         Ok(Operator {
             username: row.try_get(0)?,
@@ -238,11 +239,17 @@ impl Server {
     }
 
     /// Adds a node to the fleet and returns its one-time enrolment token.
-    pub async fn add_node(&self, actor: &str, name: &str, group: &str) -> Result<String, ServerError> {
+    pub async fn add_node(
+        &self,
+        actor: &str,
+        name: &str,
+        group: &str,
+    ) -> Result<String, ServerError> {
         let valid = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         if !valid(name) {
             return Err(ServerError::invalid(

@@ -38,7 +38,10 @@ impl FromStr for Backend {
 }
 
 /// Connects and applies the migrations of the backend.
-pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), ServerError> {
+pub(crate) async fn connect(
+    url: &str,
+    max_connections: u32,
+) -> Result<(AnyPool, Backend), ServerError> {
     install_default_drivers();
     let backend: Backend = url.parse()?;
     let mut options = AnyPoolOptions::new().max_connections(max_connections);
@@ -80,7 +83,13 @@ impl WriteLock {
         backend: Backend,
     ) -> Result<Write<'a>, ServerError> {
         let guard = self.0.lock().await;
-        let mut tx = pool.begin().await?;
+        // IMMEDIATE: take SQLite's write lock now. A deferred transaction that reads first
+        // cannot upgrade once another connection has committed (SQLITE_BUSY_SNAPSHOT), and the
+        // heartbeat and hello updates write outside this process's lock.
+        let mut tx = match backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        };
         if backend == Backend::Postgres {
             // 0x6e6f6e73 = "nons": one lock for every server process of this database.
             sqlx::query("SELECT pg_advisory_xact_lock(1852796531)")

@@ -222,7 +222,10 @@ impl Server {
                 continue;
             }
             match state.as_str() {
-                "pending" => sent.entry((rollout, "pending", "sent")).or_default().push(node),
+                "pending" => sent
+                    .entry((rollout, "pending", "sent"))
+                    .or_default()
+                    .push(node),
                 "rollback-pending" => sent
                     .entry((rollout, "rollback-pending", "rollback-sent"))
                     .or_default()
@@ -253,7 +256,11 @@ impl Server {
             }
             w.audit(
                 "server",
-                if *to == "sent" { "rollout.sent" } else { "rollout.rollback-sent" },
+                if *to == "sent" {
+                    "rollout.sent"
+                } else {
+                    "rollout.rollback-sent"
+                },
                 &format!("rollout {rollout}"),
                 &serde_json::json!({ "nodes": nodes.len() }),
             )
@@ -270,7 +277,10 @@ impl Server {
         if self.inner.backend == Backend::Postgres {
             let pool = self.inner.pool.clone();
             tokio::spawn(async move {
-                if let Err(e) = sqlx::query(&format!("NOTIFY {CHANNEL}")).execute(&pool).await {
+                if let Err(e) = sqlx::query(&format!("NOTIFY {CHANNEL}"))
+                    .execute(&pool)
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot notify the other server processes");
                 }
             });
@@ -281,7 +291,8 @@ impl Server {
     /// keeps this process's nodes' `last_seen` fresh.
     pub(crate) async fn run_dispatcher(self) {
         let every = Duration::from_millis(self.inner.config.dispatch_ms.max(50));
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(self.inner.config.heartbeat_secs.max(1)));
+        let mut heartbeat =
+            tokio::time::interval(Duration::from_secs(self.inner.config.heartbeat_secs.max(1)));
         loop {
             tokio::select! {
                 () = self.inner.wake.notified() => {}

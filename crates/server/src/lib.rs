@@ -163,11 +163,7 @@ impl Server {
                 pool,
                 backend,
                 trusted,
-                instance: format!(
-                    "{}-{}",
-                    std::process::id(),
-                    &auth::random_secret()[..8]
-                ),
+                instance: format!("{}-{}", std::process::id(), &auth::random_secret()[..8]),
                 connections: fleet::Connections::default(),
                 writes: db::WriteLock::default(),
                 wake: tokio::sync::Notify::new(),
@@ -202,7 +198,8 @@ impl Server {
     pub async fn status(&self) -> Result<Status, ServerError> {
         let stale = db::now_ms() - 3 * 1000 * self.inner.config.heartbeat_secs.max(1) as i64;
         let rows = sqlx::query(
-            "SELECT name, node_group, credential_hash IS NOT NULL, connected_to IS NOT NULL, last_seen, versions FROM node ORDER BY name",
+            "SELECT name, node_group, CASE WHEN credential_hash IS NULL THEN 0 ELSE 1 END, \
+             CASE WHEN connected_to IS NULL THEN 0 ELSE 1 END, last_seen, versions FROM node ORDER BY name",
         )
         .fetch_all(&self.inner.pool)
         .await?;
@@ -213,9 +210,9 @@ impl Server {
             nodes.push(NodeStatus {
                 name: r.try_get(0)?,
                 group: r.try_get(1)?,
-                enrolled: r.try_get(2)?,
+                enrolled: r.try_get::<i64, _>(2)? == 1,
                 // A server process that died leaves its nodes marked; its heartbeat stops.
-                connected: r.try_get::<bool, _>(3)? && last_seen.is_some_and(|t| t >= stale),
+                connected: r.try_get::<i64, _>(3)? == 1 && last_seen.is_some_and(|t| t >= stale),
                 last_seen,
                 components: serde_json::from_str(&versions).unwrap_or_default(),
             });

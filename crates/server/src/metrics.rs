@@ -46,15 +46,31 @@ impl Default for Metrics {
         let connected = Gauge::default();
         let pushes = Counter::default();
         let steps = Family::<StepLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route",
             latency.clone(),
         );
-        registry.register("connected_nodes", "Nodes connected to this server process", connected.clone());
-        registry.register("pushes", "Install and rollback orders pushed to nodes", pushes.clone());
-        registry.register("update_steps", "Update steps reported by nodes", steps.clone());
+        registry.register(
+            "connected_nodes",
+            "Nodes connected to this server process",
+            connected.clone(),
+        );
+        registry.register(
+            "pushes",
+            "Install and rollback orders pushed to nodes",
+            pushes.clone(),
+        );
+        registry.register(
+            "update_steps",
+            "Update steps reported by nodes",
+            steps.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -92,7 +108,9 @@ impl Metrics {
 
     pub(crate) fn step(&self, step: &str) {
         self.steps
-            .get_or_create(&StepLabels { step: step.to_owned() })
+            .get_or_create(&StepLabels {
+                step: step.to_owned(),
+            })
             .inc();
     }
 

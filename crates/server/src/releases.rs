@@ -139,7 +139,10 @@ impl Server {
             return self.release(id).await;
         }
         let (component, version) = name.split_once('@').ok_or_else(|| {
-            ServerError::invalid("release", format!("{name:?} is neither an id nor component@version"))
+            ServerError::invalid(
+                "release",
+                format!("{name:?} is neither an id nor component@version"),
+            )
         })?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM release WHERE component = $1 AND version = $2"

@@ -93,11 +93,19 @@ pub fn plan_waves(plan: &str, total: usize) -> Result<Vec<usize>, ServerError> {
                 .parse()
                 .ok()
                 .filter(|p| (0.0..=100.0).contains(p))
-                .ok_or_else(|| ServerError::invalid("waves", format!("{item:?} is not a share from 0% to 100%")))?;
+                .ok_or_else(|| {
+                    ServerError::invalid(
+                        "waves",
+                        format!("{item:?} is not a share from 0% to 100%"),
+                    )
+                })?;
             (total as f64 * p / 100.0).ceil() as usize
         } else {
             item.parse::<usize>().map_err(|_| {
-                ServerError::invalid("waves", format!("{item:?} is not a count, a share (25%) or rest"))
+                ServerError::invalid(
+                    "waves",
+                    format!("{item:?} is not a count, a share (25%) or rest"),
+                )
             })?
         }
         .min(total);
@@ -302,9 +310,11 @@ impl Server {
 
     /// Every rollout's id, newest first.
     pub async fn rollout_ids(&self) -> Result<Vec<i64>, ServerError> {
-        Ok(sqlx::query_scalar("SELECT id FROM rollout ORDER BY id DESC")
-            .fetch_all(&self.inner.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM rollout ORDER BY id DESC")
+                .fetch_all(&self.inner.pool)
+                .await?,
+        )
     }
 
     /// Pause, resume, abort or roll back a rollout, by an operator.
@@ -320,15 +330,17 @@ impl Server {
             .bind(id)
             .fetch_optional(&mut *w.tx)
             .await?;
-        let state = RolloutState::parse(&state.ok_or_else(|| ServerError::not_found("rollout", id))?)?;
+        let state =
+            RolloutState::parse(&state.ok_or_else(|| ServerError::not_found("rollout", id))?)?;
         use RolloutState as S;
         let new = match (action, state) {
             (RolloutAction::Pause, S::Running) => S::Paused,
             (RolloutAction::Resume, S::Paused) => S::Running,
             (RolloutAction::Abort, S::Running | S::Paused | S::Halted) => S::Aborted,
-            (RolloutAction::Rollback, S::Running | S::Paused | S::Halted | S::Aborted | S::Completed) => {
-                S::RollingBack
-            }
+            (
+                RolloutAction::Rollback,
+                S::Running | S::Paused | S::Halted | S::Aborted | S::Completed,
+            ) => S::RollingBack,
             (action, state) => {
                 return Err(ServerError::Conflict(format!(
                     "a {} rollout cannot be {}",
@@ -381,7 +393,11 @@ impl Server {
         .await?;
         finish_rolling_back(&mut w, id).await?;
         w.commit().await?;
-        tracing::info!(rollout = id, action = action.past(), "rollout changed by an operator");
+        tracing::info!(
+            rollout = id,
+            action = action.past(),
+            "rollout changed by an operator"
+        );
         self.changed();
         self.rollout(id).await
     }
@@ -407,12 +423,18 @@ impl Server {
         .fetch_optional(&mut *w.tx)
         .await?;
         let Some(row) = row else {
-            return Err(ServerError::not_found("rollout target", format!("{rollout}/{}", node.name)));
+            return Err(ServerError::not_found(
+                "rollout target",
+                format!("{rollout}/{}", node.name),
+            ));
         };
         let (target_state, rollout_state): (String, String) = (row.try_get(0)?, row.try_get(1)?);
         let (current_wave, waves): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
         if row.try_get::<String, _>(4)? != component || row.try_get::<String, _>(5)? != version {
-            return Err(ServerError::invalid("step", "names another release than its rollout's"));
+            return Err(ServerError::invalid(
+                "step",
+                "names another release than its rollout's",
+            ));
         }
         let rollout_state = RolloutState::parse(&rollout_state)?;
         let now = now_ms();
@@ -423,11 +445,12 @@ impl Server {
         };
         // A late step of an install under way does not undo a rollback order already queued.
         let rolling_back = target_state.starts_with("rollback-");
-        let new_state = if rolling_back && !matches!(step, Step::RolledBack { .. } | Step::Failed { .. }) {
-            target_state.clone()
-        } else {
-            step.name().to_owned()
-        };
+        let new_state =
+            if rolling_back && !matches!(step, Step::RolledBack { .. } | Step::Failed { .. }) {
+                target_state.clone()
+            } else {
+                step.name().to_owned()
+            };
         sqlx::query(
             "UPDATE rollout_target SET state = $3, detail = $4, live_ms = COALESCE($5, live_ms), updated_at = $6 \
              WHERE rollout_id = $1 AND node_id = $2",
@@ -449,7 +472,10 @@ impl Server {
         .await?;
         let did_not_take = matches!(
             step,
-            Step::Rejected { .. } | Step::Refused { .. } | Step::Failed { .. } | Step::RolledBack { .. }
+            Step::Rejected { .. }
+                | Step::Refused { .. }
+                | Step::Failed { .. }
+                | Step::RolledBack { .. }
         );
         if did_not_take && matches!(rollout_state, RolloutState::Running | RolloutState::Paused) {
             let why = match step {
@@ -460,14 +486,21 @@ impl Server {
                 _ => "",
             };
             let reason = format!("node {}: {}: {why}", node.name, step.name());
-            sqlx::query("UPDATE rollout SET state = 'halted', reason = $2, updated_at = $3 WHERE id = $1")
-                .bind(rollout)
-                .bind(&reason)
-                .bind(now)
-                .execute(&mut *w.tx)
-                .await?;
-            w.audit("server", "rollout.halted", &format!("rollout {rollout}"), &serde_json::json!({"reason": reason}))
-                .await?;
+            sqlx::query(
+                "UPDATE rollout SET state = 'halted', reason = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(rollout)
+            .bind(&reason)
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await?;
+            w.audit(
+                "server",
+                "rollout.halted",
+                &format!("rollout {rollout}"),
+                &serde_json::json!({"reason": reason}),
+            )
+            .await?;
             tracing::warn!(rollout, node = %node.name, %reason, "rollout halted");
         } else if matches!(step, Step::Healthy { .. }) && rollout_state == RolloutState::Running {
             advance(&mut w, rollout, current_wave, waves, now).await?;
@@ -509,8 +542,13 @@ async fn advance(
                 .bind(now)
                 .execute(&mut *w.tx)
                 .await?;
-            w.audit("server", "rollout.completed", &format!("rollout {rollout}"), &serde_json::json!({}))
-                .await?;
+            w.audit(
+                "server",
+                "rollout.completed",
+                &format!("rollout {rollout}"),
+                &serde_json::json!({}),
+            )
+            .await?;
             tracing::info!(rollout, "rollout completed");
             return Ok(());
         }
@@ -520,14 +558,22 @@ async fn advance(
             .bind(now)
             .execute(&mut *w.tx)
             .await?;
-        w.audit("server", "rollout.wave", &format!("rollout {rollout}"), &serde_json::json!({"wave": current}))
-            .await?;
+        w.audit(
+            "server",
+            "rollout.wave",
+            &format!("rollout {rollout}"),
+            &serde_json::json!({"wave": current}),
+        )
+        .await?;
         tracing::info!(rollout, wave = current, "next wave");
     }
 }
 
 /// A rolling-back rollout is rolled back once no node has a rollback order outstanding.
-async fn finish_rolling_back(w: &mut crate::db::Write<'_>, rollout: i64) -> Result<(), ServerError> {
+async fn finish_rolling_back(
+    w: &mut crate::db::Write<'_>,
+    rollout: i64,
+) -> Result<(), ServerError> {
     let state: String = sqlx::query_scalar("SELECT state FROM rollout WHERE id = $1")
         .bind(rollout)
         .fetch_one(&mut *w.tx)
@@ -547,8 +593,13 @@ async fn finish_rolling_back(w: &mut crate::db::Write<'_>, rollout: i64) -> Resu
             .bind(now_ms())
             .execute(&mut *w.tx)
             .await?;
-        w.audit("server", "rollout.rolled-back", &format!("rollout {rollout}"), &serde_json::json!({}))
-            .await?;
+        w.audit(
+            "server",
+            "rollout.rolled-back",
+            &format!("rollout {rollout}"),
+            &serde_json::json!({}),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -93,7 +93,11 @@ impl Fleet {
     /// Adds a node on the server and returns its enrolment token.
     async fn add(&self, name: &str) -> String {
         let (s, v) = self
-            .call("POST", "/api/v1/nodes", Some(json!({"name": name, "group": "ward"})))
+            .call(
+                "POST",
+                "/api/v1/nodes",
+                Some(json!({"name": name, "group": "ward"})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["enrolment_token"].as_str().unwrap().to_owned()
@@ -163,11 +167,16 @@ impl Fleet {
     async fn wait_rollout(&self, id: i64, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
-            let (_, r) = self.call("GET", &format!("/api/v1/rollouts/{id}"), None).await;
+            let (_, r) = self
+                .call("GET", &format!("/api/v1/rollouts/{id}"), None)
+                .await;
             if done(&r) {
                 return r;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "rollout never got there: {r}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "rollout never got there: {r}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -212,7 +221,10 @@ fn live_version(node: &RunningNode, component: &str) -> String {
 }
 
 fn store_versions(data: &Path, component: &str) -> Vec<String> {
-    let dir = data.join("store/components").join(component).join("versions");
+    let dir = data
+        .join("store/components")
+        .join(component)
+        .join("versions");
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -224,12 +236,18 @@ fn store_versions(data: &Path, component: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_goes_live_on_every_node_wave_by_wave_and_an_offline_node_catches_up() {
     let fleet = Fleet::new().await;
-    let tokens = [fleet.add("a").await, fleet.add("b").await, fleet.add("c").await];
+    let tokens = [
+        fleet.add("a").await,
+        fleet.add("b").await,
+        fleet.add("c").await,
+    ];
     let a = fleet.start_node("a", Some(&tokens[0])).await;
     let b = fleet.start_node("b", Some(&tokens[1])).await;
     // Node c is enrolled on the server but offline while the rollout starts.
     fleet.wait_connected(2).await;
-    let (s, release) = fleet.publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2")).await;
+    let (s, release) = fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{release}");
     let id = fleet
         .rollout("fees@2.0.0", json!({"nodes": ["a", "b", "c"]}), "1,rest")
@@ -252,7 +270,12 @@ async fn a_release_goes_live_on_every_node_wave_by_wave_and_an_offline_node_catc
     // The server's status shows each node's versions as it reported them.
     let (_, status) = fleet.call("GET", "/api/v1/status", None).await;
     let fees_of = |node: &str| {
-        status["nodes"].as_array().unwrap().iter().find(|n| n["name"] == node).unwrap()["components"]
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap()["components"]
             .as_array()
             .unwrap()
             .iter()
@@ -261,22 +284,40 @@ async fn a_release_goes_live_on_every_node_wave_by_wave_and_an_offline_node_catc
             .clone()
     };
     let started = Instant::now();
-    while fees_of("c")["live"]["version"] != "2.0.0" && started.elapsed() < Duration::from_secs(10) {
+    while fees_of("c")["live"]["version"] != "2.0.0" && started.elapsed() < Duration::from_secs(10)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, status) = fleet.call("GET", "/api/v1/status", None).await;
-    let c_fees = status["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "c").unwrap()["components"].clone();
-    assert!(c_fees.to_string().contains("\"standby\":{\"digest\""), "{c_fees}");
+    let c_fees = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "c")
+        .unwrap()["components"]
+        .clone();
+    assert!(
+        c_fees.to_string().contains("\"standby\":{\"digest\""),
+        "{c_fees}"
+    );
     // And the audit chain holds every step and verifies.
     let (_, check) = fleet.call("GET", "/api/v1/audit/verify", None).await;
     assert!(check["first_bad"].is_null(), "{check}");
-    let (_, audit) = fleet.call("GET", "/api/v1/audit?contains=node:c", None).await;
+    let (_, audit) = fleet
+        .call("GET", "/api/v1/audit?contains=node:c", None)
+        .await;
     let steps: Vec<&str> = audit["items"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["action"] == "node.step")
-        .map(|e| serde_json::from_str::<Value>(e["detail"].as_str().unwrap()).unwrap()["report"]["step"].as_str().unwrap().to_owned().leak() as &str)
+        .map(|e| {
+            serde_json::from_str::<Value>(e["detail"].as_str().unwrap()).unwrap()["report"]["step"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                .leak() as &str
+        })
         .collect();
     assert_eq!(steps, ["received", "staged", "testing", "live", "healthy"]);
     for n in [a, b, c] {
@@ -293,14 +334,24 @@ async fn a_canary_that_rejects_the_release_halts_the_rollout_before_any_other_no
     let b = fleet.start_node("b", Some(&tokens[1])).await;
     fleet.wait_connected(2).await;
     // Every fee 1 yuan: version 1's test vectors refuse it.
-    let (s, _) = fleet.publish(fleet.bundle("fees", "2.0.0", "bad-answers", "bad-answers")).await;
+    let (s, _) = fleet
+        .publish(fleet.bundle("fees", "2.0.0", "bad-answers", "bad-answers"))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let id = fleet.rollout("fees@2.0.0", json!("all"), "1,rest").await;
     let r = fleet.wait_rollout(id, |r| r["state"] == "halted").await;
     assert_eq!(state_of(&r, "a"), "rejected", "{r}");
-    assert!(r["reason"].as_str().unwrap().contains("node a: rejected: check 2"), "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("node a: rejected: check 2"),
+        "{r}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, r) = fleet.call("GET", &format!("/api/v1/rollouts/{id}"), None).await;
+    let (_, r) = fleet
+        .call("GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
     assert_eq!(state_of(&r, "b"), "pending", "{r}");
     assert_eq!(store_versions(&fleet.node_dir("b"), "fees"), ["1.0.0"]);
     assert_eq!(live_version(&a, "fees"), "1.0.0");
@@ -313,12 +364,30 @@ async fn a_canary_that_rejects_the_release_halts_the_rollout_before_any_other_no
 async fn a_bundle_signed_by_an_unknown_key_is_refused_by_the_server_and_by_the_node() {
     let fleet = Fleet::new().await;
     let stranger = SecretKey::generate();
-    let mut draft = Draft::new("fees", ComponentKind::WasmComponent, "9.0.0".parse().unwrap(), "fees.wasm").unwrap();
-    draft.checks = serde_json::from_str(&std::fs::read_to_string(modules().join("fees-v2/checks.json")).unwrap()).unwrap();
-    let bytes = nonstop_bundle::create(&draft, &std::fs::read(modules().join("dist/fees-v2.wasm")).unwrap(), &stranger).unwrap();
+    let mut draft = Draft::new(
+        "fees",
+        ComponentKind::WasmComponent,
+        "9.0.0".parse().unwrap(),
+        "fees.wasm",
+    )
+    .unwrap();
+    draft.checks = serde_json::from_str(
+        &std::fs::read_to_string(modules().join("fees-v2/checks.json")).unwrap(),
+    )
+    .unwrap();
+    let bytes = nonstop_bundle::create(
+        &draft,
+        &std::fs::read(modules().join("dist/fees-v2.wasm")).unwrap(),
+        &stranger,
+    )
+    .unwrap();
     let (s, v) = fleet.publish(bytes.clone()).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("not trusted") || v["message"].as_str().unwrap().contains("unknown"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("not trusted")
+            || v["message"].as_str().unwrap().contains("unknown"),
+        "{v}"
+    );
     // A tampered bundle: one byte of the payload changed.
     let mut tampered = fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2");
     let n = tampered.len();
@@ -326,16 +395,22 @@ async fn a_bundle_signed_by_an_unknown_key_is_refused_by_the_server_and_by_the_n
     let (s, v) = fleet.publish(tampered).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     // A version that does not move forward.
-    let (s, _) = fleet.publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2")).await;
+    let (s, _) = fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, v) = fleet.publish(fleet.bundle("fees", "1.5.0", "fees-v2", "fees-v2")).await;
+    let (s, v) = fleet
+        .publish(fleet.bundle("fees", "1.5.0", "fees-v2", "fees-v2"))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["message"].as_str().unwrap().contains("1.5.0"), "{v}");
     // Injected straight into a node, the stranger's bundle is refused there too.
     let node = fleet.start_node("solo", None).await;
     let password = std::fs::read_to_string(fleet.node_dir("solo").join("admin-password")).unwrap();
     let node_base = format!("http://{}", node.addr);
-    let token = nonstop_loadgen::login_as(&fleet.client, &node_base, "admin", password.trim()).await.unwrap();
+    let token = nonstop_loadgen::login_as(&fleet.client, &node_base, "admin", password.trim())
+        .await
+        .unwrap();
     let report: Value = fleet
         .client
         .post(format!("{node_base}/api/v1/updates"))
@@ -360,36 +435,67 @@ async fn operators_pause_resume_and_roll_back_a_rollout_and_nodes_return_to_thei
     let a = fleet.start_node("a", Some(&tokens[0])).await;
     let b = fleet.start_node("b", Some(&tokens[1])).await;
     fleet.wait_connected(2).await;
-    fleet.publish(fleet.bundle("triage", "2.0.0", "triage-v2", "triage-v2")).await;
-    let id = fleet.rollout("triage@2.0.0", json!({"group": "ward"}), "1,rest").await;
-    let (s, v) = fleet.call("POST", &format!("/api/v1/rollouts/{id}/pause"), Some(json!({"reason": "lunch"}))).await;
+    fleet
+        .publish(fleet.bundle("triage", "2.0.0", "triage-v2", "triage-v2"))
+        .await;
+    let id = fleet
+        .rollout("triage@2.0.0", json!({"group": "ward"}), "1,rest")
+        .await;
+    let (s, v) = fleet
+        .call(
+            "POST",
+            &format!("/api/v1/rollouts/{id}/pause"),
+            Some(json!({"reason": "lunch"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "paused");
     // Paused: the canary may finish what it was sent, but the next wave never starts.
-    fleet.wait_rollout(id, |r| state_of(r, "a") == "healthy" || state_of(r, "a") == "pending").await;
+    fleet
+        .wait_rollout(id, |r| {
+            state_of(r, "a") == "healthy" || state_of(r, "a") == "pending"
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, r) = fleet.call("GET", &format!("/api/v1/rollouts/{id}"), None).await;
+    let (_, r) = fleet
+        .call("GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
     assert_eq!(state_of(&r, "b"), "pending", "{r}");
-    let (s, _) = fleet.call("POST", &format!("/api/v1/rollouts/{id}/resume"), None).await;
+    let (s, _) = fleet
+        .call("POST", &format!("/api/v1/rollouts/{id}/resume"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     fleet.wait_rollout(id, |r| r["state"] == "completed").await;
     assert_eq!(live_version(&b, "triage"), "2.0.0");
     // A resumed, completed rollout cannot be paused; it can be rolled back.
-    let (s, _) = fleet.call("POST", &format!("/api/v1/rollouts/{id}/pause"), None).await;
+    let (s, _) = fleet
+        .call("POST", &format!("/api/v1/rollouts/{id}/pause"), None)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, v) = fleet
-        .call("POST", &format!("/api/v1/rollouts/{id}/rollback"), Some(json!({"reason": "queue order complaints"})))
+        .call(
+            "POST",
+            &format!("/api/v1/rollouts/{id}/rollback"),
+            Some(json!({"reason": "queue order complaints"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let r = fleet.wait_rollout(id, |r| r["state"] == "rolled-back").await;
+    let r = fleet
+        .wait_rollout(id, |r| r["state"] == "rolled-back")
+        .await;
     assert_eq!(state_of(&r, "a"), "rolled-back", "{r}");
     for node in [&a, &b] {
         assert_eq!(live_version(node, "triage"), "1.0.0");
     }
     // Each node's own store records why.
-    let log = nonstop_store::read_log(&fleet.node_dir("a").join("store"), &nonstop_bundle::ComponentName::new("triage").unwrap()).unwrap();
+    let log = nonstop_store::read_log(
+        &fleet.node_dir("a").join("store"),
+        &nonstop_bundle::ComponentName::new("triage").unwrap(),
+    )
+    .unwrap();
     assert!(
-        log.iter().any(|e| format!("{e:?}").contains("queue order complaints")),
+        log.iter()
+            .any(|e| format!("{e:?}").contains("queue order complaints")),
         "{log:?}"
     );
     // Aborting: a new rollout is stopped before its next wave.
@@ -403,7 +509,9 @@ async fn an_edited_audit_entry_breaks_the_chain_at_that_entry() {
     let fleet = Fleet::new().await;
     fleet.add("a").await;
     fleet.add("b").await;
-    fleet.publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2")).await;
+    fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
     let (_, check) = fleet.call("GET", "/api/v1/audit/verify", None).await;
     assert!(check["first_bad"].is_null(), "{check}");
     let entries = check["entries"].as_i64().unwrap();
@@ -415,17 +523,19 @@ async fn an_edited_audit_entry_breaks_the_chain_at_that_entry() {
     )
     .unwrap();
     let edited: i64 = db
-        .query_row("SELECT seq FROM audit WHERE subject = 'node b'", [], |r| r.get(0))
+        .query_row("SELECT seq FROM audit WHERE subject = 'node b'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     let (_, check) = fleet.call("GET", "/api/v1/audit/verify", None).await;
     assert_eq!(check["first_bad"], edited, "{check}");
-    assert!(check["problem"].as_str().unwrap().contains("edited"), "{check}");
+    assert!(
+        check["problem"].as_str().unwrap().contains("edited"),
+        "{check}"
+    );
     // Recomputing that entry's hash moves the break to the next entry, which names the old one.
-    db.execute(
-        "UPDATE audit SET hash = 'forged' WHERE seq = ?1",
-        [edited],
-    )
-    .unwrap();
+    db.execute("UPDATE audit SET hash = 'forged' WHERE seq = ?1", [edited])
+        .unwrap();
     let (_, check) = fleet.call("GET", "/api/v1/audit/verify", None).await;
     assert_eq!(check["first_bad"], edited, "{check}");
     fleet.server.stop().await;
@@ -435,7 +545,11 @@ async fn an_edited_audit_entry_breaks_the_chain_at_that_entry() {
 async fn roles_limit_what_each_operator_may_do() {
     let fleet = Fleet::new().await;
     let (s, _) = fleet
-        .call("POST", "/api/v1/operators", Some(json!({"username": "ann", "role": "auditor", "password": "auditor-password-1"})))
+        .call(
+            "POST",
+            "/api/v1/operators",
+            Some(json!({"username": "ann", "role": "auditor", "password": "auditor-password-1"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let v: Value = fleet
@@ -466,7 +580,12 @@ async fn roles_limit_what_each_operator_may_do() {
         .await
         .unwrap();
     assert_eq!(audit.status(), StatusCode::OK);
-    let anonymous = fleet.client.get(format!("{}/api/v1/status", fleet.base)).send().await.unwrap();
+    let anonymous = fleet
+        .client
+        .get(format!("{}/api/v1/status", fleet.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     // An enrolment token works once.
     let token = fleet.add("a").await;
@@ -474,12 +593,29 @@ async fn roles_limit_what_each_operator_may_do() {
         let client = fleet.client.clone();
         let base = fleet.base.clone();
         async move {
-            client.post(format!("{base}/api/v1/enrolments")).json(&json!({"token": t})).send().await.unwrap().status()
+            client
+                .post(format!("{base}/api/v1/enrolments"))
+                .json(&json!({"token": t}))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
     };
     assert_eq!(enrol(token.clone()).await, StatusCode::OK);
     assert_eq!(enrol(token).await, StatusCode::UNAUTHORIZED);
-    let metrics = fleet.client.get(format!("{}/metrics", fleet.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("nonstop_server_http_requests_total"), "{metrics}");
+    let metrics = fleet
+        .client
+        .get(format!("{}/metrics", fleet.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nonstop_server_http_requests_total"),
+        "{metrics}"
+    );
     fleet.server.stop().await;
 }

@@ -29,4 +29,3 @@ async fn the_load_generator_finds_every_acknowledged_record_exactly_once() {
             .any(|e| e.endpoint == "POST /payments")
     );
 }
-
