@@ -224,14 +224,17 @@ fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<(Child, St
     }
 }
 
-struct Api {
+/// A client of the update server's API, signed in as its administrator.
+pub struct Api {
     client: reqwest::Client,
-    base: String,
+    /// The server's URL.
+    pub base: String,
     token: String,
 }
 
 impl Api {
-    async fn send(
+    /// One request; the answer's JSON, or the server's reason as the error.
+    pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -261,11 +264,13 @@ impl Api {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Value, String> {
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
         self.send(reqwest::Method::GET, path, None, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
         self.send(reqwest::Method::POST, path, Some(body), None)
             .await
     }
@@ -321,82 +326,135 @@ pub async fn run(config: DemoConfig) -> Result<Report, String> {
     result
 }
 
-async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report, String> {
-    let key = SecretKey::generate();
-    let vendor_pub = key.public().to_file_text();
-    let client = reqwest::Client::new();
-    let mut procs = Processes(Vec::new());
+/// An update server and nodes, each a process of its own, enrolled and connected: what the demo
+/// and the fleet benchmarks run on.
+pub struct Lab {
+    /// The server's API, signed in as its administrator.
+    pub server: Api,
+    /// The nodes, each with an administrator's token.
+    pub nodes: Vec<NodeTarget>,
+    /// The publisher key the server and the nodes trust.
+    pub vendor: SecretKey,
+    procs: Processes,
+}
 
-    // The update server, trusting the demo vendor's key (and nonstop's release key).
-    let server_dir = dir.join("server");
-    std::fs::create_dir_all(server_dir.join("trusted-keys")).map_err(|e| e.to_string())?;
-    std::fs::write(server_dir.join("trusted-keys/vendor.pub"), &vendor_pub)
-        .map_err(|e| e.to_string())?;
-    let server_data = server_dir.to_string_lossy().into_owned();
-    let (child, server_url) = spawn(
-        &config.exe,
-        &[
-            "server",
-            "--data-dir",
-            &server_data,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &dir.join("server.log"),
-        "the update server",
-    )?;
-    procs.0.push(("server".into(), child));
-    t.say(&format!("update server listening on {server_url}"));
-    let server = Api {
-        client: client.clone(),
-        token: login(&client, &server_url, &server_dir.join("admin-password")).await?,
-        base: server_url.clone(),
-    };
-
-    // Three nodes, enrolled, each a process of its own with its own SQLite database.
-    let mut targets = Vec::new();
-    for name in NODES {
-        let enrolment = server
-            .post(
-                "/api/v1/nodes",
-                json!({"name": name, "group": "hospital-a"}),
-            )
-            .await?;
-        let token = enrolment["enrolment_token"]
-            .as_str()
-            .ok_or("no enrolment token")?
-            .to_owned();
-        let data = dir.join(name);
-        std::fs::create_dir_all(data.join("trusted-keys")).map_err(|e| e.to_string())?;
-        std::fs::write(data.join("trusted-keys/vendor.pub"), &vendor_pub)
+impl Lab {
+    /// Starts `nonstop server` and one `nonstop node` per name in `dir`, each node with the
+    /// configuration `node_config` (TOML), and waits until every node is connected.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        names: &[&str],
+        node_config: &str,
+        say: &dyn Fn(&str),
+    ) -> Result<Lab, String> {
+        let key = SecretKey::generate();
+        let vendor_pub = key.public().to_file_text();
+        let client = reqwest::Client::new();
+        let mut procs = Processes(Vec::new());
+        // The update server, trusting the vendor's key (and nonstop's release key).
+        let server_dir = dir.join("server");
+        std::fs::create_dir_all(server_dir.join("trusted-keys")).map_err(|e| e.to_string())?;
+        std::fs::write(server_dir.join("trusted-keys/vendor.pub"), &vendor_pub)
             .map_err(|e| e.to_string())?;
-        let config_file = dir.join(format!("{name}.toml"));
-        std::fs::write(&config_file, NODE_CONFIG).map_err(|e| e.to_string())?;
-        let (child, url) = spawn(
-            &config.exe,
+        let server_data = server_dir.to_string_lossy().into_owned();
+        let (child, server_url) = spawn(
+            exe,
             &[
-                "node",
-                "--config",
-                &config_file.to_string_lossy(),
+                "server",
                 "--data-dir",
-                &data.to_string_lossy(),
+                &server_data,
                 "--listen",
                 "127.0.0.1:0",
-                "--server",
-                &server_url,
-                "--enrol-token",
-                &token,
             ],
-            &dir.join(format!("{name}.log")),
-            name,
+            &dir.join("server.log"),
+            "the update server",
         )?;
-        procs.0.push((name.into(), child));
-        t.say(&format!("{name} serving on {url}, enrolled"));
-        let admin_token = login(&client, &url, &data.join("admin-password")).await?;
-        targets.push(NodeTarget { url, admin_token });
+        procs.0.push(("server".into(), child));
+        say(&format!("update server listening on {server_url}"));
+        let server = Api {
+            client: client.clone(),
+            token: login(&client, &server_url, &server_dir.join("admin-password")).await?,
+            base: server_url.clone(),
+        };
+        // The nodes, enrolled, each a process of its own with its own SQLite database.
+        let mut nodes = Vec::new();
+        for name in names {
+            let enrolment = server
+                .post(
+                    "/api/v1/nodes",
+                    json!({"name": name, "group": "hospital-a"}),
+                )
+                .await?;
+            let token = enrolment["enrolment_token"]
+                .as_str()
+                .ok_or("no enrolment token")?
+                .to_owned();
+            let data = dir.join(name);
+            std::fs::create_dir_all(data.join("trusted-keys")).map_err(|e| e.to_string())?;
+            std::fs::write(data.join("trusted-keys/vendor.pub"), &vendor_pub)
+                .map_err(|e| e.to_string())?;
+            let config_file = dir.join(format!("{name}.toml"));
+            std::fs::write(&config_file, node_config).map_err(|e| e.to_string())?;
+            let (child, url) = spawn(
+                exe,
+                &[
+                    "node",
+                    "--config",
+                    &config_file.to_string_lossy(),
+                    "--data-dir",
+                    &data.to_string_lossy(),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--server",
+                    &server_url,
+                    "--enrol-token",
+                    &token,
+                ],
+                &dir.join(format!("{name}.log")),
+                name,
+            )?;
+            procs.0.push(((*name).into(), child));
+            say(&format!("{name} serving on {url}, enrolled"));
+            let admin_token = login(&client, &url, &data.join("admin-password")).await?;
+            nodes.push(NodeTarget { url, admin_token });
+        }
+        wait_connected(&server, names.len()).await?;
+        Ok(Lab {
+            server,
+            nodes,
+            vendor: key,
+            procs,
+        })
     }
-    wait_connected(&server, NODES.len()).await?;
+
+    /// Publishes a bundle and rolls it out to every node in `waves`; returns the rollout's id.
+    pub async fn release(&self, bytes: Vec<u8>, release: &str, waves: &str) -> Result<i64, String> {
+        self.server
+            .send(reqwest::Method::POST, "/api/v1/releases", None, Some(bytes))
+            .await?;
+        let rollout = self
+            .server
+            .post(
+                "/api/v1/rollouts",
+                json!({"release": release, "targets": "all", "waves": waves}),
+            )
+            .await?;
+        rollout["id"]
+            .as_i64()
+            .ok_or_else(|| "no rollout id".to_owned())
+    }
+
+    /// Stops every process.
+    pub fn stop(self) {
+        drop(self.procs);
+    }
+}
+
+async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report, String> {
+    let lab = Lab::start(&config.exe, dir, &NODES, NODE_CONFIG, &|line| t.say(line)).await?;
     t.say("all three nodes connected to the update server");
+    let (server, key, targets) = (&lab.server, &lab.vendor, lab.nodes.clone());
 
     let load = nonstop_loadgen::start(&LoadConfig {
         target: Target::Nodes(targets),
@@ -457,17 +515,10 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     let mut last_end = load.elapsed();
     for (component, version, story, bytes, level4_after_live) in plans {
         t.say(&format!("publishing {component} {version}: {story}"));
-        server
-            .send(reqwest::Method::POST, "/api/v1/releases", None, Some(bytes))
-            .await?;
         let started_at = load.elapsed();
-        let rollout = server
-            .post(
-                "/api/v1/rollouts",
-                json!({"release": format!("{component}@{version}"), "targets": {"group": "hospital-a"}, "waves": "1,rest"}),
-            )
+        let id = lab
+            .release(bytes, &format!("{component}@{version}"), "1,rest")
             .await?;
-        let id = rollout["id"].as_i64().ok_or("no rollout id")?;
         t.say(&format!(
             "rollout {id}: {component} {version} to {} nodes in waves: canary, then the rest",
             NODES.len()
@@ -592,7 +643,7 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
         audit_chain_ok: chain["first_bad"].is_null(),
         dir: dir.display().to_string(),
     };
-    drop(procs);
+    lab.stop();
     Ok(report)
 }
 

@@ -391,6 +391,14 @@ impl Server {
             &serde_json::json!({"from": state, "to": new, "reason": reason}),
         )
         .await?;
+        if new == S::Running {
+            // Waves that finished while it was paused move on now.
+            let row = sqlx::query("SELECT current_wave, waves FROM rollout WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *w.tx)
+                .await?;
+            advance(&mut w, id, row.try_get(0)?, row.try_get(1)?, now).await?;
+        }
         finish_rolling_back(&mut w, id).await?;
         w.commit().await?;
         tracing::info!(

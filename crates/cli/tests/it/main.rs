@@ -1,6 +1,7 @@
 //! End-to-end tests of the `nonstop` binary: real processes, real files, output as operators see it.
 
 mod fleet;
+mod fleet_postgres;
 mod node_crash;
 mod rules;
 mod store_flow;
