@@ -445,6 +445,11 @@ impl Lab {
             .ok_or_else(|| "no rollout id".to_owned())
     }
 
+    /// The server process's id.
+    pub fn server_pid(&self) -> u32 {
+        self.procs.0.first().map_or(0, |(_, c)| c.id())
+    }
+
     /// Stops every process.
     pub fn stop(self) {
         drop(self.procs);

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod link;
+pub mod metrics;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -234,16 +235,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let agent = Arc::new(agent);
+    let metrics = Arc::new(metrics::Metrics::new(rules.clone()));
     let app = router(AppState {
         hospital: hospital.clone(),
         agent: Some(agent.clone()),
-    });
+    })
+    .route(
+        "/metrics",
+        axum::routing::get(metrics::serve).with_state(metrics.clone()),
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        metrics.clone(),
+        metrics::count,
+    ));
     // The update server link, on a task of its own: it hands bundles to the agent thread.
     let link = match link::Enrolment::read(data)? {
         Some(enrolment) => Some(tokio::spawn(link::run(
             enrolment,
             config.link.clone(),
             agent,
+            metrics,
             store_root,
             data.join("downloads"),
         ))),

@@ -140,6 +140,7 @@ struct Shared {
     enrolment: Enrolment,
     config: LinkConfig,
     agent: Arc<Agent>,
+    metrics: Arc<crate::metrics::Metrics>,
     store_root: PathBuf,
     downloads: PathBuf,
     http: reqwest::Client,
@@ -154,6 +155,7 @@ pub async fn run(
     enrolment: Enrolment,
     config: LinkConfig,
     agent: Arc<Agent>,
+    metrics: Arc<crate::metrics::Metrics>,
     store_root: PathBuf,
     downloads: PathBuf,
 ) {
@@ -162,6 +164,7 @@ pub async fn run(
         enrolment,
         config,
         agent,
+        metrics,
         store_root,
         downloads,
         http: reqwest::Client::new(),
@@ -379,6 +382,11 @@ struct Push {
 impl Push {
     fn report(&self, shared: &Shared, step: Step) {
         tracing::info!(rollout = self.rollout, component = %self.component, version = %self.version, step = step.name(), "update step");
+        let live_after = match &step {
+            Step::Live { ms, .. } => Some(*ms as f64 / 1000.0),
+            _ => None,
+        };
+        shared.metrics.step(step.name(), live_after);
         let last = step.is_final();
         let _ = shared.outbox.send(NodeMessage::Step {
             rollout: self.rollout,

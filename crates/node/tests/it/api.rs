@@ -763,9 +763,10 @@ async fn a_rule_update_pushed_under_traffic_goes_live_and_quoted_prices_stay_as_
 
 #[test]
 fn the_openapi_document_lists_every_route_and_its_answer() {
-    let source =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api.rs"))
-            .unwrap();
+    let source = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hospital/src/api.rs"),
+    )
+    .unwrap();
     let mut routes: Vec<String> = source
         .split(".route(\"")
         .skip(1)
@@ -780,8 +781,11 @@ fn the_openapi_document_lists_every_route_and_its_answer() {
     // against it (`conforms`).
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
             assert!(
-                op["responses"]["200"]["content"].is_object(),
+                responses
+                    .iter()
+                    .any(|(status, r)| status.starts_with('2') && r["content"].is_object()),
                 "{method} {path} documents no response body"
             );
         }

@@ -1,0 +1,410 @@
+//! The update server's numbers, measured from outside the processes measured, side by side in one
+//! run. `cargo bench -p nonstop-cli --bench fleet -- [cost|fanout] [--nodes N] [--seconds S]`
+//! (both by default).
+//!
+//! - **cost**: one node process under load from this process, with an update server process. The
+//!   load runs in alternating quarters: quiet, then a 100 KB rule module pushed through the
+//!   server every 2 s, quiet, updates. Reports throughput and p99 of each kind of quarter and
+//!   their ratio, failed requests, and each update's push-to-live with where the time went
+//!   (from the audit chain's timestamps of each step).
+//! - **fanout**: one server process and N (10,000) simulated nodes in this process, each a
+//!   WebSocket client speaking the real protocol. Reports the time from starting a rollout to
+//!   every node having been told, and to every node having downloaded the 100 KB bundle, and the
+//!   server's memory per connected node.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nonstop_demo::{Lab, bundle};
+use nonstop_loadgen::{LoadConfig, Target, window};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+const FEES_V2: &[u8] = include_bytes!("../../../modules/dist/fees-v2.wasm");
+const FEES_V2_CHECKS: &str = include_str!("../../../modules/fees-v2/checks.json");
+
+/// fees 2.0.0's component padded to `size` bytes with a custom section at its end (ignored by
+/// the runtime; a custom section is valid anywhere in a component), so that a push carries a
+/// realistic module size.
+fn padded_module(size: usize) -> Vec<u8> {
+    let mut out = FEES_V2.to_vec();
+    let name = b"nonstop-bench-padding";
+    let payload = size.saturating_sub(out.len() + name.len() + 8);
+    let mut section = Vec::new();
+    leb(&mut section, name.len() as u64);
+    section.extend_from_slice(name);
+    section.resize(section.len() + payload, 0);
+    out.push(0);
+    leb(&mut out, section.len() as u64);
+    out.extend_from_slice(&section);
+    out
+}
+
+fn leb(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes --bench; anything else names what to run.
+    let which: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| ["cost", "fanout"].contains(a))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nonstop"));
+    let dir = tempfile::tempdir().unwrap();
+    if which.is_empty() || which.contains(&"cost") {
+        let seconds = arg(&args, "--seconds", 15);
+        runtime.block_on(cost(&exe, &dir.path().join("cost"), seconds));
+    }
+    if which.is_empty() || which.contains(&"fanout") {
+        let nodes = arg(&args, "--nodes", 10_000) as usize;
+        runtime.block_on(fanout(&exe, &dir.path().join("fanout"), nodes));
+    }
+}
+
+/// The bench node: short shadow samples and watch windows, so an update every 2 s can finish.
+const NODE_CONFIG: &str = r#"
+[checks]
+shadow_calls = 40
+shadow_idle_secs = 2
+watch_calls = 200
+watch_secs = 1
+"#;
+
+async fn cost(exe: &Path, dir: &Path, quarter_secs: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let lab = Lab::start(exe, dir, &["bench-node"], NODE_CONFIG, &|_| {})
+        .await
+        .unwrap();
+    let load = nonstop_loadgen::start(&LoadConfig {
+        target: Target::Nodes(lab.nodes.clone()),
+        duration: Duration::ZERO,
+        desks: 8,
+        doctors: 2,
+        screens: 2,
+    })
+    .await
+    .unwrap();
+    let module = padded_module(100 * 1024);
+    let mut quarters = Vec::new();
+    let mut pushes = Vec::new();
+    let mut patch = 0;
+    for quarter in 0..4 {
+        let updating = quarter % 2 == 1;
+        let from = load.elapsed();
+        let until = Instant::now() + Duration::from_secs(quarter_secs);
+        if !updating {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        while updating && Instant::now() < until {
+            let next = Instant::now() + Duration::from_secs(2);
+            patch += 1;
+            let version = format!("2.0.{patch}");
+            let bytes = bundle(
+                "fees",
+                &version,
+                &module,
+                FEES_V2_CHECKS,
+                "bench",
+                &lab.vendor,
+            )
+            .unwrap();
+            let size = bytes.len();
+            let pushed = Instant::now();
+            let id = lab
+                .release(bytes, &format!("fees@{version}"), "rest")
+                .await
+                .unwrap();
+            let (rollout, live_at) = wait_live(&lab, id).await;
+            pushes.push((version, size, pushed, live_at, rollout, id));
+            tokio::time::sleep_until(next.max(Instant::now()).into()).await;
+        }
+        quarters.push((updating, from, load.elapsed()));
+    }
+    let (report, timeline) = load.finish().await.unwrap();
+    println!("== cost of updates under load (one node process; load from this process)");
+    let mut sums: BTreeMap<bool, (f64, f64, usize)> = BTreeMap::new();
+    for (updating, from, to) in &quarters {
+        let w = window(&timeline, *from, *to, None);
+        println!(
+            "  {:<28} {:>7.0} req/s  p50 {:>5.2} ms  p99 {:>6.2} ms  failed {}",
+            if *updating {
+                "update every 2 s"
+            } else {
+                "no updates"
+            },
+            w.requests_per_second,
+            w.p50_ms,
+            w.p99_ms,
+            w.failed
+        );
+        let e = sums.entry(*updating).or_default();
+        e.0 += w.requests_per_second;
+        e.1 += w.p99_ms;
+        e.2 += 1;
+    }
+    let avg = |u: bool| {
+        let (r, p, n) = sums[&u];
+        (r / n as f64, p / n as f64)
+    };
+    let (quiet, busy) = (avg(false), avg(true));
+    println!(
+        "  throughput ratio (updates / none) {:.3}; p99 ratio {:.3}; failed requests {}; records {} of {} found",
+        busy.0 / quiet.0,
+        busy.1 / quiet.1,
+        report.errors,
+        report.records.registrations_found + report.records.payments_found,
+        report.acknowledged.0 + report.acknowledged.1
+    );
+    println!(
+        "== push-to-live of a {} KB rule module under load",
+        module.len() / 1024
+    );
+    let mut totals = Vec::new();
+    for (version, size, pushed, live_at, rollout, id) in &pushes {
+        let total = live_at.duration_since(*pushed).as_millis();
+        totals.push(total);
+        let phases = phases(&lab, *id).await;
+        println!(
+            "  fees {version} ({size} bytes): {total} ms from publish to live ({}); node's own: {} ms",
+            phases, rollout["targets"][0]["live_ms"]
+        );
+    }
+    totals.sort_unstable();
+    if !totals.is_empty() {
+        println!(
+            "  {} updates: median {} ms, max {} ms",
+            totals.len(),
+            totals[totals.len() / 2],
+            totals[totals.len() - 1]
+        );
+    }
+    lab.stop();
+}
+
+/// Polls until the rollout's node reports live (or the rollout ends); when it happened.
+async fn wait_live(lab: &Lab, id: i64) -> (Value, Instant) {
+    let started = Instant::now();
+    let mut live_at = None;
+    loop {
+        let r = lab
+            .server
+            .get(&format!("/api/v1/rollouts/{id}"))
+            .await
+            .unwrap();
+        let state = r["targets"][0]["state"].as_str().unwrap_or("").to_owned();
+        if live_at.is_none() && (state == "live" || state == "healthy") {
+            live_at = Some(Instant::now());
+        }
+        if ["completed", "halted"].contains(&r["state"].as_str().unwrap_or("")) {
+            return (r, live_at.unwrap_or_else(Instant::now));
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{r}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Where one update's time went, from the audit chain: sent, received, staged, testing, live.
+async fn phases(lab: &Lab, id: i64) -> String {
+    let entries = lab
+        .server
+        .get(&format!("/api/v1/audit?contains=rollout%20{id}&limit=100"))
+        .await
+        .unwrap();
+    let mut at: Vec<(String, i64)> = Vec::new();
+    for e in entries["items"].as_array().unwrap() {
+        let action = e["action"].as_str().unwrap_or("");
+        let name = match action {
+            "rollout.started" => "started".to_owned(),
+            "rollout.sent" => "sent".to_owned(),
+            "node.step" => serde_json::from_str::<Value>(e["detail"].as_str().unwrap_or("{}"))
+                .ok()
+                .and_then(|d| d["report"]["step"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            _ => continue,
+        };
+        at.push((name, e["at"].as_i64().unwrap_or(0)));
+    }
+    at.windows(2)
+        .filter(|w| w[0].0 != "live")
+        .map(|w| format!("{}->{} {} ms", w[0].0, w[1].0, w[1].1 - w[0].1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn fanout(exe: &Path, dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let lab = Lab::start(exe, dir, &[], "", &|_| {}).await.unwrap();
+    let server_pid = lab.server_pid();
+    let base = lab.server.base.clone();
+    println!("== fleet fan-out: {n} simulated nodes, one server process");
+    let t = Instant::now();
+    let mut credentials = Vec::with_capacity(n);
+    let http = reqwest::Client::new();
+    for i in 0..n {
+        let v = lab
+            .server
+            .post(
+                "/api/v1/nodes",
+                json!({"name": format!("sim-{i:05}"), "group": "sim"}),
+            )
+            .await
+            .unwrap();
+        let token = v["enrolment_token"].as_str().unwrap();
+        let e: Value = http
+            .post(format!("{base}/api/v1/enrolments"))
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        credentials.push(e["credential"].as_str().unwrap().to_owned());
+    }
+    println!("  enrolled {n} nodes in {:.1} s", t.elapsed().as_secs_f64());
+    let rss_before = rss_kb(server_pid);
+    let ws_url = format!(
+        "{}{}",
+        base.replacen("http://", "ws://", 1),
+        nonstop_link::LINK_PATH
+    );
+    let told = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
+    let downloaded = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
+    let connected = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let t = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    for credential in credentials {
+        let mut request = ws_url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().unwrap(),
+        );
+        let (told, downloaded, connected, started, http, base, gate) = (
+            told.clone(),
+            downloaded.clone(),
+            connected.clone(),
+            started.clone(),
+            http.clone(),
+            base.clone(),
+            gate.clone(),
+        );
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let hello = json!({"type": "hello", "components": []}).to_string();
+            ws.send(Message::Text(hello.into())).await.unwrap();
+            drop(permit);
+            connected.add_permits(1);
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(text) = m else { continue };
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["type"] != "install" {
+                    continue;
+                }
+                let at = started.get().map(|s| s.elapsed()).unwrap_or_default();
+                told.lock().await.push(at);
+                let bytes = http
+                    .get(format!("{base}{}", v["bundle_path"].as_str().unwrap()))
+                    .bearer_auth(&credential)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                assert_eq!(bytes.len() as u64, v["size"].as_u64().unwrap());
+                let at = started.get().map(|s| s.elapsed()).unwrap_or_default();
+                downloaded.lock().await.push(at);
+            }
+        });
+    }
+    let _all = connected.acquire_many(n as u32).await.unwrap();
+    // Let the server record every hello before measuring its memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kb(server_pid);
+    println!(
+        "  connected {n} nodes in {:.1} s; server memory {} MB -> {} MB: {:.1} KB per connected node",
+        t.elapsed().as_secs_f64(),
+        rss_before / 1024,
+        rss_after / 1024,
+        (rss_after.saturating_sub(rss_before)) as f64 / n as f64
+    );
+    let bytes = bundle(
+        "fees",
+        "2.0.0",
+        &padded_module(100 * 1024),
+        FEES_V2_CHECKS,
+        "bench",
+        &lab.vendor,
+    )
+    .unwrap();
+    lab.server
+        .send(reqwest::Method::POST, "/api/v1/releases", None, Some(bytes))
+        .await
+        .unwrap();
+    started.set(Instant::now()).unwrap();
+    lab.server
+        .post(
+            "/api/v1/rollouts",
+            json!({"release": "fees@2.0.0", "targets": {"group": "sim"}, "waves": "rest"}),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while downloaded.lock().await.len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let told = told.lock().await;
+    let downloaded = downloaded.lock().await;
+    let last = |v: &Vec<Duration>| {
+        v.iter()
+            .max()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "  rollout to {n} nodes: {} told, the last after {:.0} ms; {} downloaded {} KB, the last after {:.0} ms",
+        told.len(),
+        last(&told),
+        downloaded.len(),
+        100,
+        last(&downloaded)
+    );
+    lab.stop();
+}
