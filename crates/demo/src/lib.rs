@@ -286,7 +286,8 @@ async fn login(
     nonstop_loadgen::login_as(client, base, "admin", password.trim()).await
 }
 
-fn bundle(
+/// A signed rule-module bundle of `payload` with the test vectors of `checks` (JSON).
+pub fn bundle(
     component: &str,
     version: &str,
     payload: &[u8],
@@ -470,6 +471,12 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     })
     .await?;
     t.say("load generator running: 6 registration desks, 3 doctors, 3 waiting-room screens");
+    let sample = |n: u64| sample_fee(&lab.nodes[NODES.len() - 1], n);
+    t.say(&format!(
+        "at {}'s desk: {}",
+        NODES[NODES.len() - 1],
+        sample(0).await?
+    ));
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let plans = [
@@ -497,7 +504,7 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
                 BAD_ANSWERS,
                 BAD_ANSWERS_CHECKS,
                 "broken build",
-                &key,
+                key,
             )?,
             false,
         ),
@@ -511,7 +518,7 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
                 FEES_3,
                 FEES_3_CHECKS,
                 "emergency surcharge 10 yuan",
-                &key,
+                key,
             )?,
             true,
         ),
@@ -613,6 +620,13 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
             (last_end.max(started_at - 5.0), started_at, ended_at),
         ));
         last_end = ended_at;
+        if component == "fees" {
+            t.say(&format!(
+                "at {}'s desk: {}",
+                NODES[NODES.len() - 1],
+                sample(updates.len() as u64).await?
+            ));
+        }
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
     // The rest of the traffic, at least as long as asked.
@@ -650,6 +664,80 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     };
     lab.stop();
     Ok(report)
+}
+
+/// Registers one 66-year-old walk-in patient at `node` (today's first session with an on-site
+/// slot) and says what the live fees rule charged: how the demo shows a fees update reach the
+/// registration desk.
+async fn sample_fee(node: &NodeTarget, n: u64) -> Result<String, String> {
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let req = client
+            .request(method, format!("{}{path}", node.url))
+            .bearer_auth(&node.admin_token);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if status.is_success() {
+                Ok(v)
+            } else {
+                Err(format!("{path}: {status}: {v}"))
+            }
+        }
+    };
+    let today = time_today();
+    let sessions = call(
+        reqwest::Method::GET,
+        format!("/api/v1/schedules?date={today}"),
+        None,
+    )
+    .await?;
+    let session = sessions["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["remaining"][0].as_i64().unwrap_or(0) > 0 && s["clinic_type"] == "general")
+        .ok_or("no session with an on-site slot today")?;
+    // Born 1960-01-01 (the load generator's synthetic identities, from a range its desks never reach).
+    let (birth_date, id_number) = nonstop_loadgen::identity(3_652_000 + n);
+    let patient = call(
+        reqwest::Method::POST,
+        "/api/v1/patients".into(),
+        Some(json!({"name": format!("样例{n}"), "gender": "male", "birth_date": birth_date, "id_number": id_number,
+            "phone": "13900001111", "insurance_category": "none", "insurance_number": null})),
+    )
+    .await?;
+    let r = call(
+        reqwest::Method::POST,
+        "/api/v1/registrations".into(),
+        Some(json!({"patient_id": patient["id"], "schedule_id": session["id"], "channel": "on-site"})),
+    )
+    .await?;
+    Ok(format!(
+        "a patient born {birth_date} registers at a general clinic of a {} doctor: {:.2} yuan, priced by fees {}",
+        session["title"].as_str().unwrap_or("?").to_lowercase(),
+        r["fee_fen"].as_i64().unwrap_or(0) as f64 / 100.0,
+        r["fee_rule"]
+            .as_str()
+            .unwrap_or("")
+            .split(' ')
+            .next()
+            .unwrap_or("")
+    ))
+}
+
+/// Today's date on the hospitals' clock (UTC+8, the node's default).
+fn time_today() -> String {
+    let offset = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    time::OffsetDateTime::now_utc()
+        .to_offset(offset)
+        .date()
+        .to_string()
 }
 
 /// The interesting part of a node's report, for the timeline.
