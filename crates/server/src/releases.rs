@@ -73,21 +73,25 @@ impl Server {
             .iter()
             .filter_map(|v| semver::Version::parse(v).ok())
             .max_by(|a, b| a.cmp_precedence(b));
+        let digest = Digest::of(bytes).to_string();
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM release WHERE bundle_digest = $1 OR (component = $2 AND version = $3)",
+        )
+        .bind(&digest)
+        .bind(named.component.as_str())
+        .bind(named.version.to_string())
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        if let Some(id) = taken {
+            return Err(ServerError::Conflict(format!(
+                "{}@{} is published already (release {id}); a release never changes",
+                named.component, named.version
+            )));
+        }
         let verifier = Verifier::new(self.inner.trusted.clone(), limits);
         let bundle = verifier.open(bytes, newest.as_ref())?;
         let m = bundle.manifest();
-        let digest = Digest::of(bytes).to_string();
         let manifest = serde_json::to_string(m).map_err(|e| ServerError::Io(e.to_string()))?;
-        let taken: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM release WHERE bundle_digest = $1")
-                .bind(&digest)
-                .fetch_one(&mut *w.tx)
-                .await?;
-        if taken > 0 {
-            return Err(ServerError::Conflict(format!(
-                "this bundle ({digest}) is published already"
-            )));
-        }
         sqlx::query("INSERT INTO bundle_blob (digest, bytes) VALUES ($1, $2)")
             .bind(&digest)
             .bind(bytes.to_vec())

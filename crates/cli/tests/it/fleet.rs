@@ -619,3 +619,142 @@ async fn roles_limit_what_each_operator_may_do() {
     );
     fleet.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_half_way_resumes_and_a_corrupt_one_is_fetched_again() {
+    let fleet = Fleet::new().await;
+    let tokens = [fleet.add("a").await, fleet.add("b").await];
+    let bytes = fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2");
+    let digest = nonstop_bundle::Digest::of(&bytes)
+        .to_string()
+        .replace(':', "-");
+    // Node a was cut off after the first half of the bundle; node b's half is garbage.
+    for (name, half) in [
+        ("a", bytes[..bytes.len() / 2].to_vec()),
+        ("b", vec![0xAB; bytes.len() / 2]),
+    ] {
+        let downloads = fleet.node_dir(name).join("downloads");
+        std::fs::create_dir_all(&downloads).unwrap();
+        std::fs::write(downloads.join(format!("{digest}.part")), half).unwrap();
+    }
+    let a = fleet.start_node("a", Some(&tokens[0])).await;
+    let b = fleet.start_node("b", Some(&tokens[1])).await;
+    fleet.wait_connected(2).await;
+    fleet.publish(bytes.clone()).await;
+    let id = fleet.rollout("fees@2.0.0", json!("all"), "rest").await;
+    let r = fleet.wait_rollout(id, |r| r["state"] == "completed").await;
+    // a fetched only the second half; b's garbage failed the digest and was fetched whole.
+    let (_, audit) = fleet
+        .call("GET", "/api/v1/audit?contains=node:a", None)
+        .await;
+    let received = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["detail"].as_str().unwrap().contains("\"received\""))
+        .unwrap()
+        .clone();
+    assert!(
+        received["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("\"bytes\":{}", bytes.len())),
+        "{received}"
+    );
+    assert_eq!(live_version(&a, "fees"), "2.0.0", "{r}");
+    assert_eq!(live_version(&b, "fees"), "2.0.0", "{r}");
+    let metrics = fleet
+        .client
+        .get(format!("{}/metrics", fleet.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ranged = metrics.lines().find(|l| {
+        l.starts_with("nonstop_server_http_requests_total")
+            && l.contains("bundles")
+            && l.contains("status=\"206\"")
+    });
+    assert!(
+        ranged.is_some(),
+        "no ranged download was served:\n{metrics}"
+    );
+    for n in [a, b] {
+        n.stop().await;
+    }
+    fleet.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_drive_the_server_from_the_command_line() {
+    let fleet = Fleet::new().await;
+    let dir = fleet.dir.path();
+    std::fs::write(
+        dir.join("fees.nsb"),
+        fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"),
+    )
+    .unwrap();
+    let server = fleet.base.clone();
+    let token = fleet.token.clone();
+    let run = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nonstop"))
+            .current_dir(dir)
+            .env("NONSTOP_SERVER", &server)
+            .env("NONSTOP_TOKEN", &token)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&["server", "node", "add", "ward-3", "--group", "hospital-a"]);
+    assert!(ok && out.contains("enrolment token (one use): "), "{out}");
+    let token = out
+        .split("enrolment token (one use): ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let node = fleet.start_node("ward-3", Some(&token)).await;
+    fleet.wait_connected(1).await;
+    let (ok, out) = run(&["publish", "fees.nsb"]);
+    assert!(ok && out.contains("published fees@2.0.0"), "{out}");
+    let (ok, out) = run(&["publish", "fees.nsb"]);
+    assert!(!ok && out.contains("published already"), "{out}");
+    let (ok, out) = run(&[
+        "rollout",
+        "start",
+        "fees@2.0.0",
+        "--group",
+        "hospital-a",
+        "--waves",
+        "rest",
+    ]);
+    assert!(ok && out.contains("rollout 1: fees@2.0.0 running"), "{out}");
+    fleet.wait_rollout(1, |r| r["state"] == "completed").await;
+    let (ok, out) = run(&["status"]);
+    assert!(
+        ok && out.contains("ward-3")
+            && out.contains("connected")
+            && out.contains("fees 2.0.0 (standby 1.0.0)"),
+        "{out}"
+    );
+    assert!(out.contains("healthy"), "{out}");
+    let (ok, out) = run(&["audit", "verify"]);
+    assert!(ok && out.contains("audit chain verifies"), "{out}");
+    let (ok, out) = run(&["rollout", "pause", "1"]);
+    assert!(
+        !ok && out.contains("a completed rollout cannot be paused"),
+        "{out}"
+    );
+    node.stop().await;
+    fleet.server.stop().await;
+}
