@@ -12,7 +12,6 @@
 //!   every node having been told, and to every node having downloaded the 100 KB bundle, and the
 //!   server's memory per connected node.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,8 +78,16 @@ fn main() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nonstop"));
     let dir = tempfile::tempdir().unwrap();
     if which.is_empty() || which.contains(&"cost") {
-        let seconds = arg(&args, "--seconds", 15);
-        runtime.block_on(cost(&exe, &dir.path().join("cost"), seconds));
+        let seconds = arg(&args, "--seconds", 6);
+        let slices = arg(&args, "--slices", 10) as usize;
+        let updates = !args.iter().any(|a| a == "--no-updates");
+        runtime.block_on(cost(
+            &exe,
+            &dir.path().join("cost"),
+            seconds,
+            slices,
+            updates,
+        ));
     }
     if which.is_empty() || which.contains(&"fanout") {
         let nodes = arg(&args, "--nodes", 10_000) as usize;
@@ -97,7 +104,7 @@ watch_calls = 200
 watch_secs = 1
 "#;
 
-async fn cost(exe: &Path, dir: &Path, quarter_secs: u64) {
+async fn cost(exe: &Path, dir: &Path, slice_secs: u64, slices: usize, with_updates: bool) {
     std::fs::create_dir_all(dir).unwrap();
     let lab = Lab::start(exe, dir, &["bench-node"], NODE_CONFIG, &|_| {})
         .await
@@ -115,10 +122,12 @@ async fn cost(exe: &Path, dir: &Path, quarter_secs: u64) {
     let mut quarters = Vec::new();
     let mut pushes = Vec::new();
     let mut patch = 0;
-    for quarter in 0..4 {
-        let updating = quarter % 2 == 1;
+    // Warm up first: the first seconds of a node (caches, connections) are not its steady state.
+    tokio::time::sleep(Duration::from_secs(slice_secs)).await;
+    for slice in 0..slices {
+        let updating = with_updates && slice % 2 == 1;
         let from = load.elapsed();
-        let until = Instant::now() + Duration::from_secs(quarter_secs);
+        let until = Instant::now() + Duration::from_secs(slice_secs);
         if !updating {
             tokio::time::sleep_until(until.into()).await;
         }
@@ -149,9 +158,11 @@ async fn cost(exe: &Path, dir: &Path, quarter_secs: u64) {
     }
     let (report, timeline) = load.finish().await.unwrap();
     println!("== cost of updates under load (one node process; load from this process)");
-    let mut sums: BTreeMap<bool, (f64, f64, usize)> = BTreeMap::new();
-    for (updating, from, to) in &quarters {
-        let w = window(&timeline, *from, *to, None);
+    let windows: Vec<_> = quarters
+        .iter()
+        .map(|(updating, from, to)| (*updating, window(&timeline, *from, *to, None)))
+        .collect();
+    for (updating, w) in &windows {
         println!(
             "  {:<28} {:>7.0} req/s  p50 {:>5.2} ms  p99 {:>6.2} ms  failed {}",
             if *updating {
@@ -164,20 +175,28 @@ async fn cost(exe: &Path, dir: &Path, quarter_secs: u64) {
             w.p99_ms,
             w.failed
         );
-        let e = sums.entry(*updating).or_default();
-        e.0 += w.requests_per_second;
-        e.1 += w.p99_ms;
-        e.2 += 1;
     }
-    let avg = |u: bool| {
-        let (r, p, n) = sums[&u];
-        (r / n as f64, p / n as f64)
-    };
-    let (quiet, busy) = (avg(false), avg(true));
+    // Each slice with updates against the mean of the quiet slices either side of it, so that
+    // a node whose throughput drifts over the run (its tables grow) does not bias the ratio.
+    let mut ratios: Vec<(f64, f64)> = Vec::new();
+    for i in 1..windows.len().saturating_sub(1) {
+        let (updating, w) = &windows[i];
+        if !updating || windows[i - 1].0 || windows[i + 1].0 {
+            continue;
+        }
+        let (a, b) = (&windows[i - 1].1, &windows[i + 1].1);
+        ratios.push((
+            w.requests_per_second / ((a.requests_per_second + b.requests_per_second) / 2.0),
+            w.p99_ms / ((a.p99_ms + b.p99_ms) / 2.0),
+        ));
+    }
+    let mean =
+        |f: fn(&(f64, f64)) -> f64| ratios.iter().map(f).sum::<f64>() / ratios.len().max(1) as f64;
     println!(
-        "  throughput ratio (updates / none) {:.3}; p99 ratio {:.3}; failed requests {}; records {} of {} found",
-        busy.0 / quiet.0,
-        busy.1 / quiet.1,
+        "  throughput ratio (updates / neighbours without) {:.3}; p99 ratio {:.3} (mean of {} slices); failed requests {}; records {} of {} found",
+        mean(|r| r.0),
+        mean(|r| r.1),
+        ratios.len(),
         report.errors,
         report.records.registrations_found + report.records.payments_found,
         report.acknowledged.0 + report.acknowledged.1
@@ -310,12 +329,16 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
     let started = Arc::new(tokio::sync::OnceCell::<Instant>::new());
     let t = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    // Downloads share this process's two cores with ten thousand receivers: a bounded number at
+    // once, so that a receiver's "told" time is not its wait for a core behind 1 GB of downloads.
+    let downloads = Arc::new(tokio::sync::Semaphore::new(32));
     for credential in credentials {
         let mut request = ws_url.as_str().into_client_request().unwrap();
         request.headers_mut().insert(
             "authorization",
             format!("Bearer {credential}").parse().unwrap(),
         );
+        let downloads = downloads.clone();
         let (told, downloaded, connected, started, http, base, gate) = (
             told.clone(),
             downloaded.clone(),
@@ -340,18 +363,30 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
                 }
                 let at = started.get().map(|s| s.elapsed()).unwrap_or_default();
                 told.lock().await.push(at);
-                let bytes = http
-                    .get(format!("{base}{}", v["bundle_path"].as_str().unwrap()))
-                    .bearer_auth(&credential)
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                assert_eq!(bytes.len() as u64, v["size"].as_u64().unwrap());
-                let at = started.get().map(|s| s.elapsed()).unwrap_or_default();
-                downloaded.lock().await.push(at);
+                // A node reads its link while it downloads (the link task spawns the install).
+                let (http, base, credential, downloads, downloaded, started) = (
+                    http.clone(),
+                    base.clone(),
+                    credential.clone(),
+                    downloads.clone(),
+                    downloaded.clone(),
+                    started.clone(),
+                );
+                tokio::spawn(async move {
+                    let _slot = downloads.acquire().await.unwrap();
+                    let bytes = http
+                        .get(format!("{base}{}", v["bundle_path"].as_str().unwrap()))
+                        .bearer_auth(&credential)
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    assert_eq!(bytes.len() as u64, v["size"].as_u64().unwrap());
+                    let at = started.get().map(|s| s.elapsed()).unwrap_or_default();
+                    downloaded.lock().await.push(at);
+                });
             }
         });
     }
@@ -393,6 +428,21 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
     }
     let told = told.lock().await;
     let downloaded = downloaded.lock().await;
+    let spread = |v: &Vec<Duration>| {
+        let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            ms.get(((ms.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        format!(
+            "p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        )
+    };
     let last = |v: &Vec<Duration>| {
         v.iter()
             .max()
@@ -406,5 +456,18 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
         100,
         last(&downloaded)
     );
+    println!(
+        "  told: {}; downloaded: {}",
+        spread(&told),
+        spread(&downloaded)
+    );
+    if downloaded.len() < n {
+        let log = std::fs::read_to_string(dir.join("server.err")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        println!(
+            "  the server's last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     lab.stop();
 }

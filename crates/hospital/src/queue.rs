@@ -437,31 +437,49 @@ impl Hospital {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<QueueEntry>, i64), HospitalError> {
-        let statuses = match which {
-            Queue::Doctor => "'called', 'in-service', 'waiting', 'suspended'",
-            Queue::Board => "'called', 'waiting'",
+        // The queue's order is by status first, then weight, check-in and id within each
+        // status. Each status is read on its own, in index order, with only the rows of the
+        // page: ordering the whole queue by a computed rank cost every poll of a screen the
+        // length of the queue.
+        let segments: &[&str] = match which {
+            Queue::Doctor => &["in-service", "called", "waiting", "suspended"],
+            Queue::Board => &["called", "waiting"],
         };
-        let rows = sqlx::query(&format!(
-            "{TICKET_SELECT} WHERE t.schedule_id = $1 AND t.status IN ({statuses})
-             ORDER BY CASE t.status WHEN 'in-service' THEN 0 WHEN 'called' THEN 1 WHEN 'waiting' THEN 2 ELSE 3 END,
-                      t.weight DESC, t.checked_in_at, t.id
-             LIMIT $2 OFFSET $3"
-        ))
-        .bind(schedule_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM queue_ticket WHERE schedule_id = $1 AND status IN ({statuses})"
-        ))
-        .bind(schedule_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let entries = rows
-            .iter()
-            .map(|row| Ok(queue_entry(TicketColumns::any(row)?)))
-            .collect::<Result<_, HospitalError>>()?;
+        let (mut skip, mut want, mut total) = (offset.max(0), limit.max(0), 0i64);
+        let mut entries = Vec::new();
+        for status in segments {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM queue_ticket WHERE schedule_id = $1 AND status = $2",
+            )
+            .bind(schedule_id)
+            .bind(*status)
+            .fetch_one(&self.pool)
+            .await?;
+            total += count;
+            if skip >= count {
+                skip -= count;
+                continue;
+            }
+            if want == 0 {
+                continue;
+            }
+            let rows = sqlx::query(&format!(
+                "{TICKET_SELECT} WHERE t.schedule_id = $1 AND t.status = $2
+                 ORDER BY t.weight DESC, t.checked_in_at, t.id
+                 LIMIT $3 OFFSET $4"
+            ))
+            .bind(schedule_id)
+            .bind(*status)
+            .bind(want)
+            .bind(skip)
+            .fetch_all(&self.pool)
+            .await?;
+            skip = 0;
+            want -= rows.len() as i64;
+            for row in &rows {
+                entries.push(queue_entry(TicketColumns::any(row)?));
+            }
+        }
         Ok((entries, total))
     }
 

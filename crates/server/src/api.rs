@@ -241,7 +241,12 @@ async fn enrol(State(s): State<Server>, Body(b): Body<Enrol>) -> ApiResult<Json<
 }
 
 async fn link(State(s): State<Server>, node: NodeIdentity, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| s.serve_link(node, socket))
+    // Link messages are small (bundles travel over HTTP), and a server holds thousands of links:
+    // small buffers instead of tungstenite's 128 KiB defaults keep a link to a few KiB.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| s.serve_link(node, socket))
 }
 
 /// A bundle by digest, for nodes (their credential) and operators. `Range: bytes=N-` or

@@ -130,10 +130,12 @@ impl Server {
         match m {
             NodeMessage::Hello { components } => {
                 let versions = serde_json::to_string(&components).unwrap_or_default();
-                sqlx::query("UPDATE node SET versions = $2, last_seen = $3 WHERE id = $1")
+                // Only a change is written: a fleet reconnecting after a server restart says
+                // hello ten thousand times with what the database already holds, and a commit
+                // that changes nothing costs no disk flush. (`last_seen` is the heartbeat's.)
+                sqlx::query("UPDATE node SET versions = $2 WHERE id = $1 AND versions <> $2")
                     .bind(node.id)
                     .bind(versions)
-                    .bind(now_ms())
                     .execute(&self.inner.pool)
                     .await?;
                 // What it was sent and has not finished, and what is due, goes (again) now.

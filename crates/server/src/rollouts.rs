@@ -232,21 +232,30 @@ impl Server {
         .await?;
         let mut next = nodes.iter();
         let mut waves = Vec::new();
+        let mut rows: Vec<(i64, i64)> = Vec::with_capacity(nodes.len());
         for (wave, size) in sizes.iter().enumerate() {
             let mut names = Vec::new();
             for (node, name) in next.by_ref().take(*size) {
-                sqlx::query(
-                    "INSERT INTO rollout_target (rollout_id, node_id, wave, state, updated_at) VALUES ($1, $2, $3, 'pending', $4)",
-                )
-                .bind(id)
-                .bind(node)
-                .bind(wave as i64)
-                .bind(now)
-                .execute(&mut *w.tx)
-                .await?;
+                rows.push((*node, wave as i64));
                 names.push(name.clone());
             }
             waves.push(names);
+        }
+        // Many rows per statement (200: 402 parameters, under SQLite's oldest limit of 999), so
+        // a rollout to ten thousand nodes is fifty statements, not ten thousand.
+        for chunk in rows.chunks(200) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, 'pending', $2)", 3 + 2 * i, 4 + 2 * i))
+                .collect();
+            let sql = format!(
+                "INSERT INTO rollout_target (rollout_id, node_id, wave, state, updated_at) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(id).bind(now);
+            for (node, wave) in chunk {
+                q = q.bind(*node).bind(*wave);
+            }
+            q.execute(&mut *w.tx).await?;
         }
         w.audit(
             actor,
