@@ -192,14 +192,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
             .await
             .map_err(|e| e.to_string())?;
         let path = data.join("admin-password");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        writeln!(f, "{password}").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        write_private(&path, &format!("{password}\n"))?;
         Some(path)
     };
 
@@ -280,6 +273,20 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         shutdown: Some(tx),
         sweep: (sweep, stop_sweeping),
     })
+}
+
+/// Writes a secret (a password, a credential) to `path`, readable by its owner only, and syncs it.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Installs each shipped rule module whose component has no live version yet: verified (signature,

@@ -57,16 +57,7 @@ impl Enrolment {
             .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
         let path = data_dir.join(ENROLMENT_FILE);
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| format!("writing {}: {e}", path.display()))
+        crate::write_private(&path, &text)
     }
 }
 

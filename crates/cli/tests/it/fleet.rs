@@ -121,18 +121,7 @@ impl Fleet {
                 .await
                 .unwrap();
         }
-        let mut config = NodeConfig {
-            data_dir: data,
-            listen: "127.0.0.1:0".into(),
-            seed_demo: false,
-            ..NodeConfig::default()
-        };
-        // An idle node: check 3 replays the vectors after a second; the watch closes after two.
-        config.checks.shadow_idle_secs = 1;
-        config.checks.watch_secs = 2;
-        config.link.backoff_initial_ms = 50;
-        config.link.backoff_max_ms = 500;
-        nonstop_node::start(config).await.unwrap()
+        nonstop_node::start(quick_node(data)).await.unwrap()
     }
 
     fn bundle(&self, component: &str, version: &str, module: &str, checks_of: &str) -> Vec<u8> {
@@ -198,6 +187,22 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// An empty hospital node for these tests: idle, so check 3 replays the vectors after a second,
+/// and the watch window closes after two; it reconnects within half a second.
+pub fn quick_node(data: PathBuf) -> NodeConfig {
+    let mut config = NodeConfig {
+        data_dir: data,
+        listen: "127.0.0.1:0".into(),
+        seed_demo: false,
+        ..NodeConfig::default()
+    };
+    config.checks.shadow_idle_secs = 1;
+    config.checks.watch_secs = 2;
+    config.link.backoff_initial_ms = 50;
+    config.link.backoff_max_ms = 500;
+    config
 }
 
 fn state_of<'a>(rollout: &'a Value, node: &str) -> &'a str {

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nonstop_bundle::{CandidateChecks, ComponentKind, Draft, SecretKey};
-use nonstop_node::NodeConfig;
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -169,17 +168,11 @@ async fn two_server_processes_on_postgresql_serve_one_fleet() {
         )
         .await
         .unwrap();
-        let mut config = NodeConfig {
-            data_dir: data,
-            listen: "127.0.0.1:0".into(),
-            seed_demo: false,
-            ..NodeConfig::default()
-        };
-        config.checks.shadow_idle_secs = 1;
-        config.checks.watch_secs = 3;
-        config.link.backoff_initial_ms = 50;
-        config.link.backoff_max_ms = 300;
-        nodes.push(nonstop_node::start(config).await.unwrap());
+        nodes.push(
+            nonstop_node::start(crate::fleet::quick_node(data))
+                .await
+                .unwrap(),
+        );
     }
     let bundle = |version: &str| {
         let mut draft = Draft::new(
