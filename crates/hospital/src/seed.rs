@@ -141,6 +141,7 @@ impl Hospital {
                     id: s.practitioner_id,
                 })?;
         let s = s.clone();
+        let (practitioner, date, period) = (s.practitioner_id, s.date.clone(), s.period.clone());
         self.write(move |tx| {
             tx.one(
                 "INSERT INTO schedule (practitioner_id, department_id, session_date, period, clinic_type,
@@ -160,6 +161,18 @@ impl Hospital {
             )
         })
         .await
+        .map_err(|e| {
+            if crate::write::is_unique_violation(&e) {
+                HospitalError::Invalid {
+                    field: "period",
+                    reason: format!(
+                        "practitioner {practitioner} already has a {period} session on {date}"
+                    ),
+                }
+            } else {
+                e
+            }
+        })
     }
 
     /// Ids of the doctors, in id order.

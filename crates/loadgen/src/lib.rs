@@ -352,27 +352,35 @@ async fn prepare(
 impl Prepared {
     /// One large session per doctor, so quotas do not end the run.
     async fn open_sessions(&self, client: &Client, kind: &SessionKind) -> Result<(), String> {
-        let n = self.opened.fetch_add(1, Ordering::Relaxed);
-        let period = ["night", "afternoon", "morning"][n % 3];
-        let date = (self.date + time::Duration::days((n / 3) as i64)).to_string();
+        let base = self.opened.fetch_add(1, Ordering::Relaxed);
         let mut ids = Vec::new();
         for &practitioner in &self.practitioners {
-            let v = call(
-                client,
-                &self.base,
-                &self.admin,
-                "/api/v1/schedules",
-                json!({
-                    "practitioner_id": practitioner, "date": date, "period": period,
-                    "clinic_type": kind.clinic_type, "registration_level": kind.registration_level,
-                    "quotas": [1_000_000, 1_000_000, 1_000_000],
-                }),
-            )
-            .await?;
-            ids.push((
-                practitioner,
-                v["id"].as_i64().ok_or("the new session has no id")?,
-            ));
+            // The first free (date, period) of this doctor from this set's own: a doctor has one
+            // session per period, and earlier runs on the same node took some.
+            let mut tries = 0;
+            let id = loop {
+                let n = base + tries;
+                let period = ["night", "afternoon", "morning"][n % 3];
+                let date = (self.date + time::Duration::days((n / 3) as i64)).to_string();
+                let created = call(
+                    client,
+                    &self.base,
+                    &self.admin,
+                    "/api/v1/schedules",
+                    json!({
+                        "practitioner_id": practitioner, "date": date, "period": period,
+                        "clinic_type": kind.clinic_type, "registration_level": kind.registration_level,
+                        "quotas": [1_000_000, 1_000_000, 1_000_000],
+                    }),
+                )
+                .await;
+                match created {
+                    Ok(v) => break v["id"].as_i64().ok_or("the new session has no id")?,
+                    Err(e) if e.contains("already has") && tries < 60 => tries += 1,
+                    Err(e) => return Err(e),
+                }
+            };
+            ids.push((practitioner, id));
         }
         self.sessions.write().expect("sessions").extend(ids);
         Ok(())
@@ -432,6 +440,8 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    // A region of this run's own for its patients' ID numbers (100000 to 999999).
+    let region = 100_000 + rand_u32() % 900_000;
     let mut workers = Vec::new();
     let driver = |node: usize, token: &str| Driver {
         node,
@@ -450,9 +460,10 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
         let (stop, sessions) = (stop.clone(), nodes[node].sessions.clone());
         workers.push(tokio::spawn(async move {
             let mut n = desk as u64 * 1_000_000;
+            let region = region;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                desk_visit(&clerk, &kiosk, &sessions, n).await;
+                desk_visit(&clerk, &kiosk, &sessions, region, n).await;
             }
         }));
     }
@@ -534,9 +545,15 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
 }
 
 /// One visit at a registration desk: a new patient, a registration, payment at a kiosk, check-in.
-async fn desk_visit(clerk: &Driver, kiosk: &Driver, sessions: &RwLock<Vec<(i64, i64)>>, n: u64) {
+async fn desk_visit(
+    clerk: &Driver,
+    kiosk: &Driver,
+    sessions: &RwLock<Vec<(i64, i64)>>,
+    region: u32,
+    n: u64,
+) {
     // Each visit is a new patient: the quota rule allows one registration per department per day.
-    let (birth_date, id_number) = identity(n);
+    let (birth_date, id_number) = identity_in(region, n);
     let patient = json!({
         "name": format!("负载{n}"), "gender": "female", "birth_date": birth_date,
         "id_number": id_number, "phone": "13800001111",
@@ -583,7 +600,7 @@ async fn desk_visit(clerk: &Driver, kiosk: &Driver, sessions: &RwLock<Vec<(i64, 
         .entry(clerk.node)
         .or_default()
         .push(r["id"].as_i64().unwrap_or(-1));
-    let pay = json!({"invoice_id": r["invoice_id"], "patient_id": p["id"], "method": "self-service", "idempotency_key": format!("load-{n}")});
+    let pay = json!({"invoice_id": r["invoice_id"], "patient_id": p["id"], "method": "self-service", "idempotency_key": format!("load-{region}-{n}")});
     let Some((s, paid)) = kiosk
         .send("POST /payments", "POST", "/api/v1/payments", Some(pay))
         .await
@@ -818,6 +835,13 @@ pub async fn login_as(
 /// birth date varies with `n`, so more than a thousand patients (the sequence number's range) get
 /// distinct numbers.
 pub fn identity(n: u64) -> (String, String) {
+    identity_in(110_105, n)
+}
+
+/// [`identity`] in another region (the ID number's first six digits): each run of the load
+/// generator takes a region of its own, so a second run against the same hospital registers new
+/// patients instead of being refused the first run's ID numbers.
+pub fn identity_in(region: u32, n: u64) -> (String, String) {
     let day = time::Date::from_calendar_date(1950, time::Month::January, 1).expect("a valid date")
         + time::Duration::days((n / 1000 % 18_000) as i64);
     let birth = format!(
@@ -826,7 +850,7 @@ pub fn identity(n: u64) -> (String, String) {
         u8::from(day.month()),
         day.day()
     );
-    let body = format!("110105{birth}{:03}", n % 1000);
+    let body = format!("{:06}{birth}{:03}", region % 1_000_000, n % 1000);
     let check = nonstop_hospital::patient::id_check_character(&body);
     (day.to_string(), format!("{body}{check}"))
 }
