@@ -434,7 +434,7 @@ async fn a_bundle_signed_by_an_unknown_key_is_refused_by_the_server_and_by_the_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_pause_resume_and_roll_back_a_rollout_and_nodes_return_to_their_standby() {
+async fn operators_pause_resume_roll_back_and_abort_rollouts() {
     let fleet = Fleet::new().await;
     let tokens = [fleet.add("a").await, fleet.add("b").await];
     let a = fleet.start_node("a", Some(&tokens[0])).await;
@@ -503,7 +503,30 @@ async fn operators_pause_resume_and_roll_back_a_rollout_and_nodes_return_to_thei
             .any(|e| format!("{e:?}").contains("queue order complaints")),
         "{log:?}"
     );
-    // Aborting: a new rollout is stopped before its next wave.
+    // Aborting: a new rollout stops before its next wave; the nodes it skipped never get it.
+    fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
+    let id = fleet
+        .rollout("fees@2.0.0", json!({"nodes": ["a", "b"]}), "1,rest")
+        .await;
+    let (s, v) = fleet
+        .call(
+            "POST",
+            &format!("/api/v1/rollouts/{id}/abort"),
+            Some(json!({"reason": "wrong day"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "aborted");
+    assert_eq!(v["reason"], "wrong day");
+    assert_eq!(state_of(&v, "b"), "skipped", "{v}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, r) = fleet
+        .call("GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    assert_eq!(state_of(&r, "b"), "skipped", "{r}");
+    assert_eq!(live_version(&b, "fees"), "1.0.0");
     a.stop().await;
     b.stop().await;
     fleet.server.stop().await;
