@@ -524,7 +524,8 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
         ),
     ];
     let mut updates = Vec::new();
-    let mut last_end = load.elapsed();
+    // The first update's "before" is the quiet traffic since the load started.
+    let mut last_end: f64 = 0.0;
     for (component, version, story, bytes, level4_after_live) in plans {
         t.say(&format!("publishing {component} {version}: {story}"));
         let started_at = load.elapsed();
@@ -666,9 +667,9 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
     Ok(report)
 }
 
-/// Registers one 66-year-old walk-in patient at `node` (today's first session with an on-site
-/// slot) and says what the live fees rule charged: how the demo shows a fees update reach the
-/// registration desk.
+/// Registers one 62-year-old walk-in patient at `node` (today's first general session with an
+/// on-site slot) and says what the live fees rule charged: half price from 60 under fees 2.0.0,
+/// from 65 before. This is how the demo shows a fees update reach the registration desk.
 async fn sample_fee(node: &NodeTarget, n: u64) -> Result<String, String> {
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
@@ -703,8 +704,8 @@ async fn sample_fee(node: &NodeTarget, n: u64) -> Result<String, String> {
         .flatten()
         .find(|s| s["remaining"][0].as_i64().unwrap_or(0) > 0 && s["clinic_type"] == "general")
         .ok_or("no session with an on-site slot today")?;
-    // Born 1960-01-01 (the load generator's synthetic identities, from a range its desks never reach).
-    let (birth_date, id_number) = nonstop_loadgen::identity(3_652_000 + n);
+    // Born 1964-01-01, in the load generator's default ID region, which its desks never use.
+    let (birth_date, id_number) = nonstop_loadgen::identity(5_113_000 + n);
     let patient = call(
         reqwest::Method::POST,
         "/api/v1/patients".into(),
@@ -726,8 +727,8 @@ async fn sample_fee(node: &NodeTarget, n: u64) -> Result<String, String> {
             .as_str()
             .unwrap_or("")
             .split(' ')
-            .next()
-            .unwrap_or("")
+            .nth(1)
+            .unwrap_or("?")
     ))
 }
 
