@@ -226,7 +226,7 @@ async fn add_node(
 
 async fn nodes(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {
     o.allow(EVERYONE, "list nodes")?;
-    Ok(Json(json!({ "items": s.status().await?.nodes })))
+    Ok(Json(json!({ "items": s.nodes().await? })))
 }
 
 #[derive(Deserialize)]
@@ -321,7 +321,7 @@ async fn start_rollout(
 
 async fn rollouts(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {
     o.allow(EVERYONE, "list rollouts")?;
-    Ok(Json(json!({ "items": s.status().await?.rollouts })))
+    Ok(Json(json!({ "items": s.rollouts().await? })))
 }
 
 async fn rollout(

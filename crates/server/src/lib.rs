@@ -194,8 +194,8 @@ impl Server {
         self.inner.backend
     }
 
-    /// The fleet and every rollout.
-    pub async fn status(&self) -> Result<Status, ServerError> {
+    /// Every node, connected or not, with its versions.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>, ServerError> {
         let stale = db::now_ms() - 3 * 1000 * self.inner.config.heartbeat_secs.max(1) as i64;
         let rows = sqlx::query(
             "SELECT name, node_group, CASE WHEN credential_hash IS NULL THEN 0 ELSE 1 END, \
@@ -217,11 +217,24 @@ impl Server {
                 components: serde_json::from_str(&versions).unwrap_or_default(),
             });
         }
+        Ok(nodes)
+    }
+
+    /// Every rollout, newest first, with its nodes.
+    pub async fn rollouts(&self) -> Result<Vec<rollouts::Rollout>, ServerError> {
         let mut rollouts = Vec::new();
         for id in self.rollout_ids().await? {
             rollouts.push(self.rollout(id).await?);
         }
-        Ok(Status { nodes, rollouts })
+        Ok(rollouts)
+    }
+
+    /// The fleet and every rollout.
+    pub async fn status(&self) -> Result<Status, ServerError> {
+        Ok(Status {
+            nodes: self.nodes().await?,
+            rollouts: self.rollouts().await?,
+        })
     }
 }
 
