@@ -2,6 +2,11 @@
 //! Verifying argon2 takes tens of milliseconds by design, so a token is verified once and then
 //! remembered in memory by the SHA-256 of its secret until it expires: requests stay fast and
 //! the database never holds anything a thief could replay.
+//!
+//! A remembered token is checked again against the database (a cheap read, no argon2) once it
+//! is [`RECHECK`] old, so a token revoked by another process sharing the database stops within
+//! that time; this process forgets the tokens it revokes at once. An account locks for a while
+//! after repeated failed sign-ins, and the lock is audited.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +16,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::write::is_unique_violation;
 use crate::{Hospital, HospitalError, args, now_ms};
@@ -45,7 +49,7 @@ impl Role {
         }
     }
 
-    fn parse(text: &str) -> Option<Role> {
+    pub(crate) fn parse(text: &str) -> Option<Role> {
         match text {
             "clerk" => Some(Role::Clerk),
             "cashier" => Some(Role::Cashier),
@@ -57,9 +61,15 @@ impl Role {
     }
 }
 
+/// How long a remembered token is trusted before the database is asked again whether it still
+/// stands (revoked, account disabled, role changed).
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Staff {
+    /// The account's id.
+    pub user_id: i64,
     /// Username, recorded as the actor of every change.
     pub username: String,
     /// Role.
@@ -69,25 +79,47 @@ pub struct Staff {
     pub practitioner_id: Option<i64>,
 }
 
-/// A verified token: SHA-256 of its secret, who it belongs to, and until when (Unix ms).
-type VerifiedToken = ([u8; 32], Staff, i64);
+/// A verified token: SHA-256 of its secret, who it belongs to, until when (Unix ms), and when
+/// the database last said it stands.
+#[derive(Clone)]
+struct VerifiedToken {
+    digest: [u8; 32],
+    staff: Staff,
+    until: i64,
+    checked: std::time::Instant,
+}
 
 /// Tokens already verified, by token id.
 #[derive(Default, Clone)]
 pub(crate) struct TokenCache(Arc<Mutex<HashMap<i64, VerifiedToken>>>);
 
 impl TokenCache {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<i64, VerifiedToken>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Remembers a verified token, forgetting the expired ones (so the cache holds only tokens
     /// that could still be used, however long the node runs).
     fn remember(&self, id: i64, token: VerifiedToken) {
-        let mut tokens = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.tokens();
         let now = now_ms();
-        tokens.retain(|_, (_, _, until)| *until > now);
+        tokens.retain(|_, t| t.until > now);
         tokens.insert(id, token);
+    }
+
+    /// Forgets one token.
+    pub(crate) fn forget(&self, id: i64) {
+        self.tokens().remove(&id);
+    }
+
+    /// Forgets every token of an account (revoked, or its role changed), but `keep`.
+    pub(crate) fn forget_user(&self, user_id: i64, keep: Option<i64>) {
+        self.tokens()
+            .retain(|id, t| t.staff.user_id != user_id || Some(*id) == keep);
     }
 }
 
-fn hash_secret(secret: &str) -> Result<String, HospitalError> {
+pub(crate) fn hash_secret(secret: &str) -> Result<String, HospitalError> {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| HospitalError::Auth(e.to_string()))?;
@@ -97,7 +129,7 @@ fn hash_secret(secret: &str) -> Result<String, HospitalError> {
         .to_string())
 }
 
-fn verify_secret(secret: &str, hash: &str) -> bool {
+pub(crate) fn verify_secret(secret: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| {
         Argon2::default()
             .verify_password(secret.as_bytes(), &h)
@@ -121,7 +153,7 @@ static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 
 impl Hospital {
     /// Verifies a secret against its argon2 hash off the async workers, a bounded number at once.
-    async fn verify_slowly(&self, secret: String, hash: String) -> bool {
+    pub(crate) async fn verify_slowly(&self, secret: String, hash: String) -> bool {
         let Ok(_slot) = ARGON2_SLOTS.acquire().await else {
             return false;
         };
@@ -171,12 +203,7 @@ impl Hospital {
                 reason: "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
             });
         }
-        if password.len() < 12 {
-            return Err(HospitalError::Invalid {
-                field: "password",
-                reason: "must be at least 12 characters".into(),
-            });
-        }
+        crate::staff::check_password("password", username, password)?;
         let to_hash = password.to_owned();
         let hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
             .await
@@ -216,35 +243,55 @@ impl Hospital {
         Ok(n > 0)
     }
 
-    /// Checks a username and password; returns a new token `<id>.<secret>`.
+    /// Checks a username and password; returns a new token `<id>.<secret>`. Refused for a
+    /// disabled account, and for a locked one: [`crate::Policy::lockout_after`] failures in a
+    /// row lock an account for [`crate::Policy::lockout_minutes`], and the lock is audited.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
     ) -> Result<(String, Staff), HospitalError> {
-        let row = sqlx::query(
-            "SELECT id, role, password_hash, practitioner_id FROM app_user WHERE username = $1",
+        type Account = (i64, String, String, Option<i64>, i64, i64);
+        let row: Option<Account> = sqlx::query_as(
+            "SELECT id, role, password_hash, practitioner_id, disabled, locked_until FROM app_user WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
         let denied = || HospitalError::Unauthorized("wrong username or password".into());
+        if let Some((_, _, _, _, _, locked_until)) = &row
+            && *locked_until > now_ms()
+        {
+            return Err(HospitalError::Unauthorized(format!(
+                "{username} is locked after repeated failed sign-ins for {} more minutes; an administrator can reset the password",
+                (*locked_until - now_ms()) / 60_000 + 1
+            )));
+        }
         // An unknown user costs the same argon2 work as a known one, so timing does not tell
         // which usernames exist.
         let hash: String = match &row {
-            Some(row) => row.try_get(2)?,
+            Some(row) => row.2.clone(),
             None => UNKNOWN_USER_HASH
                 .get_or_init(|| hash_secret("no such user").unwrap_or_default())
                 .clone(),
         };
         let ok = self.verify_slowly(password.to_owned(), hash).await;
-        let Some(row) = row.filter(|_| ok) else {
+        let Some((user_id, role, _, practitioner_id, disabled, _)) = row else {
             return Err(denied());
         };
+        if !ok {
+            return Err(self.failed_login(user_id, username).await?);
+        }
+        if disabled != 0 {
+            return Err(HospitalError::Unauthorized(format!(
+                "{username}'s account is disabled"
+            )));
+        }
         let staff = Staff {
+            user_id,
             username: username.to_owned(),
-            role: Role::parse(&row.try_get::<String, _>(1)?).ok_or_else(denied)?,
-            practitioner_id: row.try_get(3)?,
+            role: Role::parse(&role).ok_or_else(denied)?,
+            practitioner_id,
         };
         let secret = random_secret();
         let to_hash = secret.clone();
@@ -252,9 +299,13 @@ impl Hospital {
             .await
             .map_err(|e| HospitalError::Auth(e.to_string()))??;
         let now = now_ms();
-        let (user_id, expires_at) = (row.try_get::<i64, _>(0)?, now + self.token_lifetime_ms);
+        let expires_at = now + self.token_lifetime_ms;
         let id: i64 = self
             .write(move |tx| {
+                tx.execute(
+                    "UPDATE app_user SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0",
+                    args![user_id],
+                )?;
                 tx.one(
                     "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
                     args![user_id, secret_hash, now, expires_at],
@@ -263,55 +314,127 @@ impl Hospital {
             .await?;
         self.tokens.remember(
             id,
-            (
-                Sha256::digest(secret.as_bytes()).into(),
-                staff.clone(),
-                now + self.token_lifetime_ms,
-            ),
+            VerifiedToken {
+                digest: Sha256::digest(secret.as_bytes()).into(),
+                staff: staff.clone(),
+                until: expires_at,
+                checked: std::time::Instant::now(),
+            },
         );
         Ok((format!("{id}.{secret}"), staff))
     }
 
+    /// Counts a failed sign-in of an account, locking it at the policy's limit; returns the
+    /// error to answer with.
+    async fn failed_login(
+        &self,
+        user_id: i64,
+        username: &str,
+    ) -> Result<HospitalError, HospitalError> {
+        let (limit, minutes) = (self.lockout_after, self.lockout_minutes);
+        let locked = self
+            .write(move |tx| {
+                let failures: i64 = tx.one(
+                    "UPDATE app_user SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+                    args![user_id],
+                )?;
+                if limit == 0 || failures < limit {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE app_user SET failed_logins = 0, locked_until = $1 WHERE id = $2",
+                    args![now_ms() + minutes * 60_000, user_id],
+                )?;
+                let detail = format!("locked for {minutes} minutes after {failures} failed sign-ins");
+                crate::audit(tx, "system", "app_user", user_id, "lock", &detail)?;
+                Ok(true)
+            })
+            .await?;
+        Ok(if locked {
+            tracing::warn!(username, "account locked after repeated failed sign-ins");
+            HospitalError::Unauthorized(format!(
+                "wrong username or password; {username} is now locked for {minutes} minutes"
+            ))
+        } else {
+            HospitalError::Unauthorized("wrong username or password".into())
+        })
+    }
+
     /// Who a bearer token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Staff, HospitalError> {
+        Ok(self.token_owner(token).await?.1)
+    }
+
+    /// A bearer token's id and who it belongs to.
+    pub(crate) async fn token_owner(&self, token: &str) -> Result<(i64, Staff), HospitalError> {
         let denied = || HospitalError::Unauthorized("the token is not valid".into());
         let (id, secret) = token.split_once('.').ok_or_else(denied)?;
         let id: i64 = id.parse().map_err(|_| denied())?;
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        if let Some((known, staff, until)) = self
-            .tokens
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
-        {
-            return if known == digest && until > now_ms() {
-                Ok(staff)
-            } else {
-                Err(denied())
+        let known = self.tokens.tokens().get(&id).cloned();
+        if let Some(known) = known {
+            if known.digest != digest || known.until <= now_ms() {
+                return Err(denied());
+            }
+            if known.checked.elapsed() < RECHECK {
+                return Ok((id, known.staff));
+            }
+            // Still standing? No argon2: the secret was verified when it was remembered.
+            type Standing = (String, Option<i64>, i64);
+            let standing: Option<Standing> = sqlx::query_as(
+                "SELECT u.role, u.practitioner_id, u.disabled FROM api_token t JOIN app_user u ON u.id = t.user_id WHERE t.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((role, practitioner_id, 0)) = standing else {
+                self.tokens.forget(id);
+                return Err(denied());
             };
+            let staff = Staff {
+                role: Role::parse(&role).ok_or_else(denied)?,
+                practitioner_id,
+                ..known.staff
+            };
+            self.tokens.remember(
+                id,
+                VerifiedToken {
+                    staff: staff.clone(),
+                    checked: std::time::Instant::now(),
+                    ..known
+                },
+            );
+            return Ok((id, staff));
         }
-        let row = sqlx::query(
-            "SELECT t.secret_hash, t.expires_at, u.username, u.role, u.practitioner_id FROM api_token t JOIN app_user u ON u.id = t.user_id WHERE t.id = $1",
+        type Stored = (String, i64, i64, String, String, Option<i64>);
+        let (hash, until, user_id, username, role, practitioner_id): Stored = sqlx::query_as(
+            "SELECT t.secret_hash, t.expires_at, u.id, u.username, u.role, u.practitioner_id FROM api_token t
+             JOIN app_user u ON u.id = t.user_id WHERE t.id = $1 AND u.disabled = 0",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(denied)?;
-        let until: i64 = row.try_get(1)?;
-        let hash: String = row.try_get(0)?;
         // Bounded like a login: after a restart, a flood of guessed tokens queues here.
         let ok = until > now_ms() && self.verify_slowly(secret.to_owned(), hash).await;
         if !ok {
             return Err(denied());
         }
         let staff = Staff {
-            username: row.try_get(2)?,
-            role: Role::parse(&row.try_get::<String, _>(3)?).ok_or_else(denied)?,
-            practitioner_id: row.try_get(4)?,
+            user_id,
+            username,
+            role: Role::parse(&role).ok_or_else(denied)?,
+            practitioner_id,
         };
-        self.tokens.remember(id, (digest, staff.clone(), until));
-        Ok(staff)
+        self.tokens.remember(
+            id,
+            VerifiedToken {
+                digest,
+                staff: staff.clone(),
+                until,
+                checked: std::time::Instant::now(),
+            },
+        );
+        Ok((id, staff))
     }
 }

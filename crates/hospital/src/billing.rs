@@ -107,13 +107,21 @@ pub struct ChargeLine {
 /// A cashier's totals for one business day, balancing to the fen.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DailyTotals {
+    /// Payments taken.
+    pub payments: i64,
+    /// Refunds given.
+    pub refunds: i64,
     /// Self-pay money taken.
     pub paid_fen: i64,
     /// Self-pay money given back.
     pub refunded_fen: i64,
     /// `paid_fen - refunded_fen`.
     pub net_fen: i64,
-    /// Net insurance fund amounts.
+    /// Insurance fund parts of the payments.
+    pub fund_paid_fen: i64,
+    /// Insurance fund parts given back.
+    pub fund_refunded_fen: i64,
+    /// `fund_paid_fen - fund_refunded_fen`.
     pub fund_net_fen: i64,
     /// Net self-pay per method.
     pub by_method: Vec<(String, i64)>,
@@ -144,12 +152,15 @@ struct Record<'a> {
     fund_fen: i64,
     cashier: &'a str,
     key: &'a str,
-    business_date: String,
+    /// The hospital's business day now; the payment carries the cashier's next open day
+    /// from it ([`crate::closing`]).
+    today: time::Date,
     at: i64,
 }
 
 /// Inserts a payment or refund; its idempotency key must be new.
 fn record(tx: &mut Tx<'_>, r: Record<'_>) -> Result<i64, HospitalError> {
+    let business_date = crate::closing::open_day(tx, r.cashier, r.today)?.to_string();
     let inserted = tx.one(
         "INSERT INTO payment (invoice_id, kind, method, self_pay_fen, fund_fen, cashier, idempotency_key, business_date, at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -161,7 +172,7 @@ fn record(tx: &mut Tx<'_>, r: Record<'_>) -> Result<i64, HospitalError> {
             r.fund_fen,
             r.cashier,
             r.key,
-            r.business_date,
+            business_date,
             r.at,
         ],
     );
@@ -206,7 +217,7 @@ impl Hospital {
         check_key(&p.idempotency_key)?;
         let (p, cashier) = (p.clone(), cashier.to_owned());
         let (rules, annual_cap_fen) = (self.rules.clone(), self.annual_cap_fen);
-        let business_date = self.business_date();
+        let today = self.business_date();
         self.write(move |tx| {
             lock_patient_of_invoice(tx, p.invoice_id)?;
             // A retry is answered from the first payment. After the lock: a retry sent while the
@@ -244,6 +255,19 @@ impl Hospital {
                     ),
                 });
             }
+            if appointment_status == "cancelled" {
+                let why: Option<String> = tx.one(
+                    "SELECT cancelled_reason FROM invoice WHERE id = $1",
+                    args![p.invoice_id],
+                )?;
+                return Err(HospitalError::Refused {
+                    rule: "billing",
+                    reason: format!(
+                        "registration {appointment_id} was cancelled ({}); nothing to pay",
+                        why.unwrap_or_default()
+                    ),
+                });
+            }
             if appointment_status != "pending" || hold_expires_at < now_ms() {
                 return Err(HospitalError::Refused {
                     rule: "quota",
@@ -256,7 +280,7 @@ impl Hospital {
                 "SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id",
                 args![p.invoice_id],
             )?;
-            let year_start = format!("{}-01-01", business_date.year());
+            let year_start = format!("{}-01-01", today.year());
             let (fund_this_year, deductible_used): (i64, i64) = tx.one(
                 "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT)
                  FROM invoice i JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
@@ -318,7 +342,7 @@ impl Hospital {
                     fund_fen: split.fund_fen,
                     cashier: &cashier,
                     key: &p.idempotency_key,
-                    business_date: business_date.to_string(),
+                    today,
                     at: now,
                 },
             )?;
@@ -359,105 +383,28 @@ impl Hospital {
     pub async fn refund(&self, cashier: &str, r: &RefundRequest) -> Result<Payment, HospitalError> {
         check_key(&r.idempotency_key)?;
         let (r, cashier) = (r.clone(), cashier.to_owned());
-        let business_date = self.business_date().to_string();
+        let today = self.business_date();
         self.write(move |tx| {
             lock_patient_of_invoice(tx, r.invoice_id)?;
             // After the lock, as in `pay`: a concurrent retry finds the first refund.
             if let Some(done) = replay(tx, &r.idempotency_key, "refund", r.invoice_id, None)? {
                 return Ok(done);
             }
-            // The schedule before the ticket, as `call_next` takes them: on PostgreSQL the two
-            // never wait on each other in opposite order.
-            tx.execute(
-                "UPDATE schedule SET id = id WHERE id = (SELECT a.schedule_id FROM invoice i
-                     JOIN appointment a ON a.id = i.appointment_id WHERE i.id = $1)",
-                args![r.invoice_id],
-            )?;
-            let (status, self_pay, fund, insurance_rule, appointment_id, method): (
-                String,
-                i64,
-                i64,
-                Option<String>,
-                i64,
-                Option<String>,
-            ) = tx.one(
-                "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, i.appointment_id,
-                        (SELECT method FROM payment WHERE invoice_id = i.id AND kind = 'payment')
-                 FROM invoice i WHERE i.id = $1",
-                args![r.invoice_id],
-            )?;
-            if status != "balanced" {
-                return Err(HospitalError::Refused {
-                    rule: "billing",
-                    reason: format!(
-                        "invoice {} is {}: only a paid invoice can be refunded",
-                        r.invoice_id,
-                        invoice_word(&status)
-                    ),
-                });
-            }
-            let now = now_ms();
-            // Withdraw a ticket that has not reached the doctor; a consultation that has
-            // started (or a visit that ended) makes the registration consumed.
-            tx.execute(
-                "UPDATE queue_ticket SET status = 'expired', updated_at = $1
-                 WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')",
-                args![now, appointment_id],
-            )?;
-            let consulted: i64 = tx.one(
-                "SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')",
-                args![appointment_id],
-            )?;
-            if consulted > 0 || !release_slot(tx, appointment_id, &["booked", "checked-in"])? {
-                return Err(HospitalError::Refused {
-                    rule: "billing",
-                    reason: format!(
-                        "registration {appointment_id} is in or past its consultation: consumed services are not refunded"
-                    ),
-                });
-            }
-            tx.execute(
-                "UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'balanced'",
-                args![format!("refunded: {}", r.reason), now, r.invoice_id],
-            )?;
-            let method = method.unwrap_or_else(|| "cash".into());
-            let id = record(
-                tx,
-                Record {
-                    invoice_id: r.invoice_id,
-                    kind: "refund",
-                    method: &method,
-                    self_pay_fen: self_pay,
-                    fund_fen: fund,
-                    cashier: &cashier,
-                    key: &r.idempotency_key,
-                    business_date,
-                    at: now,
-                },
-            )?;
-            let detail = format!(
-                "refunded {self_pay} fen self-pay, {fund} fen fund: {}",
-                r.reason
-            );
-            let cancelled = format!(
-                "refunded (invoice {}), slot released, ticket withdrawn: {}",
-                r.invoice_id, r.reason
-            );
-            crate::audit_all(
+            let refunded = refund_paid(
                 tx,
                 &cashier,
-                &[
-                    ("invoice", r.invoice_id, "refund", &detail),
-                    ("appointment", appointment_id, "cancel", &cancelled),
-                ],
+                r.invoice_id,
+                &r.idempotency_key,
+                &r.reason,
+                today,
             )?;
             Ok(Payment {
-                id,
+                id: refunded.payment_id,
                 invoice_id: r.invoice_id,
                 kind: "refund".into(),
-                self_pay_fen: self_pay,
-                fund_fen: fund,
-                insurance_rule: insurance_rule.unwrap_or_default(),
+                self_pay_fen: refunded.self_pay_fen,
+                fund_fen: refunded.fund_fen,
+                insurance_rule: refunded.insurance_rule.unwrap_or_default(),
             })
         })
         .await
@@ -484,21 +431,7 @@ impl Hospital {
                     id: appointment_id,
                 });
             }
-            let released = release_slot(tx, appointment_id, &["pending"])?;
-            if released {
-                tx.execute(
-                    "UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE appointment_id = $3 AND status = 'issued'",
-                    args![format!("voided unpaid: hold released by {actor}"), now_ms(), appointment_id],
-                )?;
-                crate::audit(
-                    tx,
-                    &actor,
-                    "appointment",
-                    appointment_id,
-                    "cancel-hold",
-                    "hold released",
-                )?;
-            }
+            let released = void_unpaid(tx, &actor, appointment_id, &format!("hold released by {actor}"))?;
             Ok(released)
         })
         .await
@@ -598,33 +531,172 @@ impl Hospital {
         business_date: &str,
         cashier: Option<&str>,
     ) -> Result<DailyTotals, HospitalError> {
-        let rows = sqlx::query(
-            "SELECT kind, method, CAST(COALESCE(SUM(self_pay_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_fen), 0) AS BIGINT) FROM payment
+        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT kind, method, COUNT(*), CAST(COALESCE(SUM(self_pay_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_fen), 0) AS BIGINT) FROM payment
              WHERE business_date = $1 AND ($2 = '' OR cashier = $2) GROUP BY kind, method ORDER BY method, kind",
         )
         .bind(business_date)
         .bind(cashier.unwrap_or(""))
         .fetch_all(&self.pool)
         .await?;
+        Ok(DailyTotals::of(rows))
+    }
+}
+
+impl DailyTotals {
+    /// Sums `(kind, method, count, self-pay, fund)` groups of payments.
+    pub(crate) fn of(groups: Vec<(String, String, i64, i64, i64)>) -> DailyTotals {
         let mut t = DailyTotals::default();
-        for row in rows {
-            let (kind, method): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            let (self_pay, fund): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        for (kind, method, count, self_pay, fund) in groups {
             let sign = if kind == "refund" { -1 } else { 1 };
             if sign > 0 {
+                t.payments += count;
                 t.paid_fen += self_pay;
+                t.fund_paid_fen += fund;
             } else {
+                t.refunds += count;
                 t.refunded_fen += self_pay;
+                t.fund_refunded_fen += fund;
             }
-            t.fund_net_fen += sign * fund;
             match t.by_method.iter_mut().find(|(m, _)| *m == method) {
                 Some((_, net)) => *net += sign * self_pay,
                 None => t.by_method.push((method, sign * self_pay)),
             }
         }
         t.net_fen = t.paid_fen - t.refunded_fen;
-        Ok(t)
+        t.fund_net_fen = t.fund_paid_fen - t.fund_refunded_fen;
+        t
     }
+}
+
+/// What a refund gave back.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refunded {
+    /// The refund's payment record.
+    pub payment_id: i64,
+    /// Self-pay money given back.
+    pub self_pay_fen: i64,
+    /// Insurance fund money given back.
+    pub fund_fen: i64,
+    /// The insurance rule that split the payment.
+    pub insurance_rule: Option<String>,
+}
+
+/// Refunds a paid invoice whose registration has not been consumed, in `tx`, whose caller has
+/// locked the patient: its ticket is withdrawn, its slot released, both parts given back by the
+/// method it was paid with, and the refund recorded as `actor`'s with `key`.
+pub(crate) fn refund_paid(
+    tx: &mut Tx<'_>,
+    actor: &str,
+    invoice_id: i64,
+    key: &str,
+    reason: &str,
+    today: time::Date,
+) -> Result<Refunded, HospitalError> {
+    // The schedule before the ticket, as `call_next` takes them: on PostgreSQL the two never
+    // wait on each other in opposite order.
+    tx.execute(
+        "UPDATE schedule SET id = id WHERE id = (SELECT a.schedule_id FROM invoice i
+             JOIN appointment a ON a.id = i.appointment_id WHERE i.id = $1)",
+        args![invoice_id],
+    )?;
+    let (status, self_pay, fund, insurance_rule, appointment_id, method): (
+        String,
+        i64,
+        i64,
+        Option<String>,
+        i64,
+        Option<String>,
+    ) = tx.one(
+        "SELECT i.status, i.self_pay_fen, i.fund_fen, i.insurance_rule, i.appointment_id,
+                (SELECT method FROM payment WHERE invoice_id = i.id AND kind = 'payment')
+         FROM invoice i WHERE i.id = $1",
+        args![invoice_id],
+    )?;
+    if status != "balanced" {
+        return Err(HospitalError::Refused {
+            rule: "billing",
+            reason: format!(
+                "invoice {invoice_id} is {}: only a paid invoice can be refunded",
+                invoice_word(&status)
+            ),
+        });
+    }
+    let now = now_ms();
+    // Withdraw a ticket that has not reached the doctor; a consultation that has started (or a
+    // visit that ended) makes the registration consumed.
+    tx.execute(
+        "UPDATE queue_ticket SET status = 'expired', updated_at = $1
+         WHERE appointment_id = $2 AND status IN ('waiting', 'called', 'suspended')",
+        args![now, appointment_id],
+    )?;
+    let consulted: i64 = tx.one(
+        "SELECT COUNT(*) FROM queue_ticket WHERE appointment_id = $1 AND status IN ('in-service', 'done')",
+        args![appointment_id],
+    )?;
+    if consulted > 0 || !release_slot(tx, appointment_id, &["booked", "checked-in"])? {
+        return Err(HospitalError::Refused {
+            rule: "billing",
+            reason: format!(
+                "registration {appointment_id} is in or past its consultation: consumed services are not refunded"
+            ),
+        });
+    }
+    tx.execute(
+        "UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'balanced'",
+        args![format!("refunded: {reason}"), now, invoice_id],
+    )?;
+    let method = method.unwrap_or_else(|| "cash".into());
+    let payment_id = record(
+        tx,
+        Record {
+            invoice_id,
+            kind: "refund",
+            method: &method,
+            self_pay_fen: self_pay,
+            fund_fen: fund,
+            cashier: actor,
+            key,
+            today,
+            at: now,
+        },
+    )?;
+    let detail = format!("refunded {self_pay} fen self-pay, {fund} fen fund: {reason}");
+    let cancelled =
+        format!("refunded (invoice {invoice_id}), slot released, ticket withdrawn: {reason}");
+    crate::audit_all(
+        tx,
+        actor,
+        &[
+            ("invoice", invoice_id, "refund", &detail),
+            ("appointment", appointment_id, "cancel", &cancelled),
+        ],
+    )?;
+    Ok(Refunded {
+        payment_id,
+        self_pay_fen: self_pay,
+        fund_fen: fund,
+        insurance_rule,
+    })
+}
+
+/// Releases an unpaid hold and voids its invoice, in `tx`, whose caller has locked the patient.
+/// Returns whether it was still held.
+pub(crate) fn void_unpaid(
+    tx: &mut Tx<'_>,
+    actor: &str,
+    appointment_id: i64,
+    why: &str,
+) -> Result<bool, HospitalError> {
+    let released = release_slot(tx, appointment_id, &["pending"])?;
+    if released {
+        tx.execute(
+            "UPDATE invoice SET status = 'cancelled', cancelled_reason = $1, updated_at = $2 WHERE appointment_id = $3 AND status = 'issued'",
+            args![format!("voided unpaid: {why}"), now_ms(), appointment_id],
+        )?;
+        crate::audit(tx, actor, "appointment", appointment_id, "cancel-hold", why)?;
+    }
+    Ok(released)
 }
 
 /// Cancels an appointment in one of `from` and gives its slot back to its pool, in `tx`.

@@ -12,6 +12,16 @@ pub enum HospitalError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The record would duplicate an existing one (an ID number registered already).
+    #[error("invalid {field}: {reason}")]
+    Duplicate {
+        /// The field, e.g. `id_number`.
+        field: &'static str,
+        /// What is wrong with it, naming the existing record.
+        reason: String,
+        /// The existing record's id.
+        existing_id: i64,
+    },
     /// A referenced record does not exist.
     #[error("{what} {id} not found")]
     NotFound {

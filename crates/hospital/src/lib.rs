@@ -3,8 +3,11 @@
 //! the live rule modules ([`nonstop_runtime::Rules`]), so they can be updated while it serves.
 //!
 //! - the core: [`patient`], [`registration`], [`billing`], [`queue`], [`auth`], on SQLite or
-//!   PostgreSQL; registration, payment, refund and cancellation first lock the patient's row, so
-//!   one patient's registrations and money change one at a time, in one lock order everywhere;
+//!   PostgreSQL; the hospital's own organisation and accounts, kept by its administrator:
+//!   [`clinic`] (departments, doctors, clinic sessions), [`staff`] (accounts), [`closing`]
+//!   (the cashier's day closing). Registration, payment, refund and cancellation first lock the
+//!   patient's row, so one patient's registrations and money change one at a time, in one lock
+//!   order everywhere: patient, then clinic session, then queue ticket;
 //! - [`api`]: the HTTP JSON API under `/api/v1`;
 //!
 //! *Not* here: the node's assembly with its store, agent and server link (`nonstop-node`), and
@@ -15,12 +18,15 @@
 pub mod api;
 pub mod auth;
 pub mod billing;
+pub mod clinic;
+pub mod closing;
 mod db;
 mod error;
 pub mod patient;
 pub mod queue;
 pub mod registration;
 mod seed;
+pub mod staff;
 mod write;
 
 use nonstop_runtime::Rules;
@@ -28,12 +34,12 @@ use sqlx::AnyPool;
 
 pub use auth::{Role, Staff};
 pub use billing::{ChargeLine, DailyTotals, InvoiceView, Payment, PaymentRequest, RefundRequest};
+pub use clinic::{NewSchedule, Quotas};
 pub use db::Backend;
 pub use error::HospitalError;
 pub use patient::{InsuranceCategory, NewPatient};
 pub use queue::{CheckIn, DoctorDay, DoctorSession, QueueEntry, SessionOf};
 pub use registration::{NewRegistration, RecordCheck, Registration};
-pub use seed::NewSchedule;
 pub(crate) use write::{Tx, args};
 
 /// The hospital core: its database and the live rules it prices and admits with.
@@ -45,6 +51,8 @@ pub struct Hospital {
     utc_offset: time::UtcOffset,
     annual_cap_fen: i64,
     token_lifetime_ms: i64,
+    lockout_after: i64,
+    lockout_minutes: i64,
     tokens: auth::TokenCache,
     /// Where write transactions run ([`write`]).
     writer: write::Writer,
@@ -60,6 +68,10 @@ pub struct Policy {
     pub annual_cap_fen: i64,
     /// How long a login token lives, in hours.
     pub token_lifetime_hours: u32,
+    /// Failed sign-ins in a row that lock an account (0: never).
+    pub lockout_after: u32,
+    /// How long a locked account stays locked, in minutes.
+    pub lockout_minutes: u32,
 }
 
 impl Default for Policy {
@@ -68,6 +80,8 @@ impl Default for Policy {
             utc_offset_hours: 8,
             annual_cap_fen: 30_000_000,
             token_lifetime_hours: 12,
+            lockout_after: 5,
+            lockout_minutes: 15,
         }
     }
 }
@@ -88,6 +102,8 @@ impl Hospital {
             utc_offset: time::UtcOffset::UTC,
             annual_cap_fen: 0,
             token_lifetime_ms: 0,
+            lockout_after: 0,
+            lockout_minutes: 0,
             tokens: auth::TokenCache::default(),
             writer,
         }
@@ -100,6 +116,8 @@ impl Hospital {
             .unwrap_or(time::UtcOffset::UTC);
         self.annual_cap_fen = policy.annual_cap_fen;
         self.token_lifetime_ms = i64::from(policy.token_lifetime_hours) * 3600 * 1000;
+        self.lockout_after = i64::from(policy.lockout_after);
+        self.lockout_minutes = i64::from(policy.lockout_minutes);
         self
     }
 

@@ -104,7 +104,7 @@ impl Hospital {
         let (r, actor) = (r.clone(), actor.to_owned());
         let (rules, today) = (self.rules.clone(), self.business_date());
         self.write(move |tx| {
-            let (department_id, visit_date, clinic_type, level, title_text, left_on_site, left_online, left_elderly): (
+            let (department_id, visit_date, clinic_type, level, title_text, left_on_site, left_online, left_elderly, status, why): (
                 i64,
                 String,
                 String,
@@ -113,11 +113,13 @@ impl Hospital {
                 i64,
                 i64,
                 i64,
+                String,
+                Option<String>,
             ) = tx
                 .row(
                     "SELECT s.department_id, s.session_date, s.clinic_type, s.registration_level, p.title,
                             s.quota_on_site - s.taken_on_site, s.quota_online - s.taken_online,
-                            s.quota_elderly - s.taken_elderly
+                            s.quota_elderly - s.taken_elderly, s.status, s.status_reason
                      FROM schedule s JOIN practitioner p ON p.id = s.practitioner_id WHERE s.id = $1",
                     args![r.schedule_id],
                 )?
@@ -125,6 +127,16 @@ impl Hospital {
                     what: "schedule",
                     id: r.schedule_id,
                 })?;
+            if status != "active" {
+                return Err(HospitalError::Refused {
+                    rule: "registration",
+                    reason: format!(
+                        "schedule {} is {status}: {}",
+                        r.schedule_id,
+                        why.unwrap_or_default()
+                    ),
+                });
+            }
             let visit_day = parse_date("session_date", &visit_date)?;
             if visit_day < today {
                 return Err(HospitalError::Refused {
@@ -189,11 +201,12 @@ impl Hospital {
                 reason,
             })?;
 
-            // The slot: one conditional update, so a session with quota N never accepts N+1.
+            // The slot: one conditional update, so a session with quota N never accepts N+1, nor
+            // one cancelled meanwhile any.
             let (pool_name, taken, quota) = pool_columns(pool);
             let taken_now = tx.execute(
                 &format!(
-                    "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota}"
+                    "UPDATE schedule SET {taken} = {taken} + 1 WHERE id = $1 AND {taken} < {quota} AND status = 'active'"
                 ),
                 args![r.schedule_id],
             )?;

@@ -232,6 +232,26 @@ impl Tx<'_> {
             .ok_or(HospitalError::Db(sqlx::Error::RowNotFound))
     }
 
+    /// Takes a lock on `key` until the transaction ends, `shared` with other shared holders or
+    /// exclusive: a PostgreSQL advisory lock. Nothing on SQLite, whose one writer runs writes
+    /// one at a time.
+    pub(crate) fn lock(&mut self, key: &str, shared: bool) -> Result<(), HospitalError> {
+        if matches!(self.conn, Conn::Sqlite(_)) {
+            return Ok(());
+        }
+        let function = if shared {
+            "pg_advisory_xact_lock_shared"
+        } else {
+            "pg_advisory_xact_lock"
+        };
+        // Counted, because the lock function's own result (void) is not a type sqlx decodes.
+        self.one::<i64>(
+            &format!("SELECT COUNT(*) FROM (SELECT {function}(hashtext($1))) l"),
+            args![key],
+        )?;
+        Ok(())
+    }
+
     /// Undoes this request's changes although it returns `Ok` (it found nothing to do, or lost
     /// a race it retries).
     pub(crate) fn discard(&mut self) {

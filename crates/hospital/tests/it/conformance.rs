@@ -31,7 +31,8 @@ pub async fn session(h: &Hospital, quotas: (i64, i64, i64)) -> i64 {
         period: "night".into(),
         clinic_type: "night".into(),
         registration_level: 3,
-        quotas,
+        room: None,
+        quotas: quotas.into(),
     })
     .await
     .unwrap()
@@ -302,17 +303,26 @@ async fn a_session_that_has_passed_takes_no_registration() {
     for b in backends().await {
         let h = &b.hospital;
         let doctor = h.practitioners().await.unwrap()[0];
-        let past = h
-            .add_schedule(&NewSchedule {
-                practitioner_id: doctor,
-                date: (h.business_date() - time::Duration::days(1)).to_string(),
-                period: "morning".into(),
-                clinic_type: "general".into(),
-                registration_level: 1,
-                quotas: (5, 5, 1),
-            })
-            .await
-            .unwrap();
+        let yesterday = (h.business_date() - time::Duration::days(1)).to_string();
+        let mut session = NewSchedule {
+            practitioner_id: doctor,
+            date: yesterday.clone(),
+            period: "morning".into(),
+            clinic_type: "general".into(),
+            registration_level: 1,
+            room: None,
+            quotas: (5, 5, 1).into(),
+        };
+        // A session is never created in the past...
+        let err = h.add_schedule(&session).await.unwrap_err();
+        assert!(err.to_string().contains("has passed"), "{err}");
+        // ...but yesterday's sessions were created before yesterday.
+        session.date = (h.business_date() + time::Duration::days(30)).to_string();
+        let past = h.add_schedule(&session).await.unwrap();
+        b.sql(&format!(
+            "UPDATE schedule SET session_date = '{yesterday}' WHERE id = {past}"
+        ))
+        .await;
         let p = h
             .add_patient("clerk", &patient(1, "19900101"))
             .await

@@ -16,6 +16,8 @@ use nonstop_runtime::{RuleEngine, Rules, RuntimeConfig, VersionTag};
 pub struct Backend {
     pub name: &'static str,
     pub hospital: Hospital,
+    /// Its database, for a test to change what no API may (a session's date, moved to the past).
+    url: String,
     /// PostgreSQL: the server URL and the test's schema, dropped with the backend.
     schema: Option<(String, String)>,
     _dir: tempfile::TempDir,
@@ -41,6 +43,15 @@ impl Drop for Backend {
             });
         })
         .join();
+    }
+}
+
+impl Backend {
+    /// Runs one statement on the backend's database, beside the hospital.
+    pub async fn sql(&self, statement: &str) {
+        let pool = sqlx::AnyPool::connect(&self.url).await.unwrap();
+        sqlx::query(statement).execute(&pool).await.unwrap();
+        pool.close().await;
     }
 }
 
@@ -85,6 +96,7 @@ pub async fn backends() -> Vec<Backend> {
     out.push(Backend {
         name: "sqlite",
         hospital,
+        url: url.clone(),
         schema: None,
         _dir: dir,
     });
@@ -111,6 +123,7 @@ pub async fn backends() -> Vec<Backend> {
             out.push(Backend {
                 name: "postgres",
                 hospital,
+                url: url.clone(),
                 schema: Some((base.clone(), schema)),
                 _dir: dir,
             });

@@ -2,6 +2,16 @@
 //! call the hospital core, and turn its errors into responses in one place ([`ApiError`]): a
 //! machine-readable code, the field at fault if any, and a message. Patient data is never served
 //! without a token; each endpoint admits only the roles that need it.
+//!
+//! Here: the desks' and the doctor's endpoints and the extractors all share. The hospital's
+//! set-up, kept by its administrator, is in [`clinic`] (departments, doctors, sessions) and
+//! [`staff`] (accounts, sign-out, own password); patient search and history in [`patients`];
+//! the cashier's day closing in [`closing`].
+
+mod clinic;
+mod closing;
+mod patients;
+mod staff;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -26,7 +36,7 @@ use crate::registration::NewRegistration;
 use crate::{Hospital, HospitalError};
 
 /// The OpenAPI document served at `/api/v1/openapi.json`; a test checks it lists every route.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// What the handlers share: the hospital core and, in a node, its update agent.
 #[derive(Clone)]
@@ -40,12 +50,15 @@ pub struct AppState {
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(clinic::routes())
+        .merge(staff::routes())
+        .merge(patients::routes())
+        .merge(closing::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/sessions", post(login))
-        .route("/api/v1/users", post(add_user))
-        .route("/api/v1/patients", post(add_patient).get(list_patients))
-        .route("/api/v1/schedules", get(schedules).post(add_schedule))
+        .route("/api/v1/users", post(add_user).get(staff::accounts))
+        .route("/api/v1/patients", post(add_patient).get(patients::search))
         .route("/api/v1/records/check", post(check_records))
         .route("/api/v1/registrations", post(register))
         .route("/api/v1/registrations/{id}/cancel", post(cancel))
@@ -80,6 +93,8 @@ pub struct ApiError {
     code: &'static str,
     field: Option<String>,
     message: String,
+    /// The record a duplicate would have repeated.
+    existing_id: Option<i64>,
 }
 
 impl ApiError {
@@ -89,14 +104,18 @@ impl ApiError {
             code,
             field,
             message,
+            existing_id: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
+        let mut body =
             json!({"error": {"code": self.code, "field": self.field, "message": self.message}});
+        if let Some(id) = self.existing_id {
+            body["error"]["existing_id"] = id.into();
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -104,6 +123,19 @@ impl IntoResponse for ApiError {
 impl From<HospitalError> for ApiError {
     fn from(e: HospitalError) -> Self {
         let message = e.to_string();
+        if let HospitalError::Duplicate {
+            field, existing_id, ..
+        } = &e
+        {
+            let mut error = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                Some(field.to_string()),
+                message,
+            );
+            error.existing_id = Some(*existing_id);
+            return error;
+        }
         let (status, code, field) = match &e {
             HospitalError::Invalid { field, .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -111,6 +143,11 @@ impl From<HospitalError> for ApiError {
                 Some(field.to_string()),
             ),
             HospitalError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found", None),
+            HospitalError::Duplicate { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                Some(field.to_string()),
+            ),
             HospitalError::Refused { .. } => (StatusCode::CONFLICT, "refused", None),
             HospitalError::QuotaExhausted { .. } => (StatusCode::CONFLICT, "quota-exhausted", None),
             HospitalError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
@@ -129,7 +166,10 @@ impl From<HospitalError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A `201 Created` answer.
+pub(crate) type Created<T> = Result<(StatusCode, Json<T>), ApiError>;
 
 /// A JSON body whose rejection (malformed JSON, unknown or missing field) becomes a 400 naming it.
 pub struct Body<T>(T);
@@ -205,8 +245,8 @@ fn bad_query(rejection: &QueryRejection) -> ApiError {
     bad_request(rejection.body_text())
 }
 
-/// The authenticated caller, from `Authorization: Bearer <token>`.
-pub struct Caller(Staff);
+/// The authenticated caller, from `Authorization: Bearer <token>`, and the token's id.
+pub struct Caller(Staff, i64);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -222,13 +262,14 @@ impl FromRequestParts<AppState> for Caller {
                     "an Authorization: Bearer token is required".into(),
                 ))
             })?;
-        Ok(Caller(hospital.authenticate(token).await?))
+        let (token_id, staff) = hospital.token_owner(token).await?;
+        Ok(Caller(staff, token_id))
     }
 }
 
 impl Caller {
     /// The caller's username if their role is one of `roles`.
-    fn allow(&self, roles: &[Role]) -> Result<&str, ApiError> {
+    pub(crate) fn allow(&self, roles: &[Role]) -> Result<&str, ApiError> {
         if roles.contains(&self.0.role) {
             Ok(&self.0.username)
         } else {
@@ -246,7 +287,11 @@ impl Caller {
 
 impl Caller {
     /// A doctor whose account names a practitioner acts only in that practitioner's sessions.
-    async fn own_session(&self, h: &Hospital, of: crate::SessionOf) -> Result<(), ApiError> {
+    pub(crate) async fn own_session(
+        &self,
+        h: &Hospital,
+        of: crate::SessionOf,
+    ) -> Result<(), ApiError> {
         let Some(mine) = self.0.practitioner_id else {
             return Ok(());
         };
@@ -267,7 +312,7 @@ impl Caller {
 }
 
 /// Every member of staff (a kiosk is not one: it may only pay).
-const ALL: &[Role] = &[Role::Clerk, Role::Cashier, Role::Doctor, Role::Admin];
+pub(crate) const ALL: &[Role] = &[Role::Clerk, Role::Cashier, Role::Doctor, Role::Admin];
 
 async fn openapi() -> Response {
     (
@@ -326,19 +371,19 @@ async fn add_patient(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Page {
+pub(crate) struct Page {
     #[serde(default = "default_limit")]
-    limit: i64,
+    pub(crate) limit: i64,
     #[serde(default)]
-    offset: i64,
+    pub(crate) offset: i64,
 }
 
-fn default_limit() -> i64 {
+pub(crate) fn default_limit() -> i64 {
     50
 }
 
 impl Page {
-    fn check(&self) -> Result<(), HospitalError> {
+    pub(crate) fn check(&self) -> Result<(), HospitalError> {
         if !(1..=500).contains(&self.limit) {
             return Err(HospitalError::Invalid {
                 field: "limit",
@@ -353,44 +398,6 @@ impl Page {
         }
         Ok(())
     }
-}
-
-async fn list_patients(
-    State(AppState { hospital: h, .. }): State<AppState>,
-    c: Caller,
-    Params(p): Params<Page>,
-) -> ApiResult<serde_json::Value> {
-    c.allow(ALL)?;
-    p.check()?;
-    let (items, total) = h.list_patients(p.limit, p.offset).await?;
-    Ok(Json(
-        json!({"items": items, "limit": p.limit, "offset": p.offset, "total": total}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Day {
-    date: String,
-}
-
-async fn schedules(
-    State(AppState { hospital: h, .. }): State<AppState>,
-    c: Caller,
-    Params(d): Params<Day>,
-) -> ApiResult<serde_json::Value> {
-    c.allow(ALL)?;
-    Ok(Json(json!({"items": h.schedule_list(&d.date).await?})))
-}
-
-async fn add_schedule(
-    State(AppState { hospital: h, .. }): State<AppState>,
-    c: Caller,
-    Body(s): Body<crate::NewSchedule>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    c.allow(&[Role::Admin])?;
-    let id = h.add_schedule(&s).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
 #[derive(Deserialize)]
