@@ -246,16 +246,6 @@ impl Hospital {
                 });
             }
             if status != "issued" {
-                return Err(HospitalError::Refused {
-                    rule: "billing",
-                    reason: format!(
-                        "invoice {} is {}, not unpaid",
-                        p.invoice_id,
-                        invoice_word(&status)
-                    ),
-                });
-            }
-            if appointment_status == "cancelled" {
                 let why: Option<String> = tx.one(
                     "SELECT cancelled_reason FROM invoice WHERE id = $1",
                     args![p.invoice_id],
@@ -263,8 +253,10 @@ impl Hospital {
                 return Err(HospitalError::Refused {
                     rule: "billing",
                     reason: format!(
-                        "registration {appointment_id} was cancelled ({}); nothing to pay",
-                        why.unwrap_or_default()
+                        "invoice {} is {}, not unpaid{}",
+                        p.invoice_id,
+                        invoice_word(&status),
+                        why.map(|why| format!(" ({why})")).unwrap_or_default()
                     ),
                 });
             }

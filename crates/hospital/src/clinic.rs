@@ -104,7 +104,7 @@ pub struct PractitionerChange {
 
 /// Slots per pool: on site, online, and reserved for the elderly.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, from = "QuotasForm")]
+#[serde(from = "QuotasForm")]
 pub struct Quotas {
     /// On-site registration (现场).
     pub on_site: i64,
@@ -130,22 +130,22 @@ impl From<(i64, i64, i64)> for Quotas {
 #[serde(untagged)]
 enum QuotasForm {
     Listed(i64, i64, i64),
-    Named {
-        on_site: i64,
-        online: i64,
-        elderly: i64,
-    },
+    Named(NamedQuotas),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedQuotas {
+    on_site: i64,
+    online: i64,
+    elderly: i64,
 }
 
 impl From<QuotasForm> for Quotas {
     fn from(form: QuotasForm) -> Quotas {
         match form {
             QuotasForm::Listed(a, b, c) => (a, b, c).into(),
-            QuotasForm::Named {
-                on_site,
-                online,
-                elderly,
-            } => (on_site, online, elderly).into(),
+            QuotasForm::Named(q) => (q.on_site, q.online, q.elderly).into(),
         }
     }
 }

@@ -19,9 +19,8 @@ fn refuse_duplicate(
     match existing {
         Some(existing_id) => Err(HospitalError::Duplicate {
             field: "id_number",
-            reason: format!(
-                "a patient with this ID number is already registered: patient {existing_id}"
-            ),
+            // The existing patient's id travels in its own field (`existing_id` in the API).
+            reason: "a patient with this ID number is already registered".into(),
             existing_id,
         }),
         None => Ok(()),

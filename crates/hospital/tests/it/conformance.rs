@@ -209,11 +209,16 @@ async fn bad_patient_fields_are_refused_with_the_field_named() {
     for b in backends().await {
         let h = &b.hospital;
         let mut p = patient(3, "19800229");
-        h.add_patient("clerk", &p).await.unwrap();
+        let first = h.add_patient("clerk", &p).await.unwrap();
         let err = h.add_patient("clerk", &p).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid id_number: a patient with this ID number is already registered",
+            "{}",
+            b.name
+        );
+        assert!(
+            matches!(err, HospitalError::Duplicate { existing_id, .. } if existing_id == first),
             "{}",
             b.name
         );

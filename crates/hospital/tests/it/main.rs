@@ -4,6 +4,7 @@
 mod billing;
 mod conformance;
 mod queue;
+mod setup;
 mod upgrade;
 
 use std::path::PathBuf;
