@@ -103,8 +103,7 @@ pub struct PractitionerChange {
 }
 
 /// Slots per pool: on site, online, and reserved for the elderly.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(from = "QuotasForm")]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Quotas {
     /// On-site registration (现场).
     pub on_site: i64,
@@ -125,28 +124,43 @@ impl From<(i64, i64, i64)> for Quotas {
 }
 
 /// Quotas as a request gives them: `{"on_site", "online", "elderly"}`, or `[on_site, online,
-/// elderly]` as the first version of the API took them.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum QuotasForm {
-    Listed(i64, i64, i64),
-    Named(NamedQuotas),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NamedQuotas {
-    on_site: i64,
-    online: i64,
-    elderly: i64,
-}
-
-impl From<QuotasForm> for Quotas {
-    fn from(form: QuotasForm) -> Quotas {
-        match form {
-            QuotasForm::Listed(a, b, c) => (a, b, c).into(),
-            QuotasForm::Named(q) => (q.on_site, q.online, q.elderly).into(),
+/// elderly]` as the first version of the API took them. By hand rather than an untagged enum,
+/// whose error ("did not match any variant") would not name the field at fault.
+impl<'de> Deserialize<'de> for Quotas {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Quotas, D::Error> {
+        use serde::de::{self, MapAccess, SeqAccess, Visitor};
+        const FIELDS: &[&str] = &["on_site", "online", "elderly"];
+        struct Form;
+        impl<'de> Visitor<'de> for Form {
+            type Value = Quotas;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{\"on_site\", \"online\", \"elderly\"} or [on_site, online, elderly]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Quotas, A::Error> {
+                let mut next = |i| {
+                    seq.next_element::<i64>()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))
+                };
+                let q = (next(0)?, next(1)?, next(2)?).into();
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(4, &self));
+                }
+                Ok(q)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Quotas, A::Error> {
+                let mut q: [Option<i64>; 3] = [None; 3];
+                while let Some(key) = map.next_key::<String>()? {
+                    let i = FIELDS
+                        .iter()
+                        .position(|f| *f == key)
+                        .ok_or_else(|| de::Error::unknown_field(&key, FIELDS))?;
+                    q[i] = Some(map.next_value()?);
+                }
+                let get = |i: usize| q[i].ok_or_else(|| de::Error::missing_field(FIELDS[i]));
+                Ok((get(0)?, get(1)?, get(2)?).into())
+            }
         }
+        d.deserialize_any(Form)
     }
 }
 
@@ -1003,5 +1017,29 @@ impl Hospital {
             session: self.session(id).await?,
             notices,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Quotas;
+
+    #[test]
+    fn quotas_are_read_named_or_listed_and_a_wrong_one_is_named() {
+        let named: Quotas =
+            serde_json::from_str(r#"{"on_site": 3, "online": 2, "elderly": 1}"#).unwrap();
+        let listed: Quotas = serde_json::from_str("[3, 2, 1]").unwrap();
+        assert_eq!(named, listed);
+        assert_eq!(named, (3, 2, 1).into());
+        let unknown = serde_json::from_str::<Quotas>(r#"{"on_site": 3, "onsite": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("unknown field `onsite`"), "{unknown}");
+        let missing = serde_json::from_str::<Quotas>(r#"{"on_site": 3, "online": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing field `elderly`"), "{missing}");
+        assert!(serde_json::from_str::<Quotas>("[3, 2]").is_err());
+        assert!(serde_json::from_str::<Quotas>("[3, 2, 1, 0]").is_err());
     }
 }

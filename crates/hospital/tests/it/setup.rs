@@ -202,7 +202,12 @@ async fn a_closed_day_keeps_its_totals_and_later_payments_fall_into_the_next_day
                     &PaymentRequest {
                         invoice_id: r.invoice_id,
                         patient_id: r.patient_id,
-                        method: if i % 2 == 0 { "cash" } else { "wechat" }.into(),
+                        method: if i.is_multiple_of(2) {
+                            "cash"
+                        } else {
+                            "wechat"
+                        }
+                        .into(),
                         idempotency_key: format!("close-{i}"),
                     },
                 )

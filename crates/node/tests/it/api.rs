@@ -63,9 +63,9 @@ fn conforms(method: &str, path: &str, status: StatusCode, body: &Value) {
 }
 
 pub(crate) struct Api {
-    base: String,
-    client: Client,
-    token: String,
+    pub(crate) base: String,
+    pub(crate) client: Client,
+    pub(crate) token: String,
 }
 
 impl Api {
