@@ -89,33 +89,52 @@ struct VerifiedToken {
     checked: std::time::Instant,
 }
 
-/// Tokens already verified, by token id.
+/// Tokens already verified, by token id, and how many times tokens were forgotten: a token
+/// read from the database before a revocation is not remembered after it.
 #[derive(Default, Clone)]
-pub(crate) struct TokenCache(Arc<Mutex<HashMap<i64, VerifiedToken>>>);
+pub(crate) struct TokenCache(Arc<Mutex<(HashMap<i64, VerifiedToken>, u64)>>);
 
 impl TokenCache {
-    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<i64, VerifiedToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<i64, VerifiedToken>, u64)> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers a verified token, forgetting the expired ones (so the cache holds only tokens
-    /// that could still be used, however long the node runs).
-    fn remember(&self, id: i64, token: VerifiedToken) {
-        let mut tokens = self.tokens();
+    fn get(&self, id: i64) -> Option<VerifiedToken> {
+        self.lock().0.get(&id).cloned()
+    }
+
+    /// How many revocations this process has seen.
+    fn epoch(&self) -> u64 {
+        self.lock().1
+    }
+
+    /// Remembers a verified token, unless a revocation happened since `epoch` (when it was
+    /// read), forgetting the expired ones (so the cache holds only tokens that could still be
+    /// used, however long the node runs).
+    fn remember(&self, id: i64, token: VerifiedToken, epoch: u64) {
+        let mut cache = self.lock();
+        if cache.1 != epoch {
+            return;
+        }
         let now = now_ms();
-        tokens.retain(|_, t| t.until > now);
-        tokens.insert(id, token);
+        cache.0.retain(|_, t| t.until > now);
+        cache.0.insert(id, token);
     }
 
     /// Forgets one token.
     pub(crate) fn forget(&self, id: i64) {
-        self.tokens().remove(&id);
+        let mut cache = self.lock();
+        cache.0.remove(&id);
+        cache.1 += 1;
     }
 
     /// Forgets every token of an account (revoked, or its role changed), but `keep`.
     pub(crate) fn forget_user(&self, user_id: i64, keep: Option<i64>) {
-        self.tokens()
+        let mut cache = self.lock();
+        cache
+            .0
             .retain(|id, t| t.staff.user_id != user_id || Some(*id) == keep);
+        cache.1 += 1;
     }
 }
 
@@ -300,18 +319,30 @@ impl Hospital {
             .map_err(|e| HospitalError::Auth(e.to_string()))??;
         let now = now_ms();
         let expires_at = now + self.token_lifetime_ms;
-        let id: i64 = self
+        // Issued only if the account is still enabled and unlocked now: a lock set, or a
+        // disable done, while this sign-in waited for its argon2 slot still holds.
+        let id: Option<i64> = self
             .write(move |tx| {
-                tx.execute(
-                    "UPDATE app_user SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0",
-                    args![user_id],
+                let standing = tx.execute(
+                    "UPDATE app_user SET failed_logins = 0 WHERE id = $1 AND disabled = 0 AND locked_until <= $2",
+                    args![user_id, now],
                 )?;
+                if standing == 0 {
+                    return Ok(None);
+                }
                 tx.one(
                     "INSERT INTO api_token (user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
                     args![user_id, secret_hash, now, expires_at],
                 )
+                .map(Some)
             })
             .await?;
+        let Some(id) = id else {
+            return Err(HospitalError::Unauthorized(format!(
+                "{username} is locked or disabled"
+            )));
+        };
+        let epoch = self.tokens.epoch();
         self.tokens.remember(
             id,
             VerifiedToken {
@@ -320,13 +351,14 @@ impl Hospital {
                 until: expires_at,
                 checked: std::time::Instant::now(),
             },
+            epoch,
         );
         Ok((format!("{id}.{secret}"), staff))
     }
 
     /// Counts a failed sign-in of an account, locking it at the policy's limit; returns the
     /// error to answer with.
-    async fn failed_login(
+    pub(crate) async fn failed_login(
         &self,
         user_id: i64,
         username: &str,
@@ -371,7 +403,8 @@ impl Hospital {
         let (id, secret) = token.split_once('.').ok_or_else(denied)?;
         let id: i64 = id.parse().map_err(|_| denied())?;
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let known = self.tokens.tokens().get(&id).cloned();
+        let epoch = self.tokens.epoch();
+        let known = self.tokens.get(id);
         if let Some(known) = known {
             if known.digest != digest || known.until <= now_ms() {
                 return Err(denied());
@@ -382,9 +415,11 @@ impl Hospital {
             // Still standing? No argon2: the secret was verified when it was remembered.
             type Standing = (String, Option<i64>, i64);
             let standing: Option<Standing> = sqlx::query_as(
-                "SELECT u.role, u.practitioner_id, u.disabled FROM api_token t JOIN app_user u ON u.id = t.user_id WHERE t.id = $1",
+                "SELECT u.role, u.practitioner_id, u.disabled FROM api_token t JOIN app_user u ON u.id = t.user_id
+                 WHERE t.id = $1 AND t.user_id = $2",
             )
             .bind(id)
+            .bind(known.staff.user_id)
             .fetch_optional(&self.pool)
             .await?;
             let Some((role, practitioner_id, 0)) = standing else {
@@ -403,6 +438,7 @@ impl Hospital {
                     checked: std::time::Instant::now(),
                     ..known
                 },
+                epoch,
             );
             return Ok((id, staff));
         }
@@ -434,6 +470,7 @@ impl Hospital {
                 until,
                 checked: std::time::Instant::now(),
             },
+            epoch,
         );
         Ok((id, staff))
     }

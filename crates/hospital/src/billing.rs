@@ -272,12 +272,15 @@ impl Hospital {
                 "SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id",
                 args![p.invoice_id],
             )?;
+            // The insurance year of the payments' business days: bounded on both sides, as a
+            // payment taken after a cashier closed 31 December carries 1 January.
             let year_start = format!("{}-01-01", today.year());
+            let next_year = format!("{}-01-01", today.year() + 1);
             let (fund_this_year, deductible_used): (i64, i64) = tx.one(
                 "SELECT CAST(COALESCE(SUM(i.fund_fen), 0) AS BIGINT), CAST(COALESCE(SUM(i.deductible_fen), 0) AS BIGINT)
                  FROM invoice i JOIN payment p ON p.invoice_id = i.id AND p.kind = 'payment'
-                 WHERE i.patient_id = $1 AND i.status = 'balanced' AND p.business_date >= $2",
-                args![p.patient_id, year_start],
+                 WHERE i.patient_id = $1 AND i.status = 'balanced' AND p.business_date >= $2 AND p.business_date < $3",
+                args![p.patient_id, year_start, next_year],
             )?;
             let lines = items
                 .iter()

@@ -899,9 +899,15 @@ impl Hospital {
 
     /// Cancels a session (`stop` false) before any patient of it is seen, or stops it mid-session
     /// (停诊, `stop` true): its held registrations are released and its paid ones refunded,
-    /// each with the reason, except (when stopping) those already in or past their
-    /// consultation. Returns the session and whom to tell. One transaction: a payment racing it
-    /// either completed first (and is refunded here) or finds its registration cancelled.
+    /// each with the reason, except (when stopping) those whose consultation has begun: in
+    /// service, done, out for tests or back from them. Returns the session and whom to tell.
+    ///
+    /// One transaction, which locks the patients first (in id order, as every registration and
+    /// payment does), then the session, whose new status turns registrations away: a payment
+    /// racing it either completed first (and is refunded here) or finds its registration
+    /// cancelled. A patient who registered between the first read and the session's lock is
+    /// not locked yet; taking their lock then would reverse the order, so the attempt is undone
+    /// and made again.
     pub async fn cancel_session(
         &self,
         actor: &str,
@@ -915,109 +921,149 @@ impl Hospital {
                 reason: "must be 1 to 200 characters".into(),
             });
         }
-        let (actor, reason, today) = (
-            actor.to_owned(),
-            reason.trim().to_owned(),
-            self.business_date(),
-        );
-        let business_date = today;
-        let notices = self
-            .write(move |tx| {
-                let (date, status): (String, String) = tx
-                    .row("SELECT session_date, status FROM schedule WHERE id = $1", args![id])?
-                    .ok_or(HospitalError::NotFound { what: "schedule", id })?;
-                let verb = if stop { "stopped" } else { "cancelled" };
-                if parse_date("date", &date)? < today {
-                    return Err(HospitalError::Refused {
-                        rule: "schedule",
-                        reason: format!("schedule {id} was on {date}, which has passed"),
-                    });
-                }
-                if status != "active" {
-                    return Err(HospitalError::Refused {
-                        rule: "schedule",
-                        reason: format!("schedule {id} is {status} already"),
-                    });
-                }
-                // Patients first, in id order, as every registration and payment locks them:
-                // then the session, whose new status turns away registrations from then on.
-                let patients: Vec<i64> = tx.rows(
-                    "SELECT DISTINCT patient_id FROM appointment WHERE schedule_id = $1
-                         AND status IN ('pending', 'booked', 'checked-in') ORDER BY patient_id",
-                    args![id],
-                )?;
-                for p in &patients {
-                    tx.execute("UPDATE patient SET id = id WHERE id = $1", args![*p])?;
-                }
-                let seen: i64 = tx.one(
-                    "SELECT COUNT(*) FROM queue_ticket WHERE schedule_id = $1 AND status IN ('in-service', 'done')",
-                    args![id],
-                )?;
-                if seen > 0 && !stop {
-                    return Err(HospitalError::Refused {
-                        rule: "schedule",
-                        reason: format!(
-                            "{seen} patients of schedule {id} are in or past their consultation: stop the session (停诊) instead"
-                        ),
-                    });
-                }
-                let status = if stop { "stopped" } else { "cancelled" };
-                if tx.execute(
-                    "UPDATE schedule SET status = $1, status_reason = $2 WHERE id = $3 AND status = 'active'",
-                    args![status, &reason, id],
-                )? == 0
-                {
-                    return Err(HospitalError::Refused {
-                        rule: "schedule",
-                        reason: format!("schedule {id} is no longer active"),
-                    });
-                }
-                // Registrations not yet seen: those without a ticket in or past consultation.
-                type Affected = (i64, i64, String, i64, String, String);
-                let affected: Vec<Affected> = tx.rows(
-                    "SELECT a.id, a.patient_id, a.status, i.id, pt.name, pt.phone FROM appointment a
-                     JOIN invoice i ON i.appointment_id = a.id JOIN patient pt ON pt.id = a.patient_id
-                     WHERE a.schedule_id = $1 AND a.status IN ('pending', 'booked', 'checked-in')
-                       AND NOT EXISTS (SELECT 1 FROM queue_ticket t WHERE t.appointment_id = a.id
-                                       AND t.status IN ('in-service', 'done'))
-                     ORDER BY a.id",
-                    args![id],
-                )?;
-                let why = format!("session {verb}: {reason}");
-                let mut notices = Vec::with_capacity(affected.len());
-                for (appointment_id, patient_id, status, invoice_id, name, phone) in affected {
-                    if !patients.contains(&patient_id) {
-                        // Registered between the first read and the session's lock.
-                        tx.execute("UPDATE patient SET id = id WHERE id = $1", args![patient_id])?;
-                    }
-                    let (was, refunded) = if status == "pending" {
-                        void_unpaid(tx, &actor, appointment_id, &why)?;
-                        ("held", Refunded::default())
-                    } else {
-                        let key = format!("schedule-{id}-{status}-{appointment_id}");
-                        ("paid", refund_paid(tx, &actor, invoice_id, &key, &why, business_date)?)
-                    };
-                    notices.push(Notice {
-                        appointment_id,
-                        invoice_id,
-                        patient_id,
-                        patient_name: name,
-                        phone,
-                        was: was.into(),
-                        refunded_self_pay_fen: refunded.self_pay_fen,
-                        refunded_fund_fen: refunded.fund_fen,
-                    });
-                }
-                let detail = format!("{verb}: {reason}; {} registrations released or refunded", notices.len());
-                crate::audit(tx, &actor, "schedule", id, if stop { "stop" } else { "cancel" }, &detail)?;
-                Ok(notices)
-            })
-            .await?;
-        Ok(Cancellation {
-            session: self.session(id).await?,
-            notices,
+        for _ in 0..5 {
+            let (actor, reason, today) = (
+                actor.to_owned(),
+                reason.trim().to_owned(),
+                self.business_date(),
+            );
+            let attempt = self
+                .write(move |tx| cancel_in(tx, &actor, id, &reason, stop, today))
+                .await?;
+            if let Some(notices) = attempt {
+                return Ok(Cancellation {
+                    session: self.session(id).await?,
+                    notices,
+                });
+            }
+        }
+        Err(HospitalError::Refused {
+            rule: "schedule",
+            reason: format!(
+                "schedule {id} kept taking registrations while it was being cancelled: try again"
+            ),
         })
     }
+}
+
+/// A ticket whose consultation has begun: its registration is consumed, never refunded by a
+/// session's cancellation.
+const BEGUN: &str =
+    "(t.status IN ('in-service', 'done', 'suspended') OR t.returned_from_tests = 1)";
+
+/// One attempt of [`Hospital::cancel_session`]: the notices, or `None` (and nothing changed) if
+/// a patient registered meanwhile and it must be made again.
+fn cancel_in(
+    tx: &mut Tx<'_>,
+    actor: &str,
+    id: i64,
+    reason: &str,
+    stop: bool,
+    today: Date,
+) -> Result<Option<Vec<Notice>>, HospitalError> {
+    let (date, status): (String, String) = tx
+        .row(
+            "SELECT session_date, status FROM schedule WHERE id = $1",
+            args![id],
+        )?
+        .ok_or(HospitalError::NotFound {
+            what: "schedule",
+            id,
+        })?;
+    let verb = if stop { "stopped" } else { "cancelled" };
+    if parse_date("date", &date)? < today {
+        return Err(HospitalError::Refused {
+            rule: "schedule",
+            reason: format!("schedule {id} was on {date}, which has passed"),
+        });
+    }
+    if status != "active" {
+        return Err(HospitalError::Refused {
+            rule: "schedule",
+            reason: format!("schedule {id} is {status} already"),
+        });
+    }
+    let holders = "SELECT DISTINCT patient_id FROM appointment WHERE schedule_id = $1
+                       AND status IN ('pending', 'booked', 'checked-in') ORDER BY patient_id";
+    let patients: Vec<i64> = tx.rows(holders, args![id])?;
+    for p in &patients {
+        tx.execute("UPDATE patient SET id = id WHERE id = $1", args![*p])?;
+    }
+    let status = if stop { "stopped" } else { "cancelled" };
+    if tx.execute(
+        "UPDATE schedule SET status = $1, status_reason = $2 WHERE id = $3 AND status = 'active'",
+        args![status, reason, id],
+    )? == 0
+    {
+        return Err(HospitalError::Refused {
+            rule: "schedule",
+            reason: format!("schedule {id} is no longer active"),
+        });
+    }
+    // From here no registration enters the session; one may have entered before the lock.
+    let now_holding: Vec<i64> = tx.rows(holders, args![id])?;
+    if now_holding.iter().any(|p| !patients.contains(p)) {
+        tx.discard();
+        return Ok(None);
+    }
+    let seen: i64 = tx.one(
+        &format!("SELECT COUNT(*) FROM queue_ticket t WHERE t.schedule_id = $1 AND {BEGUN}"),
+        args![id],
+    )?;
+    if seen > 0 && !stop {
+        return Err(HospitalError::Refused {
+            rule: "schedule",
+            reason: format!(
+                "{seen} patients of schedule {id} are in or past their consultation: stop the session (停诊) instead"
+            ),
+        });
+    }
+    type Affected = (i64, i64, String, i64, String, String);
+    let affected: Vec<Affected> = tx.rows(
+        &format!(
+            "SELECT a.id, a.patient_id, a.status, i.id, pt.name, pt.phone FROM appointment a
+             JOIN invoice i ON i.appointment_id = a.id JOIN patient pt ON pt.id = a.patient_id
+             WHERE a.schedule_id = $1 AND a.status IN ('pending', 'booked', 'checked-in')
+               AND NOT EXISTS (SELECT 1 FROM queue_ticket t WHERE t.appointment_id = a.id AND {BEGUN})
+             ORDER BY a.id"
+        ),
+        args![id],
+    )?;
+    let why = format!("session {verb}: {reason}");
+    let mut notices = Vec::with_capacity(affected.len());
+    for (appointment_id, patient_id, status, invoice_id, name, phone) in affected {
+        let (was, refunded) = if status == "pending" {
+            if !void_unpaid(tx, actor, appointment_id, &why)? {
+                continue;
+            }
+            ("held", Refunded::default())
+        } else {
+            let key = format!("schedule-{id}-{status}-{appointment_id}");
+            match refund_paid(tx, actor, invoice_id, &key, &why, today) {
+                Ok(refunded) => ("paid", refunded),
+                // Its consultation began meanwhile (a stop goes on; a cancellation is refused).
+                Err(HospitalError::Refused { .. }) if stop => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        notices.push(Notice {
+            appointment_id,
+            invoice_id,
+            patient_id,
+            patient_name: name,
+            phone,
+            was: was.into(),
+            refunded_self_pay_fen: refunded.self_pay_fen,
+            refunded_fund_fen: refunded.fund_fen,
+        });
+    }
+    let detail = format!(
+        "{verb}: {reason}; {} registrations released or refunded",
+        notices.len()
+    );
+    let action = if stop { "stop" } else { "cancel" };
+    crate::audit(tx, actor, "schedule", id, action, &detail)?;
+    Ok(Some(notices))
 }
 
 #[cfg(test)]

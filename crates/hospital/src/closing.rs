@@ -76,14 +76,16 @@ impl Hospital {
         }
         let (actor, cashier) = (actor.to_owned(), cashier.to_owned());
         self.write(move |tx| {
+            // Any account that moves money closes: cashiers and kiosks, and the administrator or
+            // doctor whose cancelled or stopped session refunded its patients.
             let known: i64 = tx.one(
-                "SELECT COUNT(*) FROM app_user WHERE username = $1 AND role IN ('cashier', 'kiosk', 'admin')",
+                "SELECT COUNT(*) FROM app_user WHERE username = $1",
                 args![&cashier],
             )?;
             if known == 0 {
                 return Err(HospitalError::Invalid {
                     field: "cashier",
-                    reason: format!("{cashier} is not a cashier's or kiosk's account"),
+                    reason: format!("{cashier} is not a staff account"),
                 });
             }
             tx.lock(&lock_key(&cashier), false)?;

@@ -146,50 +146,57 @@ pub(crate) fn age_on(birth: Date, on: Date) -> u32 {
 impl Hospital {
     /// Checks every field of a patient's details.
     fn check_patient(&self, p: &NewPatient) -> Result<(), HospitalError> {
-        if p.name.trim().is_empty() || p.name.chars().count() > 64 {
-            return Err(HospitalError::Invalid {
-                field: "name",
-                reason: "must be 1 to 64 characters".into(),
-            });
-        }
-        if !matches!(p.gender.as_str(), "male" | "female" | "other" | "unknown") {
-            return Err(HospitalError::Invalid {
-                field: "gender",
-                reason: format!("{:?} is not male, female, other or unknown", p.gender),
-            });
-        }
-        let birth = parse_date("birth_date", &p.birth_date)?;
-        if birth > self.business_date() {
-            return Err(HospitalError::Invalid {
-                field: "birth_date",
-                reason: format!("{} is in the future", p.birth_date),
-            });
-        }
-        validate_id_number(&p.id_number, birth)?;
-        if let Some(number) = &p.insurance_number
-            && (number.is_empty()
-                || number.len() > 32
-                || !number.chars().all(|c| c.is_ascii_alphanumeric()))
-        {
-            return Err(HospitalError::Invalid {
-                field: "insurance_number",
-                reason: "must be 1 to 32 letters or digits".into(),
-            });
-        }
-        if !(6..=20).contains(&p.phone.len())
-            || !p
-                .phone
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '+' || c == '-')
-        {
-            return Err(HospitalError::Invalid {
-                field: "phone",
-                reason: "must be 6 to 20 digits".into(),
-            });
-        }
-        Ok(())
+        check_patient(p, self.business_date())
     }
+}
 
+/// Checks every field of a patient's details, on the business day `today`.
+fn check_patient(p: &NewPatient, today: Date) -> Result<(), HospitalError> {
+    if p.name.trim().is_empty() || p.name.chars().count() > 64 {
+        return Err(HospitalError::Invalid {
+            field: "name",
+            reason: "must be 1 to 64 characters".into(),
+        });
+    }
+    if !matches!(p.gender.as_str(), "male" | "female" | "other" | "unknown") {
+        return Err(HospitalError::Invalid {
+            field: "gender",
+            reason: format!("{:?} is not male, female, other or unknown", p.gender),
+        });
+    }
+    let birth = parse_date("birth_date", &p.birth_date)?;
+    if birth > today {
+        return Err(HospitalError::Invalid {
+            field: "birth_date",
+            reason: format!("{} is in the future", p.birth_date),
+        });
+    }
+    validate_id_number(&p.id_number, birth)?;
+    if let Some(number) = &p.insurance_number
+        && (number.is_empty()
+            || number.len() > 32
+            || !number.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(HospitalError::Invalid {
+            field: "insurance_number",
+            reason: "must be 1 to 32 letters or digits".into(),
+        });
+    }
+    if !(6..=20).contains(&p.phone.len())
+        || !p
+            .phone
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '+' || c == '-')
+    {
+        return Err(HospitalError::Invalid {
+            field: "phone",
+            reason: "must be 6 to 20 digits".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Hospital {
     /// Registers a patient after validating every field; returns the new patient's id. A
     /// second patient with an ID number already registered is refused with the first one's id.
     pub async fn add_patient(&self, actor: &str, p: &NewPatient) -> Result<i64, HospitalError> {
@@ -495,7 +502,9 @@ impl Hospital {
 
     /// Corrects a patient's details: the corrected record is checked whole (an ID number must
     /// still match the birth date, and belong to no other patient), the previous values are kept
-    /// as a revision, and the audit names the fields changed and why (not their values).
+    /// as a revision, and the audit names the fields changed and why (not their values). Read,
+    /// checked and written after locking the patient, so two corrections at once apply one
+    /// after the other, each over the other's result.
     pub async fn correct_patient(
         &self,
         actor: &str,
@@ -508,90 +517,68 @@ impl Hospital {
                 reason: "must be 1 to 200 characters".into(),
             });
         }
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-        );
-        let r: Row = sqlx::query_as(
-            "SELECT name, gender, birth_date, id_number, phone, insurance_category, insurance_number FROM patient WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(HospitalError::NotFound { what: "patient", id })?;
-        let category = |text: &str| match text {
-            "employee" => InsuranceCategory::Employee,
-            "resident" => InsuranceCategory::Resident,
-            _ => InsuranceCategory::None,
-        };
-        let before = NewPatient {
-            name: r.0,
-            gender: r.1,
-            birth_date: r.2,
-            id_number: r.3,
-            phone: r.4,
-            insurance_category: category(&r.5),
-            insurance_number: r.6,
-        };
-        let after = NewPatient {
-            name: c.name.clone().unwrap_or_else(|| before.name.clone()),
-            gender: c.gender.clone().unwrap_or_else(|| before.gender.clone()),
-            birth_date: c
-                .birth_date
-                .clone()
-                .unwrap_or_else(|| before.birth_date.clone()),
-            id_number: c
-                .id_number
-                .clone()
-                .map_or_else(|| before.id_number.clone(), |n| n.to_ascii_uppercase()),
-            phone: c.phone.clone().unwrap_or_else(|| before.phone.clone()),
-            insurance_category: c.insurance_category.unwrap_or(before.insurance_category),
-            insurance_number: c
-                .insurance_number
-                .clone()
-                .unwrap_or_else(|| before.insurance_number.clone()),
-        };
-        self.check_patient(&after)?;
-        let changed: Vec<&str> = [
-            ("name", before.name != after.name),
-            ("gender", before.gender != after.gender),
-            ("birth_date", before.birth_date != after.birth_date),
-            ("id_number", before.id_number != after.id_number),
-            ("phone", before.phone != after.phone),
-            (
-                "insurance_category",
-                before.insurance_category != after.insurance_category,
-            ),
-            (
-                "insurance_number",
-                before.insurance_number != after.insurance_number,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(field, changed)| changed.then_some(field))
-        .collect();
-        if changed.is_empty() {
-            return Err(HospitalError::Invalid {
-                field: "patient",
-                reason: "the correction changes nothing".into(),
-            });
-        }
-        let (actor, reason) = (actor.to_owned(), c.reason.trim().to_owned());
-        let previous = serde_json::to_string(&before).unwrap_or_default();
-        let expected = before.clone();
+        let (actor, c, today) = (actor.to_owned(), c.clone(), self.business_date());
         self.write(move |tx| {
+            if tx.execute("UPDATE patient SET id = id WHERE id = $1", args![id])? == 0 {
+                return Err(HospitalError::NotFound { what: "patient", id });
+            }
+            type Row = (String, String, String, String, String, String, Option<String>);
+            let r: Row = tx.one(
+                "SELECT name, gender, birth_date, id_number, phone, insurance_category, insurance_number FROM patient WHERE id = $1",
+                args![id],
+            )?;
+            let category = |text: &str| match text {
+                "employee" => InsuranceCategory::Employee,
+                "resident" => InsuranceCategory::Resident,
+                _ => InsuranceCategory::None,
+            };
+            let before = NewPatient {
+                name: r.0,
+                gender: r.1,
+                birth_date: r.2,
+                id_number: r.3,
+                phone: r.4,
+                insurance_category: category(&r.5),
+                insurance_number: r.6,
+            };
+            let after = NewPatient {
+                name: c.name.clone().unwrap_or_else(|| before.name.clone()),
+                gender: c.gender.clone().unwrap_or_else(|| before.gender.clone()),
+                birth_date: c.birth_date.clone().unwrap_or_else(|| before.birth_date.clone()),
+                id_number: c
+                    .id_number
+                    .clone()
+                    .map_or_else(|| before.id_number.clone(), |n| n.to_ascii_uppercase()),
+                phone: c.phone.clone().unwrap_or_else(|| before.phone.clone()),
+                insurance_category: c.insurance_category.unwrap_or(before.insurance_category),
+                insurance_number: c
+                    .insurance_number
+                    .clone()
+                    .unwrap_or_else(|| before.insurance_number.clone()),
+            };
+            check_patient(&after, today)?;
+            let changed: Vec<&str> = [
+                ("name", before.name != after.name),
+                ("gender", before.gender != after.gender),
+                ("birth_date", before.birth_date != after.birth_date),
+                ("id_number", before.id_number != after.id_number),
+                ("phone", before.phone != after.phone),
+                ("insurance_category", before.insurance_category != after.insurance_category),
+                ("insurance_number", before.insurance_number != after.insurance_number),
+            ]
+            .into_iter()
+            .filter_map(|(field, changed)| changed.then_some(field))
+            .collect();
+            if changed.is_empty() {
+                return Err(HospitalError::Invalid {
+                    field: "patient",
+                    reason: "the correction changes nothing".into(),
+                });
+            }
             refuse_duplicate(tx, &after.id_number, Some(id))?;
-            // Applied only if nobody corrected it meanwhile (the previous values are the ones
-            // read): a lost correction would keep the wrong revision.
-            let applied = tx.execute(
+            tx.execute(
                 "UPDATE patient SET name = $1, gender = $2, birth_date = $3, id_number = $4, phone = $5,
-                     insurance_category = $6, insurance_number = $7
-                 WHERE id = $8 AND name = $9 AND id_number = $10 AND phone = $11 AND birth_date = $12",
+                     insurance_category = $6, insurance_number = $7 WHERE id = $8",
                 args![
                     &after.name,
                     &after.gender,
@@ -601,23 +588,18 @@ impl Hospital {
                     after.insurance_category.as_str(),
                     after.insurance_number.clone(),
                     id,
-                    &expected.name,
-                    &expected.id_number,
-                    &expected.phone,
-                    &expected.birth_date,
                 ],
             )?;
-            if applied == 0 {
-                return Err(HospitalError::Refused {
-                    rule: "patient",
-                    reason: format!("patient {id} was corrected meanwhile: read it again"),
-                });
-            }
+            let previous = serde_json::to_string(&before).unwrap_or_default();
             let revision: i64 = tx.one(
                 "INSERT INTO patient_revision (patient_id, at, actor, previous, reason) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                args![id, now_ms(), &actor, &previous, &reason],
+                args![id, now_ms(), &actor, &previous, c.reason.trim()],
             )?;
-            let detail = format!("corrected {} (revision {revision}): {reason}", changed.join(", "));
+            let detail = format!(
+                "corrected {} (revision {revision}): {}",
+                changed.join(", "),
+                c.reason.trim()
+            );
             crate::audit(tx, &actor, "patient", id, "correct", &detail)
         })
         .await?;

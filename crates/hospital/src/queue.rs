@@ -68,6 +68,18 @@ impl Hospital {
         }
         let (c, actor, rules) = (c.clone(), actor.to_owned(), self.rules.clone());
         self.write(move |tx| {
+            // The patient first, as registration, payment, refund and a session's cancellation
+            // take them: a check-in and a refund of one registration never interleave.
+            let locked = tx.execute(
+                "UPDATE patient SET id = id WHERE id = (SELECT patient_id FROM appointment WHERE id = $1)",
+                args![c.appointment_id],
+            )?;
+            if locked == 0 {
+                return Err(HospitalError::NotFound {
+                    what: "appointment",
+                    id: c.appointment_id,
+                });
+            }
             let (status, schedule_id, visit_date, birth_date, channel, patient_id, department_id): (
                 String,
                 i64,

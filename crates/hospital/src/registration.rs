@@ -211,6 +211,13 @@ impl Hospital {
                 args![r.schedule_id],
             )?;
             if taken_now == 0 {
+                let status: String = tx.one("SELECT status FROM schedule WHERE id = $1", args![r.schedule_id])?;
+                if status != "active" {
+                    return Err(HospitalError::Refused {
+                        rule: "registration",
+                        reason: format!("schedule {} is {status}", r.schedule_id),
+                    });
+                }
                 return Err(HospitalError::QuotaExhausted {
                     schedule: r.schedule_id,
                     pool: pool_name,

@@ -175,10 +175,23 @@ impl Hospital {
                     return Err(HospitalError::NotFound { what: "practitioner", id: p });
                 }
             }
+            // Changes of accounts one at a time, so two administrators cannot disable or
+            // demote each other at once and leave nobody to administer.
+            tx.lock("app_user:admins", false)?;
             tx.execute(
                 "UPDATE app_user SET role = $1, practitioner_id = $2, disabled = $3 WHERE id = $4",
                 args![&new_role, new_practitioner, new_disabled, id],
             )?;
+            let admins: i64 = tx.one(
+                "SELECT COUNT(*) FROM app_user WHERE role = 'admin' AND disabled = 0",
+                args![],
+            )?;
+            if admins == 0 {
+                return Err(HospitalError::Refused {
+                    rule: "staff",
+                    reason: "this would leave no enabled administrator".into(),
+                });
+            }
             let mut detail = format!("role {role} -> {new_role}, practitioner {practitioner_id:?} -> {new_practitioner:?}");
             if new_disabled != disabled {
                 detail += if new_disabled != 0 { ", disabled" } else { ", enabled" };
@@ -244,6 +257,8 @@ impl Hospital {
                     id: user_id,
                 })?;
         if !self.verify_slowly(current.to_owned(), hash).await {
+            // Counted like a failed sign-in: a stolen token cannot guess the password freely.
+            self.failed_login(user_id, &username).await?;
             return Err(HospitalError::Invalid {
                 field: "current_password",
                 reason: "is not the account's password".into(),

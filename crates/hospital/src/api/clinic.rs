@@ -193,5 +193,12 @@ async fn stop(
         }
         c.own_session(&h, crate::SessionOf::Schedule(id)).await?;
     }
-    Ok(Json(h.cancel_session(&actor, id, &r.reason, true).await?))
+    let mut stopped = h.cancel_session(&actor, id, &r.reason, true).await?;
+    // Whom to tell is the desk's work: a doctor sees no patient's phone number.
+    if c.0.role == Role::Doctor {
+        for notice in &mut stopped.notices {
+            notice.phone = crate::patient::mask_phone(&notice.phone);
+        }
+    }
+    Ok(Json(stopped))
 }

@@ -545,3 +545,68 @@ async fn a_disabled_account_is_signed_out_at_once_and_failed_sign_ins_lock_an_ac
         ));
     }
 }
+
+#[tokio::test]
+async fn a_stopped_session_refunds_only_the_patients_not_yet_seen() {
+    for b in backends().await {
+        let h = &b.hospital;
+        let schedule = session(h, (10, 0, 0)).await;
+        let mut tickets = Vec::new();
+        for (i, p) in patients(h, 400, 4).await.into_iter().enumerate() {
+            let r = h.register("clerk", &on_site(p, schedule)).await.unwrap();
+            if i == 3 {
+                break; // held, unpaid
+            }
+            h.pay(
+                "cashier",
+                &PaymentRequest {
+                    invoice_id: r.invoice_id,
+                    patient_id: p,
+                    method: "card".into(),
+                    idempotency_key: format!("stop-{i}"),
+                },
+            )
+            .await
+            .unwrap();
+            let entry = h
+                .check_in(
+                    "clerk",
+                    &nonstop_hospital::CheckIn {
+                        appointment_id: r.id,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            tickets.push((entry.ticket_id, r.invoice_id));
+        }
+        // The first is with the doctor, the second out for tests; the third waits.
+        for _ in 0..2 {
+            let called = h.call_next("doctor", schedule, "3").await.unwrap().unwrap();
+            h.start_consultation("doctor", called.ticket_id)
+                .await
+                .unwrap();
+            if called.ticket_id != tickets[0].0 {
+                h.suspend("doctor", called.ticket_id).await.unwrap();
+            }
+        }
+        let stopped = h
+            .cancel_session("doctor", schedule, "fever", true)
+            .await
+            .unwrap();
+        let mut told: Vec<(&str, i64)> = stopped
+            .notices
+            .iter()
+            .map(|n| (n.was.as_str(), n.invoice_id))
+            .collect();
+        told.sort();
+        assert_eq!(told.len(), 2, "{}: {told:?}", b.name);
+        assert_eq!(told[1], ("paid", tickets[2].1), "{}", b.name);
+        assert_eq!(told[0].0, "held");
+        // The two whose consultation began keep their paid visit and their ticket.
+        for (ticket, invoice) in &tickets[..2] {
+            assert_eq!(h.invoice(*invoice).await.unwrap().status, "balanced");
+            assert_ne!(h.ticket(*ticket).await.unwrap().status, "expired");
+        }
+    }
+}
