@@ -253,10 +253,10 @@ impl Hospital {
                 return Err(HospitalError::Refused {
                     rule: "billing",
                     reason: format!(
-                        "invoice {} is {}, not unpaid{}",
+                        "invoice {}{} is {}, not unpaid",
                         p.invoice_id,
+                        why.map(|why| format!(" ({why})")).unwrap_or_default(),
                         invoice_word(&status),
-                        why.map(|why| format!(" ({why})")).unwrap_or_default()
                     ),
                 });
             }
