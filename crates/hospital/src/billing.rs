@@ -104,6 +104,27 @@ pub struct ChargeLine {
     pub self_pay_fen: i64,
 }
 
+/// The insurance split an unpaid invoice would get if it were paid now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SplitQuote {
+    /// The total, in fen.
+    pub total_fen: i64,
+    /// The insurance fund's part.
+    pub fund_fen: i64,
+    /// The patient's part.
+    pub self_pay_fen: i64,
+    /// The insurance rule that split it: component, version and digest.
+    pub insurance_rule: String,
+    /// Line by line.
+    pub lines: Vec<ChargeLine>,
+}
+
+/// A payment taken, or only quoted.
+enum Settled {
+    Paid(Payment),
+    Quote(SplitQuote),
+}
+
 /// A cashier's totals for one business day, balancing to the fen.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DailyTotals {
@@ -208,6 +229,38 @@ impl Hospital {
     /// Everything is read and decided inside one transaction that first locks the patient, so
     /// two invoices of one patient paid at once cannot both use the same deductible or cap.
     pub async fn pay(&self, cashier: &str, p: &PaymentRequest) -> Result<Payment, HospitalError> {
+        match self.settle(cashier, p, false).await? {
+            Settled::Paid(payment) => Ok(payment),
+            Settled::Quote(_) => Err(HospitalError::Commit("a payment was only quoted".into())),
+        }
+    }
+
+    /// The insurance split the live rule would give an unpaid invoice if it were paid now, line
+    /// by line, decided exactly as [`Hospital::pay`] decides it; nothing is kept.
+    pub async fn quote_payment(
+        &self,
+        invoice_id: i64,
+        patient_id: i64,
+    ) -> Result<SplitQuote, HospitalError> {
+        let request = PaymentRequest {
+            invoice_id,
+            patient_id,
+            method: "cash".into(),
+            idempotency_key: "quote".into(),
+        };
+        match self.settle("quote", &request, true).await? {
+            Settled::Quote(quote) => Ok(quote),
+            Settled::Paid(_) => Err(HospitalError::Commit("a quote took a payment".into())),
+        }
+    }
+
+    /// [`Hospital::pay`], or with `quote_only` its split, undone before anything is recorded.
+    async fn settle(
+        &self,
+        cashier: &str,
+        p: &PaymentRequest,
+        quote_only: bool,
+    ) -> Result<Settled, HospitalError> {
         if !METHODS.contains(&p.method.as_str()) {
             return Err(HospitalError::Invalid {
                 field: "method",
@@ -223,8 +276,10 @@ impl Hospital {
             // A retry is answered from the first payment. After the lock: a retry sent while the
             // first is still running waits for it, then finds it (and its answer, like any, is
             // given only once the commit holding it is durable).
-            if let Some(done) = replay(tx, &p.idempotency_key, "payment", p.invoice_id, Some(p.patient_id))? {
-                return Ok(done);
+            if !quote_only
+                && let Some(done) = replay(tx, &p.idempotency_key, "payment", p.invoice_id, Some(p.patient_id))?
+            {
+                return Ok(Settled::Paid(done));
             }
             let (owner, status, appointment_status, hold_expires_at, category_text, appointment_id): (
                 i64,
@@ -268,8 +323,8 @@ impl Hospital {
                     ),
                 });
             }
-            let items: Vec<(i64, String, i64, String)> = tx.rows(
-                "SELECT id, code, amount_fen, item_class FROM charge_item WHERE invoice_id = $1 ORDER BY id",
+            let items: Vec<(i64, String, i64, String, String)> = tx.rows(
+                "SELECT id, code, amount_fen, item_class, description FROM charge_item WHERE invoice_id = $1 ORDER BY id",
                 args![p.invoice_id],
             )?;
             // The insurance year of the payments' business days: bounded on both sides, as a
@@ -284,7 +339,7 @@ impl Hospital {
             )?;
             let lines = items
                 .iter()
-                .map(|(_, code, amount_fen, class)| OrderLine {
+                .map(|(_, code, amount_fen, class, _)| OrderLine {
                     code: code.clone(),
                     amount_fen: *amount_fen,
                     item_class: item_class(class),
@@ -306,6 +361,27 @@ impl Hospital {
                 rule: "insurance",
                 reason,
             })?;
+            if quote_only {
+                tx.discard();
+                return Ok(Settled::Quote(SplitQuote {
+                    total_fen: split.fund_fen + split.self_pay_fen,
+                    fund_fen: split.fund_fen,
+                    self_pay_fen: split.self_pay_fen,
+                    insurance_rule,
+                    lines: items
+                        .iter()
+                        .zip(&split.lines)
+                        .map(|((_, code, amount_fen, class, description), line)| ChargeLine {
+                            code: code.clone(),
+                            description: description.clone(),
+                            amount_fen: *amount_fen,
+                            item_class: class.clone(),
+                            fund_fen: line.fund_fen,
+                            self_pay_fen: line.self_pay_fen,
+                        })
+                        .collect(),
+                }));
+            }
 
             let now = now_ms();
             tx.execute(
@@ -358,14 +434,14 @@ impl Hospital {
                     ("appointment", appointment_id, "book", &booked),
                 ],
             )?;
-            Ok(Payment {
+            Ok(Settled::Paid(Payment {
                 id,
                 invoice_id: p.invoice_id,
                 kind: "payment".into(),
                 self_pay_fen: split.self_pay_fen,
                 fund_fen: split.fund_fen,
                 insurance_rule,
-            })
+            }))
         })
         .await
     }

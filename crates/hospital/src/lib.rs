@@ -25,6 +25,7 @@ mod error;
 pub mod patient;
 pub mod queue;
 pub mod registration;
+pub mod screen;
 mod seed;
 pub mod staff;
 mod write;
@@ -56,6 +57,8 @@ pub struct Hospital {
     tokens: auth::TokenCache,
     /// Where write transactions run ([`write`]).
     writer: write::Writer,
+    /// Moved by every committed write ([`Hospital::changes`]).
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The hospital's own settings, beside the rules (which the rule modules hold).
@@ -106,6 +109,7 @@ impl Hospital {
             lockout_minutes: 0,
             tokens: auth::TokenCache::default(),
             writer,
+            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         }
         .with_policy(&Policy::default()))
     }
@@ -186,7 +190,14 @@ impl Hospital {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
     {
-        self.writer.run(write)
+        let (written, changes) = (self.writer.run(write), self.changes.clone());
+        async move {
+            let result = written.await;
+            if result.is_ok() {
+                changes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            result
+        }
     }
 }
 

@@ -50,6 +50,38 @@ pub struct Registration {
     pub quota_rule: String,
 }
 
+/// What [`Hospital::register`] would charge, quoted before the desk confirms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FeeQuote {
+    /// The fee, in fen.
+    pub fee_fen: i64,
+    /// The pool the slot would come from.
+    pub pool: String,
+    /// The fees rule that priced it: component, version and digest.
+    pub fee_rule: String,
+    /// The quota rule that would admit it.
+    pub quota_rule: String,
+    /// The fee line by line.
+    pub lines: Vec<QuotedLine>,
+}
+
+/// One line of a quoted fee.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QuotedLine {
+    /// Item code.
+    pub code: String,
+    /// What it is.
+    pub description: String,
+    /// Amount in fen.
+    pub amount_fen: i64,
+}
+
+/// A registration made, or only quoted.
+enum Held {
+    Registration(Registration),
+    Quote(FeeQuote),
+}
+
 fn channel(text: &str) -> Result<Channel, HospitalError> {
     match text {
         "on-site" => Ok(Channel::OnSite),
@@ -100,6 +132,35 @@ impl Hospital {
         actor: &str,
         r: &NewRegistration,
     ) -> Result<Registration, HospitalError> {
+        match self.hold(actor, r, false).await? {
+            Held::Registration(registration) => Ok(registration),
+            Held::Quote(_) => Err(HospitalError::Commit(
+                "a registration was only quoted".into(),
+            )),
+        }
+    }
+
+    /// The fee a registration would be charged now, line by line, and the pool its slot would
+    /// come from, decided by the live rules exactly as [`Hospital::register`] decides them; no
+    /// slot is held and nothing is kept.
+    pub async fn quote_registration(
+        &self,
+        actor: &str,
+        r: &NewRegistration,
+    ) -> Result<FeeQuote, HospitalError> {
+        match self.hold(actor, r, true).await? {
+            Held::Quote(quote) => Ok(quote),
+            Held::Registration(_) => Err(HospitalError::Commit("a quote held a slot".into())),
+        }
+    }
+
+    /// [`Hospital::register`], or with `quote_only` its quote, undone before any slot is taken.
+    async fn hold(
+        &self,
+        actor: &str,
+        r: &NewRegistration,
+        quote_only: bool,
+    ) -> Result<Held, HospitalError> {
         let requested = channel(&r.channel)?;
         let (r, actor) = (r.clone(), actor.to_owned());
         let (rules, today) = (self.rules.clone(), self.business_date());
@@ -200,6 +261,25 @@ impl Hospital {
                 rule: "fees",
                 reason,
             })?;
+            if quote_only {
+                tx.discard();
+                let (pool_name, ..) = pool_columns(pool);
+                return Ok(Held::Quote(FeeQuote {
+                    fee_fen: quote.total_fen,
+                    pool: pool_name.into(),
+                    fee_rule,
+                    quota_rule,
+                    lines: quote
+                        .lines
+                        .iter()
+                        .map(|l| QuotedLine {
+                            code: l.code.clone(),
+                            description: l.description.clone(),
+                            amount_fen: l.amount_fen,
+                        })
+                        .collect(),
+                }));
+            }
 
             // The slot: one conditional update, so a session with quota N never accepts N+1, nor
             // one cancelled meanwhile any.
@@ -264,7 +344,7 @@ impl Hospital {
                 quote.total_fen
             );
             crate::audit(tx, &actor, "appointment", id, "hold", &detail)?;
-            Ok(Registration {
+            Ok(Held::Registration(Registration {
                 id,
                 invoice_id,
                 patient_id: r.patient_id,
@@ -275,7 +355,7 @@ impl Hospital {
                 hold_expires_at,
                 fee_rule,
                 quota_rule,
-            })
+            }))
         })
         .await
     }

@@ -237,6 +237,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         "/metrics",
         axum::routing::get(metrics::serve).with_state(metrics.clone()),
     )
+    .merge(nonstop_pages::hospital())
     .layer(axum::middleware::from_fn_with_state(
         metrics.clone(),
         metrics::count,

@@ -11,6 +11,7 @@
 mod clinic;
 mod closing;
 mod patients;
+mod screens;
 mod staff;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(staff::routes())
         .merge(patients::routes())
         .merge(closing::routes())
+        .merge(screens::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/sessions", post(login))
@@ -61,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/patients", post(add_patient).get(patients::search))
         .route("/api/v1/records/check", post(check_records))
         .route("/api/v1/registrations", post(register))
+        .route("/api/v1/registrations/quote", post(quote_registration))
+        .route("/api/v1/payments/quote", post(quote_payment))
         .route("/api/v1/registrations/{id}/cancel", post(cancel))
         .route("/api/v1/payments", post(pay))
         .route("/api/v1/refunds", post(refund))
@@ -427,6 +431,33 @@ async fn register(
     Ok(Json(h.register(actor, &r).await?))
 }
 
+/// The fee a registration would be charged, line by line, before the desk confirms it.
+async fn quote_registration(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(r): Body<NewRegistration>,
+) -> ApiResult<crate::registration::FeeQuote> {
+    let actor = c.allow(&[Role::Clerk, Role::Admin])?;
+    Ok(Json(h.quote_registration(actor, &r).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitOf {
+    invoice_id: i64,
+    patient_id: i64,
+}
+
+/// The insurance split an unpaid invoice would get if paid now, before the cashier takes it.
+async fn quote_payment(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    c: Caller,
+    Body(q): Body<SplitOf>,
+) -> ApiResult<crate::billing::SplitQuote> {
+    c.allow(&[Role::Cashier, Role::Kiosk, Role::Admin])?;
+    Ok(Json(h.quote_payment(q.invoice_id, q.patient_id).await?))
+}
+
 async fn cancel(
     State(AppState { hospital: h, .. }): State<AppState>,
     c: Caller,
@@ -588,7 +619,7 @@ async fn waiting_room(
         .into_iter()
         .map(|e| Board {
             ticket_id: e.ticket_id,
-            patient: e.patient_name.chars().take(1).chain("**".chars()).collect(),
+            patient: crate::screen::surname(&e.patient_name),
             status: e.status,
             room: e.room,
         })

@@ -139,7 +139,7 @@ pub(crate) fn test_config(dir: &std::path::Path) -> NodeConfig {
 }
 
 /// A node on SQLite in `dir`, with an administrator and one user of each role.
-async fn node(dir: &std::path::Path) -> (RunningNode, Api, Api, Api, Api) {
+pub(crate) async fn node(dir: &std::path::Path) -> (RunningNode, Api, Api, Api, Api) {
     let node = start(test_config(dir)).await.unwrap();
     let password = std::fs::read_to_string(node.admin_password_file.as_ref().unwrap()).unwrap();
     let base = format!("http://{}", node.addr);
@@ -173,7 +173,7 @@ pub(crate) fn patient(n: u32) -> Value {
 }
 
 /// A new patient `n`, registered on site in `schedule`: the patient's id and the registration.
-async fn walk_in(clerk: &Api, schedule: i64, n: u32) -> (i64, Value) {
+pub(crate) async fn walk_in(clerk: &Api, schedule: i64, n: u32) -> (i64, Value) {
     let p = clerk.ok("POST", "/api/v1/patients", patient(n)).await["id"]
         .as_i64()
         .unwrap();
@@ -188,7 +188,7 @@ async fn walk_in(clerk: &Api, schedule: i64, n: u32) -> (i64, Value) {
 }
 
 /// The id of today's night clinic (internal medicine's most junior doctor).
-async fn night_clinic(clerk: &Api, today: &str) -> i64 {
+pub(crate) async fn night_clinic(clerk: &Api, today: &str) -> i64 {
     let schedules = clerk
         .ok(
             "GET",

@@ -1,6 +1,8 @@
 //! The node end to end: its API over HTTP (`api`), and its link to an update server (`link`).
 
 mod api;
+mod browser;
+mod screens;
 mod setup;
 
 /// A valid 18-character ID number for someone born on `birth` (`YYYYMMDD`), number `seq`.

@@ -1,0 +1,2315 @@
+// The hospital's single-page app: sign-in, registration desk, cashier, doctor's workstation,
+// administration and kiosk, on hash routes (#/desk, #/cashier, ...). Plain ES module, no build
+// step, no dependencies; served under a strict CSP, so no inline scripts, handlers or styles:
+// every listener is added here and every look is a class in app.css.
+//
+// Data from the server is only ever put into the page as text (textContent), never as HTML.
+
+import { t, getLang, setLang, has } from './i18n.js';
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+/** An argument that is itself translated (so it follows a language switch too). */
+function L(key) {
+  return { $t: key };
+}
+
+/** Translates `key` with arguments, resolving arguments made by L(). */
+function tr(key, args) {
+  if (!args) return t(key);
+  const resolved = {};
+  for (const [k, v] of Object.entries(args)) resolved[k] = v && typeof v === 'object' && v.$t ? t(v.$t) : v;
+  return t(key, resolved);
+}
+
+/** Sets an element's text from a string key (and arguments), remembered for a language switch. */
+function setT(el, spec) {
+  const [key, args] = Array.isArray(spec) ? spec : [spec, undefined];
+  el.dataset.i18n = key;
+  if (args) el.dataset.i18nArgs = JSON.stringify(args);
+  else delete el.dataset.i18nArgs;
+  el.textContent = tr(key, args);
+}
+
+const BOOLEAN_ATTRS = new Set(['disabled', 'hidden', 'checked', 'required', 'selected', 'readonly', 'multiple', 'open']);
+
+/**
+ * Builds an element. props: class, text, t (i18n key or [key, args]), tPlaceholder, tLabel
+ * (aria-label), tTitle, testid, on<event> (listeners), value, dataset, and any attribute.
+ */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  if (props) {
+    for (const [k, v] of Object.entries(props)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'class') el.className = Array.isArray(v) ? v.filter(Boolean).join(' ') : v;
+      else if (k === 'text') el.textContent = String(v);
+      else if (k === 't') setT(el, v);
+      else if (k === 'tPlaceholder') {
+        el.dataset.i18nPlaceholder = v;
+        el.placeholder = t(v);
+      } else if (k === 'tLabel') {
+        el.dataset.i18nLabel = v;
+        el.setAttribute('aria-label', t(v));
+      } else if (k === 'tTitle') {
+        el.dataset.i18nTitle = v;
+        el.title = t(v);
+      } else if (k === 'testid') el.setAttribute('data-testid', v);
+      else if (k === 'dataset') Object.assign(el.dataset, v);
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'value') el.value = v;
+      else if (BOOLEAN_ATTRS.has(k)) {
+        if (v) el.setAttribute(k, '');
+      } else el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** A span whose text follows the language. */
+function tx(key, args) {
+  return h('span', { t: args ? [key, args] : key });
+}
+
+/** Replaces an element's children. */
+function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
+/** Re-translates every element under `root` that carries an i18n key. */
+function applyI18n(root) {
+  for (const el of root.querySelectorAll('[data-i18n]')) {
+    const args = el.dataset.i18nArgs ? JSON.parse(el.dataset.i18nArgs) : undefined;
+    el.textContent = tr(el.dataset.i18n, args);
+  }
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const el of root.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
+}
+
+let idCounter = 0;
+function uid(prefix) {
+  idCounter += 1;
+  return `${prefix}-${idCounter}`;
+}
+
+/** A labelled form control: label above the control, hint and error slot below. */
+function field(labelKey, control, { hint, optional } = {}) {
+  if (!control.id) control.id = uid('f');
+  const label = h('label', { for: control.id }, tx(labelKey), optional ? tx('common.optional') : null);
+  const wrap = h('div', { class: 'field' }, label, control);
+  if (hint) {
+    if (!hint.id) hint.id = uid('hint');
+    control.setAttribute('aria-describedby', hint.id);
+    wrap.append(hint);
+  }
+  return wrap;
+}
+
+/** Keeps keyboard focus on "the same" element across a re-render (matched by data-key). */
+function keepFocus(container, render) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? active.dataset.key : null;
+  render();
+  if (key) {
+    const again = container.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (again && !again.disabled) again.focus();
+  }
+}
+
+/** Up/Down (and Home/End) move focus among the enabled buttons of a list. */
+function arrowNav(container, selector, { onEscape } = {}) {
+  container.addEventListener('keydown', (e) => {
+    if (!['ArrowDown', 'ArrowUp', 'Home', 'End', 'Escape'].includes(e.key)) return;
+    if (e.key === 'Escape') {
+      if (onEscape) {
+        e.preventDefault();
+        onEscape();
+      }
+      return;
+    }
+    const items = [...container.querySelectorAll(selector)].filter((b) => !b.disabled && !b.hidden);
+    if (!items.length) return;
+    const i = items.indexOf(document.activeElement);
+    let next;
+    if (e.key === 'Home') next = 0;
+    else if (e.key === 'End') next = items.length - 1;
+    else if (e.key === 'ArrowDown') next = i < 0 ? 0 : Math.min(i + 1, items.length - 1);
+    else next = i < 0 ? 0 : Math.max(i - 1, 0);
+    e.preventDefault();
+    items[next].focus();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting: money is integer fen throughout; only the display turns it into yuan.
+
+function p2(n) {
+  return String(n).padStart(2, '0');
+}
+
+/** "¥1,234.05" from 123405 fen, with integer arithmetic only. */
+export function yuan(fen) {
+  if (typeof fen !== 'number' || !Number.isInteger(fen)) return '—';
+  const neg = fen < 0;
+  const abs = neg ? -fen : fen;
+  const cents = abs % 100;
+  const whole = (abs - cents) / 100;
+  const grouped = String(whole).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  return `${neg ? '-' : ''}¥${grouped}.${p2(cents)}`;
+}
+
+/** Today in the browser's local time, YYYY-MM-DD. */
+function today() {
+  const d = new Date();
+  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())}`;
+}
+
+function clock(ms) {
+  const d = new Date(ms);
+  return `${p2(d.getHours())}:${p2(d.getMinutes())}`;
+}
+
+function clockSeconds(ms) {
+  const d = new Date(ms);
+  return `${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())}`;
+}
+
+function dateTime(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())} ${clockSeconds(ms)}`;
+}
+
+/** A key for an enum value, falling back to the raw value when it is not translated. */
+function enumText(prefix, value) {
+  const key = `${prefix}.${value}`;
+  return has(key) ? tx(key) : h('span', { text: value ?? '—' });
+}
+
+/** A random UUID; crypto.randomUUID needs a secure context, which a LAN http:// page is not. */
+function newKey() {
+  if (crypto.randomUUID) {
+    try {
+      return crypto.randomUUID();
+    } catch {
+      // fall through
+    }
+  }
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const x = [...b].map((v) => v.toString(16).padStart(2, '0')).join('');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GB 11643 resident ID numbers: 17 digits and an ISO 7064 MOD 11-2 check character.
+
+const ID_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+const ID_CHECK = '10X98765432';
+
+export function idCheckCharacter(first17) {
+  let sum = 0;
+  for (let i = 0; i < 17; i += 1) sum += (first17.charCodeAt(i) - 48) * ID_WEIGHTS[i];
+  return ID_CHECK[sum % 11];
+}
+
+/** The birth date at positions 7–14, if it is a real date not in the future. */
+function idBirthDate(id) {
+  if (id.length < 14 || !/^\d{14}/.test(id)) return null;
+  const y = Number(id.slice(6, 10));
+  const m = Number(id.slice(10, 12));
+  const d = Number(id.slice(12, 14));
+  const date = new Date(y, m - 1, d);
+  if (y < 1880 || date.getFullYear() !== y || date.getMonth() !== m - 1 || date.getDate() !== d) return null;
+  const iso = `${y}-${p2(m)}-${p2(d)}`;
+  if (iso > today()) return null;
+  return iso;
+}
+
+/** Checks an ID number as typed: {state, expected?, birth?, gender?}. */
+export function checkIdNumber(raw) {
+  const id = raw.trim().toUpperCase();
+  if (!id) return { state: 'empty' };
+  if (id.length > 18) return { state: 'tooLong' };
+  const head = id.slice(0, 17);
+  if (!/^\d*$/.test(head) || (id.length === 18 && !/[0-9X]/.test(id[17]))) return { state: 'format' };
+  const birth = idBirthDate(id);
+  if (id.length < 18) return { state: 'typing', n: id.length, birth };
+  const expected = idCheckCharacter(head);
+  if (id[17] !== expected) return { state: 'bad', expected, birth };
+  if (!birth) return { state: 'birth' };
+  return { state: 'ok', birth, gender: Number(id[16]) % 2 === 1 ? 'male' : 'female' };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+const TOKEN_KEY = 'nonstop.token';
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  me: null,
+  cleanup: null,
+  rules: null,
+  rulesTimer: null,
+  rulesStale: false,
+  loginNotice: null,
+};
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = body && body.error ? body.error : null;
+    super(e && e.message ? e.message : status === 0 ? t('error.network') : `HTTP ${status}`);
+    this.status = status;
+    this.code = e ? e.code : status === 0 ? 'network' : 'http';
+    this.field = e ? e.field : null;
+    this.existingId = e ? e.existing_id : undefined;
+  }
+
+  /** The server has no such endpoint yet (the node answers unknown paths with 404 not-found). */
+  get missingEndpoint() {
+    return (this.status === 404 && this.message === 'no such endpoint') || this.status === 405;
+  }
+
+  /** A network failure or a server error: the outcome of a write is unknown. */
+  get uncertain() {
+    return this.status === 0 || this.status >= 500;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  let res;
+  try {
+    res = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+  } catch {
+    throw new ApiError(0, null);
+  }
+  const text = await res.text().catch(() => '');
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!res.ok) {
+    const err = new ApiError(res.status, data);
+    if (res.status === 401 && path !== '/sessions') sessionEnded();
+    throw err;
+  }
+  return res.status === 204 ? null : data;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+/** An error box (role=alert) that shows an API error and marks the field at fault in `form`. */
+function errorBox(testid) {
+  const el = h('div', { class: 'error-box', role: 'alert', testid, hidden: true });
+  let marked = [];
+  const clear = () => {
+    el.hidden = true;
+    el.replaceChildren();
+    for (const c of marked) {
+      c.removeAttribute('aria-invalid');
+      c.classList.remove('invalid');
+    }
+    marked = [];
+  };
+  const show = (err, form, extra) => {
+    clear();
+    let headline = null;
+    if (err instanceof ApiError) {
+      if (err.missingEndpoint) headline = tx('error.missingEndpoint');
+      else if (err.code === 'network') headline = null;
+      else if (has(`error.code.${err.code}`)) headline = tx(`error.code.${err.code}`);
+    }
+    // an i18n key, a [key, args] pair, or an error whose message the server wrote
+    const message = typeof err === 'string' ? tx(err) : Array.isArray(err) ? tx(err[0], err[1]) : h('span', { text: err.message });
+    append(el, [headline ? h('strong', null, headline, '：') : null, message, extra || null]);
+    el.hidden = false;
+    const fieldName = err instanceof ApiError ? err.field : null;
+    if (form && fieldName) {
+      const control = form.querySelector(`[name="${CSS.escape(fieldName)}"]`);
+      if (control) {
+        control.setAttribute('aria-invalid', 'true');
+        control.classList.add('invalid');
+        marked.push(control);
+        control.focus();
+      }
+    }
+  };
+  const mark = (control) => {
+    control.setAttribute('aria-invalid', 'true');
+    control.classList.add('invalid');
+    marked.push(control);
+  };
+  return { el, show, clear, mark };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notices: non-blocking, announced politely, never taking focus.
+
+function notify(key, args, { kind = 'info', sticky = false, testid = 'notice' } = {}) {
+  const region = document.getElementById('notices');
+  if (!region) return;
+  const item = h('div', { class: ['notice', `notice-${kind}`], testid },
+    h('span', { class: 'notice-text', t: args ? [key, args] : key }),
+    h('button', {
+      type: 'button',
+      class: 'notice-close',
+      tLabel: 'notice.dismiss',
+      text: '×',
+      onclick: () => item.remove(),
+    }));
+  region.append(item);
+  while (region.children.length > 5) region.firstElementChild.remove();
+  if (!sticky) setTimeout(() => item.remove(), 8000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live rule versions: shown in the footer, polled every 10 s; a change is announced, nothing
+// else is touched (pages that show rule-derived numbers listen for "rules-changed").
+
+function ruleName(component) {
+  const key = `rules.component.${component}`;
+  return has(key) ? [key] : ['rules.component.other', { component }];
+}
+
+function renderRules() {
+  const footer = document.getElementById('rules');
+  if (!footer) return;
+  if (!state.rules) {
+    footer.hidden = true;
+    return;
+  }
+  footer.hidden = false;
+  const list = h('ul', { class: 'rule-list', testid: 'rule-versions' });
+  for (const r of state.rules.values()) {
+    const [key, args] = ruleName(r.component);
+    list.append(h('li', { testid: `rule-${r.component}`, title: r.digest, dataset: { version: r.version } },
+      tx(key, args), ' ', h('span', { class: 'rule-version', text: r.version })));
+  }
+  fill(footer, h('span', { class: 'rule-label', t: 'rules.label' }), list,
+    state.rulesStale ? tx('rules.stale') : null);
+}
+
+async function pollRules() {
+  if (!state.token) return;
+  try {
+    const data = await api('GET', '/rules');
+    const next = new Map(data.items.map((r) => [r.component, r]));
+    if (state.rules) {
+      const changed = [];
+      for (const r of next.values()) {
+        const before = state.rules.get(r.component);
+        if (!before || before.version !== r.version || before.digest !== r.digest) {
+          changed.push(r.component);
+          const [key, args] = ruleName(r.component);
+          notify('rules.updated', { component: args ? t(key, args) : L(key), version: r.version }, { sticky: true, testid: 'rule-notice' });
+        }
+      }
+      if (changed.length) {
+        state.rules = next;
+        document.dispatchEvent(new CustomEvent('rules-changed', { detail: { components: changed } }));
+      }
+    }
+    state.rules = next;
+    state.rulesStale = false;
+    renderRules();
+  } catch (e) {
+    if (e.status === 403 || e.status === 401) {
+      // this role may not read the rules (a kiosk): no footer
+      stopRules();
+      state.rules = null;
+      renderRules();
+      return;
+    }
+    state.rulesStale = true;
+    renderRules();
+  }
+}
+
+function startRules() {
+  stopRules();
+  pollRules();
+  state.rulesTimer = setInterval(pollRules, 10000);
+}
+
+function stopRules() {
+  if (state.rulesTimer) clearInterval(state.rulesTimer);
+  state.rulesTimer = null;
+}
+
+/** Calls `fn` whenever one of `components` changes; returns the unsubscribe function. */
+function onRulesChanged(components, fn) {
+  const listener = (e) => {
+    if (e.detail.components.some((c) => components.includes(c))) fn();
+  };
+  document.addEventListener('rules-changed', listener);
+  return () => document.removeEventListener('rules-changed', listener);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+const ROUTES = {
+  desk: { roles: ['clerk', 'admin'], render: renderDesk },
+  cashier: { roles: ['cashier', 'admin'], render: renderCashier },
+  doctor: { roles: ['doctor', 'admin'], render: renderDoctor },
+  admin: { roles: ['admin'], render: renderAdmin },
+  kiosk: { roles: ['kiosk', 'admin'], render: renderKiosk },
+};
+const HOME = { clerk: 'desk', cashier: 'cashier', doctor: 'doctor', admin: 'admin', kiosk: 'kiosk' };
+const NAV = {
+  clerk: ['desk'],
+  cashier: ['cashier'],
+  doctor: ['doctor'],
+  kiosk: ['kiosk'],
+  admin: ['admin', 'desk', 'cashier', 'doctor', 'kiosk'],
+};
+
+function currentRoute() {
+  const m = /^#\/([a-z-]*)/.exec(location.hash);
+  return m ? m[1] : '';
+}
+
+function go(name) {
+  if (location.hash === `#/${name}`) route();
+  else location.hash = `#/${name}`;
+}
+
+function sessionEnded() {
+  if (!state.token) return;
+  state.token = null;
+  state.me = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopRules();
+  state.rules = null;
+  state.loginNotice = 'login.expired';
+  route();
+}
+
+async function signOut() {
+  try {
+    await api('DELETE', '/sessions/current');
+  } catch {
+    // signed out locally either way
+  }
+  state.token = null;
+  state.me = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopRules();
+  state.rules = null;
+  state.loginNotice = 'login.signedOut';
+  go('login');
+}
+
+let routing = 0;
+
+async function route() {
+  const seq = ++routing;
+  if (state.cleanup) {
+    try {
+      state.cleanup();
+    } catch {
+      // a page's cleanup must not stop the next page
+    }
+    state.cleanup = null;
+  }
+  let name = currentRoute();
+  const main = document.getElementById('main');
+  if (!state.token) {
+    renderHeader(null);
+    renderRules();
+    document.title = `${t('nav.login')} · ${t('app.title')}`;
+    renderLogin(main, name && name !== 'login' ? name : null);
+    return;
+  }
+  if (!state.me) {
+    fill(main, h('p', { class: 'muted', t: 'common.loading' }));
+    try {
+      state.me = await api('GET', '/me');
+    } catch (e) {
+      if (seq !== routing || !state.token) return;
+      const box = errorBox('load-error');
+      fill(main, h('div', { class: 'panel narrow' }, h('h1', { t: 'login.loadFailed' }), box.el,
+        h('button', { type: 'button', class: 'btn', t: 'common.retry', onclick: () => route() })));
+      box.show(e);
+      return;
+    }
+    if (seq !== routing) return;
+    startRules();
+  }
+  const role = state.me.role;
+  if (!name || name === 'login') {
+    // to the role's own page, without a second hashchange
+    history.replaceState(null, '', `#/${HOME[role]}`);
+    name = HOME[role];
+  }
+  renderHeader(name);
+  renderRules();
+  const r = ROUTES[name];
+  if (!r) {
+    document.title = t('app.title');
+    fill(main, h('section', { class: 'panel narrow', testid: 'not-found' },
+      h('h1', { t: 'page.notFound', tabindex: '-1' }), yourPages(role)));
+    main.querySelector('h1').focus();
+    return;
+  }
+  document.title = `${t(`nav.${name}`)} · ${t('app.title')}`;
+  if (!r.roles.includes(role)) {
+    fill(main, h('section', { class: 'panel narrow', testid: 'not-for-role' },
+      h('h1', { t: 'page.notForRole', tabindex: '-1' }), yourPages(role)));
+    main.querySelector('h1').focus();
+    return;
+  }
+  main.replaceChildren();
+  main.dataset.page = name;
+  document.body.dataset.page = name;
+  state.cleanup = r.render(main) || null;
+  const auto = main.querySelector('[data-autofocus]');
+  if (auto) auto.focus();
+}
+
+function yourPages(role) {
+  return [
+    h('p', { t: ['page.yourPages', { role: L(`role.${role}`) }] }),
+    h('ul', { class: 'link-list' }, (NAV[role] || []).map((p) =>
+      h('li', null, h('a', { href: `#/${p}`, testid: `link-${p}`, t: `nav.${p}` })))),
+  ];
+}
+
+function renderHeader(current) {
+  const header = document.getElementById('top');
+  const me = state.me;
+  const langButton = h('button', {
+    type: 'button',
+    class: 'btn btn-quiet',
+    testid: 'lang-switch',
+    t: 'lang.switch',
+    tLabel: 'lang.switchLabel',
+    lang: getLang() === 'zh' ? 'en' : 'zh-CN',
+    onclick: () => {
+      setLang(getLang() === 'zh' ? 'en' : 'zh');
+      applyI18n(document.body);
+      langButton.lang = getLang() === 'zh' ? 'en' : 'zh-CN';
+      const name = currentRoute();
+      document.title = `${t(ROUTES[name] ? `nav.${name}` : 'nav.login')} · ${t('app.title')}`;
+    },
+  });
+  const nav = me
+    ? h('nav', { class: 'nav', tLabel: 'nav.label' },
+      h('ul', null, (NAV[me.role] || []).map((p) => h('li', null,
+        h('a', {
+          href: `#/${p}`,
+          testid: `nav-${p}`,
+          t: `nav.${p}`,
+          'aria-current': p === current ? 'page' : null,
+        })))))
+    : null;
+  fill(header,
+    h('span', { class: 'brand', t: 'app.title' }),
+    nav,
+    h('span', { class: 'spacer' }),
+    me ? h('span', { class: 'who', testid: 'who', t: ['user.as', { username: me.username, role: L(`role.${me.role}`) }] }) : null,
+    langButton,
+    me ? h('button', { type: 'button', class: 'btn btn-quiet', testid: 'sign-out', t: 'signout', onclick: signOut }) : null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign in
+
+function renderLogin(main, wanted) {
+  const box = errorBox('login-error');
+  const user = h('input', { name: 'username', autocomplete: 'username', testid: 'login-username', required: true, 'data-autofocus': true });
+  const pass = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', testid: 'login-password', required: true });
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'login-submit', t: 'login.submit' });
+  const notice = state.loginNotice;
+  state.loginNotice = null;
+  const form = h('form', { class: 'stack', testid: 'login-form', novalidate: true,
+    onsubmit: async (e) => {
+      e.preventDefault();
+      box.clear();
+      if (!user.value.trim()) {
+        box.show('common.required');
+        box.mark(user);
+        user.focus();
+        return;
+      }
+      if (!pass.value) {
+        box.show('common.required');
+        box.mark(pass);
+        pass.focus();
+        return;
+      }
+      submit.disabled = true;
+      setT(submit, 'login.busy');
+      try {
+        const s = await api('POST', '/sessions', { username: user.value.trim(), password: pass.value });
+        state.token = s.token;
+        sessionStorage.setItem(TOKEN_KEY, s.token);
+        state.me = null;
+        pass.value = '';
+        const me = await api('GET', '/me').catch(() => ({ id: null, username: s.username, role: s.role, practitioner_id: null }));
+        state.me = me;
+        startRules();
+        const target = wanted && ROUTES[wanted] && ROUTES[wanted].roles.includes(me.role) ? wanted : HOME[me.role];
+        go(target || 'login');
+      } catch (err) {
+        submit.disabled = false;
+        setT(submit, 'login.submit');
+        box.show(err, form);
+        if (!err.field) pass.select();
+      }
+    } },
+  field('login.username', user),
+  field('login.password', pass),
+  box.el,
+  submit);
+  fill(main, h('section', { class: 'panel login', testid: 'login' },
+    h('h1', { t: 'login.title' }),
+    h('p', { class: 'muted', t: 'login.subtitle' }),
+    notice ? h('p', { class: 'info-box', role: 'status', testid: 'login-notice', t: notice }) : null,
+    form));
+  user.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared: patient search and the chosen patient
+
+/**
+ * One search box (name prefix, phone, or full ID number) with a result list.
+ * onSelect(patient) is called with the chosen PatientSummary.
+ */
+function patientSearch(onSelect) {
+  const input = h('input', {
+    type: 'search',
+    id: 'patient-search',
+    name: 'q',
+    testid: 'patient-search',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    tPlaceholder: 'search.placeholder',
+    'data-autofocus': true,
+    'aria-controls': 'patient-results',
+  });
+  const status = h('p', { class: 'muted small', role: 'status', testid: 'patient-search-status' });
+  const results = h('ul', { class: 'result-list', id: 'patient-results', testid: 'patient-results' });
+  const box = errorBox('patient-search-error');
+  let seq = 0;
+  let timer = null;
+  let lastQuery = '';
+
+  const choose = (p) => {
+    onSelect(p);
+  };
+
+  const show = (items, total) => {
+    results.replaceChildren();
+    if (!items.length) {
+      setT(status, 'search.none');
+      return;
+    }
+    setT(status, items.length < total ? ['search.countMore', { n: total, shown: items.length }] : ['search.count', { n: total }]);
+    for (const p of items) {
+      results.append(h('li', null, h('button', {
+        type: 'button',
+        class: 'result',
+        testid: `patient-result-${p.id}`,
+        dataset: { patientId: String(p.id), key: `patient-${p.id}` },
+        onclick: () => choose(p),
+      },
+      h('span', { class: 'result-main' }, h('strong', { text: p.name }), ' ', enumText('gender', p.gender), ' · ', p.birth_date),
+      h('span', { class: 'result-sub' }, tx('patient.summary', { id: p.id }), ' · ', p.id_number, ' · ', p.phone, ' · ',
+        enumText('insurance', p.insurance_category)))));
+    }
+  };
+
+  const run = async (chooseSingle) => {
+    const q = input.value.trim();
+    clearTimeout(timer);
+    if (!q) {
+      results.replaceChildren();
+      status.textContent = '';
+      delete status.dataset.i18n;
+      box.clear();
+      return;
+    }
+    const mine = ++seq;
+    lastQuery = q;
+    setT(status, 'search.busy');
+    try {
+      const page = await api('GET', `/patients${query({ q, limit: 20 })}`);
+      if (mine !== seq) return;
+      box.clear();
+      show(page.items, page.total);
+      if (chooseSingle && page.items.length === 1) choose(page.items[0]);
+    } catch (e) {
+      if (mine !== seq) return;
+      results.replaceChildren();
+      status.textContent = '';
+      box.show(e);
+    }
+  };
+
+  const later = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      if (input.value.trim() !== lastQuery) run(false);
+    }, 350);
+  };
+  // while an input method composes (pinyin), wait for the characters
+  input.addEventListener('input', (e) => {
+    if (!e.isComposing) later();
+  });
+  input.addEventListener('compositionend', later);
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'ArrowDown') {
+      const first = results.querySelector('button');
+      if (first) {
+        e.preventDefault();
+        first.focus();
+      }
+    }
+  });
+  arrowNav(results, 'button.result', { onEscape: () => input.focus() });
+  results.addEventListener('keydown', (e) => {
+    if (e.key === 'ArrowUp' && document.activeElement === results.querySelector('button.result')) {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+      input.focus();
+    }
+  }, true);
+
+  const form = h('form', { class: 'search-form', role: 'search', novalidate: true,
+    onsubmit: (e) => {
+      e.preventDefault();
+      run(true);
+    } },
+  h('label', { for: 'patient-search', class: 'block-label', t: 'search.label' }),
+  h('div', { class: 'search-row' }, input,
+    h('button', { type: 'submit', class: 'btn', testid: 'patient-search-submit', t: 'search.submit' })));
+  const el = h('div', { class: 'patient-search' }, form, box.el, status, results);
+  return {
+    el,
+    input,
+    focus: () => input.focus(),
+    clear: () => {
+      input.value = '';
+      lastQuery = '';
+      results.replaceChildren();
+      status.textContent = '';
+      delete status.dataset.i18n;
+      box.clear();
+    },
+    rerun: () => run(false),
+  };
+}
+
+/** A phone number as the server's lists show it: first three and last four digits. */
+function maskPhone(phone) {
+  const p = String(phone || '');
+  if (p.includes('*')) return p;
+  if (p.length < 8) return '*'.repeat(p.length);
+  return `${p.slice(0, 3)}${'*'.repeat(p.length - 7)}${p.slice(-4)}`;
+}
+
+/** A rule's "component version sha256:digest" with the digest shortened for display. */
+function shortRule(rule) {
+  return String(rule || '').replace(/(sha256:[0-9a-f]{12})[0-9a-f]+/g, '$1…');
+}
+
+/** The card of the chosen patient (PatientSummary or PatientDetail). */
+function patientCard(p, onClear) {
+  return h('div', { class: 'patient-card', testid: 'selected-patient', dataset: { patientId: String(p.id) } },
+    h('div', { class: 'patient-card-main' },
+      h('strong', { class: 'patient-name', text: p.name }), ' ',
+      enumText('gender', p.gender), ' · ', p.birth_date, ' · ', enumText('insurance', p.insurance_category)),
+    h('div', { class: 'muted small' }, tx('patient.summary', { id: p.id }), ' · ', p.id_number, ' · ', maskPhone(p.phone)),
+    onClear ? h('button', { type: 'button', class: 'btn btn-small btn-quiet', testid: 'clear-patient', t: 'selected.clear', onclick: onClear }) : null);
+}
+
+/** A list of charge lines with a total row; `split` adds fund and self-pay columns. */
+function chargeTable(lines, total, { split = false, testid = 'charge-lines', totalTestid } = {}) {
+  const head = h('tr', null, h('th', { scope: 'col', t: 'common.item' }), h('th', { scope: 'col', class: 'num', t: 'common.amount' }),
+    split ? [h('th', { scope: 'col', class: 'num', t: 'split.fund' }), h('th', { scope: 'col', class: 'num', t: 'split.self' })] : null);
+  const rows = lines.map((l) => h('tr', { testid: `${testid}-line`, dataset: { code: l.code } },
+    h('td', null, h('span', { text: l.description }), ' ', h('span', { class: 'muted small', text: l.code })),
+    h('td', { class: 'num', text: yuan(l.amount_fen) }),
+    split ? [h('td', { class: 'num', text: yuan(l.fund_fen) }), h('td', { class: 'num', text: yuan(l.self_pay_fen) })] : null));
+  const foot = h('tr', { class: 'total-row' }, h('th', { scope: 'row', t: 'quote.total' }),
+    h('td', { class: 'num', testid: totalTestid || `${testid}-total`, dataset: { fen: String(total.amount) }, text: yuan(total.amount) }),
+    split ? [h('td', { class: 'num', testid: `${testid}-fund`, text: yuan(total.fund) }),
+      h('td', { class: 'num', testid: `${testid}-self`, text: yuan(total.self) })] : null);
+  return h('table', { class: 'table lines', testid }, h('thead', null, head), h('tbody', null, rows), h('tfoot', null, foot));
+}
+
+/** Reusable confirm dialog: resolves true when confirmed. `body` may hold inputs. */
+function confirmDialog({ titleKey, titleArgs, body, okKey = 'common.confirm', danger = false, validate }) {
+  return new Promise((resolve) => {
+    const box = errorBox('confirm-error');
+    const ok = h('button', { type: 'submit', class: ['btn', danger ? 'btn-danger' : 'btn-primary'], testid: 'confirm-ok', t: okKey });
+    const cancel = h('button', { type: 'button', class: 'btn', testid: 'confirm-cancel', t: 'common.cancel' });
+    const form = h('form', { method: 'dialog', class: 'stack', novalidate: true },
+      h('h2', { t: titleArgs ? [titleKey, titleArgs] : titleKey }), body, box.el,
+      h('div', { class: 'button-row' }, ok, cancel));
+    const dialog = h('dialog', { class: 'dialog', testid: 'confirm-dialog' }, form);
+    let result = false;
+    form.addEventListener('submit', (e) => {
+      if (validate) {
+        const problem = validate();
+        if (problem) {
+          e.preventDefault();
+          box.show(problem.key);
+          if (problem.control) {
+            box.mark(problem.control);
+            problem.control.focus();
+          }
+          return;
+        }
+      }
+      result = true;
+    });
+    cancel.addEventListener('click', () => dialog.close());
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      resolve(result);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    const first = dialog.querySelector('input, textarea, select');
+    (first || ok).focus();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration desk (挂号)
+
+function renderDesk(main) {
+  const cleanups = [];
+  const s = {
+    patient: null,
+    sessions: [],
+    session: null,
+    quote: null,
+    quoteFor: null,
+    quoteSeq: 0,
+    busy: false,
+  };
+
+  // -- left: patient
+  const search = patientSearch((p) => selectPatient(p));
+  const patientSlot = h('div', { class: 'patient-slot', testid: 'patient-slot' }, h('p', { class: 'muted', t: 'selected.none' }));
+  const visitsSlot = h('div', { class: 'visits', testid: 'visits' });
+  const visitsBox = errorBox('visits-error');
+  const newToggle = h('button', {
+    type: 'button', class: 'btn', testid: 'new-patient-toggle', 'aria-expanded': 'false', 'aria-controls': 'new-patient-form', t: 'newPatient.toggle',
+    onclick: () => toggleNew(),
+  });
+  const newForm = newPatientForm({
+    onCreated: (p) => {
+      toggleNew(false);
+      selectPatient(p);
+    },
+    onCancel: () => {
+      toggleNew(false);
+      newToggle.focus();
+    },
+  });
+  newForm.el.hidden = true;
+
+  function toggleNew(open) {
+    const show = open === undefined ? newForm.el.hidden : open;
+    newForm.el.hidden = !show;
+    newToggle.setAttribute('aria-expanded', String(show));
+    if (show) newForm.focus();
+  }
+
+  // -- middle: sessions
+  const channel = h('select', { name: 'channel', testid: 'channel' },
+    ['on-site', 'online', 'elderly-reserved'].map((c) => h('option', { value: c, t: `channel.${c}` })));
+  channel.addEventListener('change', () => {
+    renderSessions();
+    requestQuote();
+  });
+  const sessionsList = h('div', { class: 'session-list', testid: 'sessions', role: 'group', 'aria-labelledby': 'sessions-title' });
+  const sessionsBox = errorBox('sessions-error');
+  arrowNav(sessionsList, 'button.session');
+
+  // -- right: quote and register
+  const quoteSlot = h('div', { class: 'quote', testid: 'quote', 'aria-live': 'polite' }, h('p', { class: 'muted', t: 'quote.choose' }));
+  const registerBox = errorBox('register-error');
+  const registerButton = h('button', {
+    type: 'button', class: 'btn btn-primary btn-large', testid: 'register', t: 'register.button', 'aria-disabled': 'true',
+    onclick: () => register(),
+  });
+  const resultSlot = h('div', { class: 'result-slot', testid: 'registration-result-slot' });
+
+  const layout = h('div', { class: 'desk-grid' },
+    h('section', { class: 'panel', 'aria-labelledby': 'desk-patient-title' },
+      h('h1', { id: 'desk-patient-title', class: 'panel-title', t: 'nav.desk' }),
+      search.el,
+      h('div', { class: 'button-row' }, newToggle),
+      newForm.el,
+      h('h2', { class: 'section-title', t: 'selected.title' }),
+      patientSlot,
+      h('h2', { class: 'section-title', t: 'visits.title' }),
+      visitsBox.el,
+      visitsSlot),
+    h('section', { class: 'panel', 'aria-labelledby': 'sessions-title' },
+      h('div', { class: 'panel-head' },
+        h('h2', { id: 'sessions-title', class: 'panel-title' }, tx('sessions.title'), ' ', h('span', { class: 'muted', testid: 'sessions-date', text: today() })),
+        h('button', { type: 'button', class: 'btn btn-small btn-quiet', testid: 'sessions-refresh', t: 'common.refresh', onclick: () => loadSessions() })),
+      field('channel.label', channel),
+      h('p', { class: 'muted small', t: 'sessions.hint' }),
+      sessionsBox.el,
+      sessionsList),
+    h('section', { class: 'panel', 'aria-labelledby': 'quote-title' },
+      h('h2', { id: 'quote-title', class: 'panel-title', t: 'quote.title' }),
+      quoteSlot,
+      registerBox.el,
+      registerButton,
+      resultSlot));
+  main.append(layout);
+
+  // -- behaviour
+
+  async function selectPatient(p) {
+    s.patient = p;
+    fill(patientSlot, patientCard(p, () => clearPatient()));
+    resultSlot.replaceChildren();
+    registerBox.clear();
+    loadVisits();
+    requestQuote();
+    updateRegister();
+    const target = sessionsList.querySelector('button.session[aria-pressed="true"]') || sessionsList.querySelector('button.session:not([disabled])');
+    if (target) target.focus();
+  }
+
+  function clearPatient() {
+    s.patient = null;
+    fill(patientSlot, h('p', { class: 'muted', t: 'selected.none' }));
+    visitsSlot.replaceChildren();
+    visitsBox.clear();
+    s.quote = null;
+    renderQuote();
+    updateRegister();
+    search.focus();
+  }
+
+  async function loadVisits() {
+    const p = s.patient;
+    if (!p) return;
+    try {
+      const data = await api('GET', `/patients/${p.id}/visits`);
+      if (s.patient !== p) return;
+      visitsBox.clear();
+      keepFocus(visitsSlot, () => renderVisits(data.items));
+    } catch (e) {
+      if (s.patient !== p) return;
+      visitsBox.show(e);
+    }
+  }
+
+  function renderVisits(items) {
+    if (!items.length) {
+      fill(visitsSlot, h('p', { class: 'muted', t: 'visits.none' }));
+      return;
+    }
+    const rows = items.slice(0, 20).map((v) => {
+      const actions = [];
+      if (v.status === 'booked') {
+        actions.push(h('button', {
+          type: 'button', class: 'btn btn-small btn-primary', testid: 'check-in', t: 'checkin.button',
+          dataset: { appointmentId: String(v.appointment_id), key: `checkin-${v.appointment_id}` },
+          onclick: (e) => checkIn(v, e.currentTarget),
+        }));
+      }
+      if (v.status === 'pending') {
+        actions.push(h('button', {
+          type: 'button', class: 'btn btn-small', testid: 'release', t: 'release.button',
+          dataset: { appointmentId: String(v.appointment_id), key: `release-${v.appointment_id}` },
+          onclick: (e) => release(v, e.currentTarget),
+        }));
+      }
+      return h('tr', { testid: `visit-${v.appointment_id}`, dataset: { status: v.status, invoiceId: String(v.invoice_id) } },
+        h('td', null, v.date, ' ', enumText('period', v.period)),
+        h('td', null, h('span', { text: v.department }), h('br'), h('span', { class: 'small', text: v.practitioner })),
+        h('td', { class: 'num', text: yuan(v.fee_fen) }),
+        h('td', null, h('span', { class: ['badge', `badge-${v.status}`] }, enumText('visit.status', v.status)),
+          h('br'), h('span', { class: 'small muted' }, '#', String(v.invoice_id), ' ', enumText('invoice.status', v.invoice_status))),
+        h('td', { class: 'actions' }, actions));
+    });
+    fill(visitsSlot, h('table', { class: 'table compact' },
+      h('thead', null, h('tr', null,
+        h('th', { scope: 'col', t: 'common.date' }), h('th', { scope: 'col', t: 'visits.department' }),
+        h('th', { scope: 'col', class: 'num', t: 'visits.fee' }), h('th', { scope: 'col', t: 'common.status' }),
+        h('th', { scope: 'col', t: 'common.actions' }))),
+      h('tbody', null, rows)));
+  }
+
+  async function checkIn(v, button) {
+    button.disabled = true;
+    visitsBox.clear();
+    try {
+      const entry = await api('POST', '/check-ins', { appointment_id: v.appointment_id });
+      notify('checkin.done', { ticket: entry.ticket_id }, { kind: 'success', testid: 'check-in-result' });
+      await loadVisits();
+    } catch (e) {
+      button.disabled = false;
+      visitsBox.show(e);
+    }
+  }
+
+  async function release(v, button) {
+    button.disabled = true;
+    visitsBox.clear();
+    try {
+      await api('POST', `/registrations/${v.appointment_id}/cancel`);
+      notify('release.done', null, { kind: 'success', testid: 'release-result' });
+      await Promise.all([loadVisits(), loadSessions()]);
+    } catch (e) {
+      button.disabled = false;
+      visitsBox.show(e);
+    }
+  }
+
+  async function loadSessions() {
+    const date = today();
+    try {
+      const data = await api('GET', `/schedules${query({ date })}`);
+      s.sessions = data.items;
+      sessionsBox.clear();
+      layout.querySelector('[data-testid="sessions-date"]').textContent = date;
+      if (s.session) {
+        const again = s.sessions.find((x) => x.id === s.session.id);
+        s.session = again && again.status === 'active' ? again : null;
+        if (!s.session) {
+          s.quote = null;
+          renderQuote();
+        }
+      }
+      keepFocus(sessionsList, renderSessions);
+      updateRegister();
+    } catch (e) {
+      sessionsBox.show(e);
+    }
+  }
+
+  const POOL_INDEX = { 'on-site': 0, online: 1, 'elderly-reserved': 2 };
+
+  function renderSessions() {
+    sessionsList.replaceChildren();
+    if (!s.sessions.length) {
+      sessionsList.append(h('p', { class: 'muted', t: 'sessions.none' }));
+      return;
+    }
+    const byDept = new Map();
+    for (const x of s.sessions) {
+      if (!byDept.has(x.department)) byDept.set(x.department, []);
+      byDept.get(x.department).push(x);
+    }
+    const pool = POOL_INDEX[channel.value];
+    for (const [dept, list] of byDept) {
+      const group = h('div', { class: 'session-group' }, h('h3', { class: 'group-title', text: dept }));
+      for (const x of list) {
+        const inactive = x.status !== 'active';
+        const full = !inactive && x.remaining[pool] <= 0;
+        const chosen = s.session && s.session.id === x.id;
+        group.append(h('button', {
+          type: 'button',
+          class: ['session', inactive && 'inactive', full && 'full'],
+          testid: `session-${x.id}`,
+          dataset: { scheduleId: String(x.id), status: x.status, key: `session-${x.id}` },
+          'aria-pressed': chosen ? 'true' : 'false',
+          disabled: inactive,
+          onclick: () => chooseSession(x),
+        },
+        h('span', { class: 'session-main' },
+          h('strong', { text: x.practitioner }), ' ', enumText('title', x.title), ' · ', enumText('period', x.period),
+          ' · ', x.room ? h('span', { text: x.room }) : tx('sessions.roomUnset')),
+        h('span', { class: 'session-sub' },
+          enumText('clinic', x.clinic_type), ' · ', tx('sessions.remaining'), ' ',
+          h('span', { class: ['pool', pool === 0 && 'pool-current'], testid: 'remaining-on-site' }, tx('pool.on-site'), ` ${x.remaining[0]}`), ' ',
+          h('span', { class: ['pool', pool === 1 && 'pool-current'], testid: 'remaining-online' }, tx('pool.online'), ` ${x.remaining[1]}`), ' ',
+          h('span', { class: ['pool', pool === 2 && 'pool-current'], testid: 'remaining-elderly' }, tx('pool.elderly'), ` ${x.remaining[2]}`), ' · ',
+          h('span', { class: ['badge', `badge-${x.status}`], testid: 'session-status' }, enumText('session.status', x.status)),
+          x.status_reason ? h('span', { class: 'muted', text: ` ${x.status_reason}` }) : null,
+          full ? h('span', { class: 'warn' }, ' · ', tx('sessions.full')) : null)));
+      }
+      sessionsList.append(group);
+    }
+  }
+
+  function chooseSession(x) {
+    s.session = x;
+    for (const b of sessionsList.querySelectorAll('button.session')) {
+      b.setAttribute('aria-pressed', b.dataset.scheduleId === String(x.id) ? 'true' : 'false');
+    }
+    resultSlot.replaceChildren();
+    registerBox.clear();
+    requestQuote();
+    updateRegister();
+    registerButton.focus();
+  }
+
+  function updateRegister() {
+    const ready = Boolean(s.patient && s.session) && !s.busy;
+    registerButton.setAttribute('aria-disabled', ready ? 'false' : 'true');
+  }
+
+  async function requestQuote(recomputed) {
+    const mine = ++s.quoteSeq;
+    if (!s.patient || !s.session) {
+      s.quote = null;
+      renderQuote();
+      return;
+    }
+    const body = { patient_id: s.patient.id, schedule_id: s.session.id, channel: channel.value };
+    s.quote = { loading: true };
+    renderQuote();
+    try {
+      const q = await api('POST', '/registrations/quote', body);
+      if (mine !== s.quoteSeq) return;
+      s.quote = { data: q, body, recomputed };
+    } catch (e) {
+      if (mine !== s.quoteSeq) return;
+      s.quote = { error: e, body };
+    }
+    renderQuote();
+  }
+
+  function renderQuote() {
+    const q = s.quote;
+    if (!q) {
+      fill(quoteSlot, h('p', { class: 'muted', t: 'quote.choose' }));
+      return;
+    }
+    if (q.loading) {
+      fill(quoteSlot, h('p', { class: 'muted', t: 'quote.busy' }));
+      return;
+    }
+    if (q.error) {
+      fill(quoteSlot, h('p', { class: 'warn-box', testid: 'quote-unavailable', t: ['quote.unavailable', { message: q.error.missingEndpoint ? L('error.missingEndpoint') : q.error.message }] }));
+      return;
+    }
+    const d = q.data;
+    fill(quoteSlot,
+      q.recomputed ? h('p', { class: 'info-box', testid: 'quote-recomputed', t: 'quote.recomputed' }) : null,
+      h('p', { class: 'small' }, h('strong', { text: s.patient.name }), ' → ', s.session.practitioner, ' · ', enumText('period', s.session.period),
+        ' · ', h('span', { t: ['quote.pool', { pool: has(`channel.${d.pool}`) ? L(`channel.${d.pool}`) : d.pool }] })),
+      chargeTable(d.lines || [], { amount: d.fee_fen }, { testid: 'quote-lines', totalTestid: 'quote-total' }),
+      h('p', { class: 'muted small', testid: 'quote-rule', title: d.fee_rule, t: ['quote.rule', { rule: shortRule(d.fee_rule) }] }));
+  }
+
+  async function register() {
+    if (s.busy) return;
+    registerBox.clear();
+    if (!s.patient) {
+      registerBox.show('register.needPatient');
+      search.focus();
+      return;
+    }
+    if (!s.session) {
+      registerBox.show('register.needSession');
+      const first = sessionsList.querySelector('button.session:not([disabled])');
+      if (first) first.focus();
+      return;
+    }
+    s.busy = true;
+    updateRegister();
+    setT(registerButton, 'register.busy');
+    const quoted = s.quote && s.quote.data ? s.quote.data : null;
+    try {
+      const r = await api('POST', '/registrations', { patient_id: s.patient.id, schedule_id: s.session.id, channel: channel.value });
+      const next = h('button', { type: 'button', class: 'btn', testid: 'next-patient', t: 'register.next', onclick: () => nextPatient() });
+      fill(resultSlot, h('div', { class: 'success-box', testid: 'registration-result', dataset: { registrationId: String(r.id), invoiceId: String(r.invoice_id) }, tabindex: '-1' },
+        h('h3', { t: 'register.done' }),
+        h('p', { t: ['register.detail', { id: r.id, invoice: r.invoice_id, fee: yuan(r.fee_fen) }] }),
+        h('p', { class: 'small', t: ['register.holdUntil', { time: clock(r.hold_expires_at) }] }),
+        quoted && quoted.fee_rule !== r.fee_rule ? h('p', { class: 'warn', testid: 'registration-rule-differs', title: r.fee_rule, t: ['register.ruleDiffers', { rule: shortRule(r.fee_rule) }] }) : null,
+        next));
+      s.session = null;
+      s.quote = null;
+      s.quoteSeq += 1;
+      renderQuote();
+      for (const b of sessionsList.querySelectorAll('button.session')) b.setAttribute('aria-pressed', 'false');
+      next.focus();
+      loadVisits();
+      loadSessions();
+    } catch (e) {
+      registerBox.show(e);
+      registerButton.focus();
+    } finally {
+      s.busy = false;
+      setT(registerButton, 'register.button');
+      updateRegister();
+    }
+  }
+
+  function nextPatient() {
+    resultSlot.replaceChildren();
+    s.patient = null;
+    s.session = null;
+    s.quote = null;
+    fill(patientSlot, h('p', { class: 'muted', t: 'selected.none' }));
+    visitsSlot.replaceChildren();
+    renderQuote();
+    updateRegister();
+    search.clear();
+    search.focus();
+  }
+
+  loadSessions();
+  const timer = setInterval(loadSessions, 30000);
+  cleanups.push(() => clearInterval(timer));
+  cleanups.push(onRulesChanged(['fees'], () => {
+    if (s.patient && s.session) requestQuote(true);
+  }));
+  return () => cleanups.forEach((f) => f());
+}
+
+/** The new-patient form, with the ID number checked as typed. */
+function newPatientForm({ onCreated, onCancel }) {
+  const box = errorBox('new-patient-error');
+  const name = h('input', { name: 'name', testid: 'new-patient-name', autocomplete: 'off', required: true, maxlength: '64' });
+  const idNumber = h('input', { name: 'id_number', testid: 'new-patient-id-number', autocomplete: 'off', spellcheck: 'false', maxlength: '18', required: true, class: 'mono' });
+  const idHint = h('p', { class: 'hint', testid: 'new-patient-id-hint', 'aria-live': 'polite', t: 'idHint.empty' });
+  const gender = h('select', { name: 'gender', testid: 'new-patient-gender' },
+    ['male', 'female', 'other', 'unknown'].map((g) => h('option', { value: g, t: `gender.${g}` })));
+  gender.value = 'unknown';
+  // a plain text field (one tab stop; a date input has three), filled from the ID number
+  const birth = h('input', { name: 'birth_date', testid: 'new-patient-birth-date', required: true, inputmode: 'numeric', autocomplete: 'off', placeholder: 'YYYY-MM-DD', maxlength: '10', class: 'mono' });
+  const phone = h('input', { name: 'phone', type: 'tel', testid: 'new-patient-phone', autocomplete: 'off', inputmode: 'tel', required: true, maxlength: '20' });
+  const insurance = h('select', { name: 'insurance_category', testid: 'new-patient-insurance-category' },
+    ['none', 'employee', 'resident'].map((c) => h('option', { value: c, t: `insurance.${c}` })));
+  const insuranceNumber = h('input', { name: 'insurance_number', testid: 'new-patient-insurance-number', autocomplete: 'off', maxlength: '32' });
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'new-patient-submit', t: 'newPatient.submit' });
+  const cancel = h('button', { type: 'button', class: 'btn', testid: 'new-patient-cancel', t: 'common.cancel', onclick: () => onCancel() });
+  let genderTouched = false;
+  gender.addEventListener('change', () => {
+    genderTouched = true;
+  });
+
+  const checkId = () => {
+    const upper = idNumber.value.toUpperCase().replace(/\s/g, '');
+    if (upper !== idNumber.value) {
+      const pos = idNumber.selectionStart;
+      idNumber.value = upper;
+      if (pos !== null) idNumber.setSelectionRange(Math.min(pos, upper.length), Math.min(pos, upper.length));
+    }
+    const c = checkIdNumber(idNumber.value);
+    idHint.className = 'hint';
+    idNumber.classList.remove('valid', 'invalid');
+    idNumber.removeAttribute('aria-invalid');
+    switch (c.state) {
+      case 'empty': setT(idHint, 'idHint.empty'); break;
+      case 'typing': setT(idHint, ['idHint.typing', { n: c.n }]); break;
+      case 'format': setT(idHint, 'idHint.format'); break;
+      case 'tooLong': setT(idHint, 'idHint.tooLong'); break;
+      case 'bad': setT(idHint, ['idHint.bad', { expected: c.expected }]); break;
+      case 'birth': setT(idHint, 'idHint.birth'); break;
+      default: setT(idHint, ['idHint.ok', { birth: c.birth }]);
+    }
+    idHint.dataset.state = c.state;
+    if (['format', 'tooLong', 'bad', 'birth'].includes(c.state)) {
+      idHint.classList.add('hint-bad');
+      idNumber.classList.add('invalid');
+      idNumber.setAttribute('aria-invalid', 'true');
+    } else if (c.state === 'ok') {
+      idHint.classList.add('hint-ok');
+      idNumber.classList.add('valid');
+    }
+    if (c.birth) birth.value = c.birth;
+    if (c.state === 'ok' && !genderTouched) gender.value = c.gender;
+    return c;
+  };
+  idNumber.addEventListener('input', checkId);
+
+  const form = h('form', { id: 'new-patient-form', class: 'new-patient stack', testid: 'new-patient-form', novalidate: true, 'aria-labelledby': 'new-patient-title' },
+    h('h2', { id: 'new-patient-title', class: 'section-title', t: 'newPatient.title' }),
+    // name, ID number, phone first: gender and birth date follow from the ID number
+    h('div', { class: 'form-grid' },
+      field('patient.name', name),
+      field('patient.idNumber', idNumber, { hint: idHint }),
+      field('patient.phone', phone),
+      field('patient.insurance', insurance),
+      field('patient.insuranceNumber', insuranceNumber, { optional: true }),
+      field('patient.gender', gender),
+      field('patient.birthDate', birth)),
+    box.el,
+    h('div', { class: 'button-row' }, submit, cancel));
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    box.clear();
+    for (const control of [name, phone]) {
+      if (!control.value.trim()) {
+        box.show('common.required');
+        box.mark(control);
+        control.focus();
+        return;
+      }
+    }
+    const c = checkId();
+    if (c.state !== 'ok') {
+      box.show('newPatient.fixId');
+      box.mark(idNumber);
+      idNumber.focus();
+      return;
+    }
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(birth.value.trim())) {
+      box.show('newPatient.birthFormat');
+      box.mark(birth);
+      birth.focus();
+      return;
+    }
+    if (birth.value.trim() !== c.birth) {
+      box.show('newPatient.birthMismatch');
+      box.mark(birth);
+      birth.focus();
+      return;
+    }
+    const body = {
+      name: name.value.trim(),
+      gender: gender.value,
+      birth_date: birth.value.trim(),
+      id_number: idNumber.value.trim().toUpperCase(),
+      phone: phone.value.trim(),
+      insurance_category: insurance.value,
+      insurance_number: insuranceNumber.value.trim() || null,
+    };
+    submit.disabled = true;
+    try {
+      const created = await api('POST', '/patients', body);
+      let patient;
+      try {
+        patient = await api('GET', `/patients/${created.id}`);
+      } catch {
+        patient = { ...body, id: created.id, id_number: `${body.id_number.slice(0, 6)}********${body.id_number.slice(14)}` };
+      }
+      notify('newPatient.created', { name: patient.name, id: patient.id }, { kind: 'success', testid: 'new-patient-created' });
+      reset();
+      onCreated(patient);
+    } catch (err) {
+      let extra = null;
+      if (err.existingId) {
+        extra = h('div', null, h('button', {
+          type: 'button', class: 'btn btn-small', testid: 'new-patient-use-existing', t: ['newPatient.useExisting', { id: err.existingId }],
+          onclick: async () => {
+            try {
+              const p = await api('GET', `/patients/${err.existingId}`);
+              reset();
+              onCreated(p);
+            } catch (e2) {
+              box.show(e2);
+            }
+          },
+        }));
+      }
+      box.show(err, form, extra);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  function reset() {
+    form.reset();
+    gender.value = 'unknown';
+    genderTouched = false;
+    box.clear();
+    checkId();
+  }
+
+  return { el: form, focus: () => name.focus() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cashier (收费)
+
+const PAY_ATTEMPTS_KEY = 'nonstop.payAttempts';
+
+/** Idempotency keys of payment attempts whose outcome is unknown, kept across a reload. */
+const attempts = {
+  load() {
+    try {
+      return JSON.parse(sessionStorage.getItem(PAY_ATTEMPTS_KEY) || '{}');
+    } catch {
+      return {};
+    }
+  },
+  /** The key for paying `invoiceId` by `method`: the pending attempt's, or a fresh one. */
+  key(kind, invoiceId, method) {
+    const all = this.load();
+    const id = `${kind}:${invoiceId}`;
+    const a = all[id];
+    if (a && a.method === method) return a.key;
+    all[id] = { key: newKey(), method };
+    sessionStorage.setItem(PAY_ATTEMPTS_KEY, JSON.stringify(all));
+    return all[id].key;
+  },
+  done(kind, invoiceId) {
+    const all = this.load();
+    delete all[`${kind}:${invoiceId}`];
+    sessionStorage.setItem(PAY_ATTEMPTS_KEY, JSON.stringify(all));
+  },
+  pending(kind, invoiceId) {
+    return this.load()[`${kind}:${invoiceId}`] || null;
+  },
+};
+
+/** Sends a payment or refund with an attempt's idempotency key; keeps the key if the outcome is unknown. */
+async function sendWithKey(kind, invoiceId, method, path, body) {
+  const key = attempts.key(kind, invoiceId, method);
+  try {
+    const r = await api('POST', path, { ...body, idempotency_key: key });
+    attempts.done(kind, invoiceId);
+    return r;
+  } catch (e) {
+    if (!e.uncertain) attempts.done(kind, invoiceId);
+    throw e;
+  }
+}
+
+const METHODS = ['cash', 'card', 'wechat', 'alipay'];
+
+function renderCashier(main) {
+  const cleanups = [];
+  const me = state.me;
+  const isAdmin = me.role === 'admin';
+  const s = { patient: null, cards: new Map() };
+
+  const search = patientSearch((p) => selectPatient(p));
+  const patientSlot = h('div', { class: 'patient-slot' }, h('p', { class: 'muted', t: 'cashier.choosePatient' }));
+  const unpaidSlot = h('div', { class: 'invoices', testid: 'unpaid-invoices' });
+  const paidSlot = h('div', { class: 'invoices', testid: 'paid-invoices' });
+  const listBox = errorBox('invoices-error');
+  const receiptSlot = h('div', { class: 'receipt-slot', testid: 'receipt-slot' });
+
+  // totals
+  const totalsSlot = h('div', { testid: 'totals', 'aria-live': 'polite' });
+  const totalsBox = errorBox('totals-error');
+  const cashierInput = isAdmin ? h('input', { name: 'cashier', testid: 'totals-cashier', autocomplete: 'off', tPlaceholder: 'totals.cashierAll' }) : null;
+  if (cashierInput) cashierInput.addEventListener('change', () => loadTotals());
+  const closeButton = h('button', { type: 'button', class: 'btn btn-danger', testid: 'close-day', t: 'close.button', onclick: () => closeDay() });
+  const closeSlot = h('div', { testid: 'closing-slot' });
+
+  main.append(h('div', { class: 'cashier-grid' },
+    h('section', { class: 'panel', 'aria-labelledby': 'cashier-title' },
+      h('h1', { id: 'cashier-title', class: 'panel-title', t: 'cashier.title' }),
+      search.el,
+      h('h2', { class: 'section-title', t: 'selected.title' }),
+      patientSlot,
+      listBox.el,
+      h('h2', { class: 'section-title', t: 'cashier.unpaid' }),
+      unpaidSlot,
+      h('h2', { class: 'section-title', t: 'cashier.paid' }),
+      paidSlot),
+    h('div', { class: 'stack' },
+      receiptSlot,
+      h('section', { class: 'panel', 'aria-labelledby': 'totals-title' },
+        h('div', { class: 'panel-head' },
+          h('h2', { id: 'totals-title', class: 'panel-title' }, tx('totals.title'), ' ', h('span', { class: 'muted', testid: 'totals-date', text: today() })),
+          h('button', { type: 'button', class: 'btn btn-small btn-quiet', testid: 'totals-refresh', t: 'common.refresh', onclick: () => loadTotals() })),
+        cashierInput ? field('totals.cashier', cashierInput) : null,
+        totalsBox.el,
+        totalsSlot,
+        h('div', { class: 'button-row' }, closeButton),
+        closeSlot))));
+
+  function selectPatient(p) {
+    s.patient = p;
+    fill(patientSlot, patientCard(p, () => {
+      s.patient = null;
+      fill(patientSlot, h('p', { class: 'muted', t: 'cashier.choosePatient' }));
+      unpaidSlot.replaceChildren();
+      paidSlot.replaceChildren();
+      s.cards.clear();
+      search.focus();
+    }));
+    loadInvoices().then(() => {
+      const first = unpaidSlot.querySelector('input[type="radio"]:checked');
+      if (first) first.focus();
+    });
+  }
+
+  async function loadInvoices() {
+    const p = s.patient;
+    if (!p) return;
+    try {
+      const [unpaid, paid] = await Promise.all([
+        api('GET', `/patients/${p.id}/invoices?status=issued`),
+        api('GET', `/patients/${p.id}/invoices?status=balanced`),
+      ]);
+      if (s.patient !== p) return;
+      listBox.clear();
+      renderUnpaid(unpaid.items);
+      renderPaid(paid.items);
+    } catch (e) {
+      if (s.patient !== p) return;
+      listBox.show(e);
+    }
+  }
+
+  function renderUnpaid(items) {
+    const keep = new Set(items.map((i) => i.id));
+    for (const id of [...s.cards.keys()]) if (!keep.has(id)) s.cards.delete(id);
+    unpaidSlot.replaceChildren();
+    if (!items.length) {
+      unpaidSlot.append(h('p', { class: 'muted', testid: 'no-unpaid', t: 'cashier.noneUnpaid' }));
+      return;
+    }
+    for (const inv of items) {
+      let card = s.cards.get(inv.id);
+      if (!card) {
+        card = invoiceCard(inv);
+        s.cards.set(inv.id, card);
+      }
+      unpaidSlot.append(card.el);
+    }
+  }
+
+  /** One unpaid invoice: its split by the live insurance rule, the method and the Pay button. */
+  function invoiceCard(inv) {
+    const splitSlot = h('div', { class: 'split', testid: 'split', 'aria-live': 'polite' }, h('p', { class: 'muted', t: 'common.loading' }));
+    const box = errorBox('pay-error');
+    const group = `method-${inv.id}`;
+    const pending = attempts.pending('pay', inv.id);
+    const radios = METHODS.map((m) => h('input', { type: 'radio', name: group, value: m, testid: `method-${m}`, id: `${group}-${m}` }));
+    const chosen = pending && METHODS.includes(pending.method) ? pending.method : 'cash';
+    radios.find((r) => r.value === chosen).checked = true;
+    const methods = h('fieldset', { class: 'methods' },
+      h('legend', { t: 'method.label' }),
+      radios.map((r) => h('label', { class: 'method', for: r.id }, r, tx(`method.${r.value}`))));
+    const pay = h('button', { type: 'submit', class: 'btn btn-primary btn-large', testid: 'pay', dataset: { invoiceId: String(inv.id) }, t: 'pay.buttonPlain' });
+    const form = h('form', { class: 'pay-form', novalidate: true }, methods, box.el, pay);
+    const el = h('article', { class: 'invoice-card', testid: `invoice-${inv.id}`, dataset: { invoiceId: String(inv.id), status: inv.status } },
+      h('header', { class: 'invoice-head' },
+        h('h3', { t: ['invoice.title', { id: inv.id }] }),
+        h('span', { class: 'amount', testid: 'invoice-total', text: yuan(inv.total_fen) }),
+        h('span', { class: 'muted small', t: ['invoice.created', { time: dateTime(inv.created_at) }] })),
+      splitSlot,
+      form);
+    if (pending) box.show('pay.uncertain');
+    let quoteSeq = 0;
+    let selfPay = null;
+
+    async function loadSplit(recomputed) {
+      const mine = ++quoteSeq;
+      try {
+        const q = await api('POST', '/payments/quote', { invoice_id: inv.id, patient_id: inv.patient_id ?? s.patient.id });
+        if (mine !== quoteSeq) return;
+        selfPay = q.self_pay_fen;
+        setT(pay, ['pay.button', { amount: yuan(q.self_pay_fen) }]);
+        fill(splitSlot,
+          recomputed ? h('p', { class: 'info-box', testid: 'split-recomputed', t: 'split.recomputed' }) : null,
+          chargeTable(q.lines || [], { amount: q.total_fen, fund: q.fund_fen, self: q.self_pay_fen }, { split: true, testid: 'split-lines' }),
+          h('p', { class: 'muted small', testid: 'split-rule', title: q.insurance_rule, t: ['split.rule', { rule: shortRule(q.insurance_rule) }] }));
+      } catch (e) {
+        if (mine !== quoteSeq) return;
+        selfPay = null;
+        setT(pay, 'pay.buttonPlain');
+        let lines = null;
+        try {
+          const full = await api('GET', `/invoices/${inv.id}`);
+          lines = full.lines;
+        } catch {
+          lines = null;
+        }
+        if (mine !== quoteSeq) return;
+        fill(splitSlot,
+          lines ? chargeTable(lines, { amount: inv.total_fen }, { testid: 'invoice-lines' }) : null,
+          h('p', { class: 'warn-box', testid: 'split-unavailable', t: ['split.unavailable', { message: e.missingEndpoint ? L('error.missingEndpoint') : e.message }] }));
+      }
+    }
+
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const method = radios.find((r) => r.checked).value;
+      box.clear();
+      pay.disabled = true;
+      setT(pay, 'pay.busy');
+      try {
+        const payment = await sendWithKey('pay', inv.id, method, '/payments', { invoice_id: inv.id, patient_id: s.patient.id, method });
+        notify('pay.done', { invoice: inv.id, amount: yuan(payment.self_pay_fen) }, { kind: 'success', testid: 'pay-result' });
+        s.cards.delete(inv.id);
+        showReceipt(inv.id, payment, method);
+        loadInvoices();
+        loadTotals();
+      } catch (err) {
+        box.show(err, form, err.uncertain ? h('p', { t: 'pay.uncertain' }) : null);
+        pay.disabled = false;
+        setT(pay, selfPay === null ? 'pay.buttonPlain' : ['pay.button', { amount: yuan(selfPay) }]);
+        pay.focus();
+      }
+    });
+
+    loadSplit(false);
+    return { el, loadSplit };
+  }
+
+  function renderPaid(items) {
+    paidSlot.replaceChildren();
+    if (!items.length) {
+      paidSlot.append(h('p', { class: 'muted', t: 'cashier.nonePaid' }));
+      return;
+    }
+    paidSlot.append(h('table', { class: 'table compact' },
+      h('thead', null, h('tr', null,
+        h('th', { scope: 'col', t: 'receipt.invoice' }), h('th', { scope: 'col', class: 'num', t: 'split.total' }),
+        h('th', { scope: 'col', class: 'num', t: 'split.fund' }), h('th', { scope: 'col', class: 'num', t: 'split.self' }),
+        h('th', { scope: 'col', t: 'common.actions' }))),
+      h('tbody', null, items.map((inv) => h('tr', { testid: `paid-invoice-${inv.id}`, dataset: { invoiceId: String(inv.id) } },
+        h('td', null, `#${inv.id}`, h('br'), h('span', { class: 'small muted', text: dateTime(inv.created_at) })),
+        h('td', { class: 'num', text: yuan(inv.total_fen) }),
+        h('td', { class: 'num', text: yuan(inv.fund_fen) }),
+        h('td', { class: 'num', text: yuan(inv.self_pay_fen) }),
+        h('td', { class: 'actions' },
+          h('button', { type: 'button', class: 'btn btn-small', testid: 'reprint', t: 'receipt.print', onclick: () => showReceipt(inv.id, null, null, true) }),
+          h('button', { type: 'button', class: 'btn btn-small btn-danger', testid: 'refund', dataset: { invoiceId: String(inv.id) }, t: 'refund.button', onclick: () => refund(inv) })))))));
+  }
+
+  async function refund(inv) {
+    const reason = h('textarea', { name: 'reason', testid: 'refund-reason', rows: '2', maxlength: '200', required: true });
+    const ok = await confirmDialog({
+      titleKey: 'refund.title',
+      titleArgs: { invoice: inv.id },
+      body: [h('p', { class: 'amount', text: yuan(inv.self_pay_fen) }), field('refund.reason', reason)],
+      okKey: 'refund.confirm',
+      danger: true,
+      validate: () => (reason.value.trim() ? null : { key: 'refund.needReason', control: reason }),
+    });
+    if (!ok) return;
+    listBox.clear();
+    try {
+      const r = await sendWithKey('refund', inv.id, 'refund', '/refunds', { invoice_id: inv.id, reason: reason.value.trim() });
+      notify('refund.done', { invoice: inv.id, amount: yuan(r.self_pay_fen) }, { kind: 'success', testid: 'refund-result' });
+      loadInvoices();
+      loadTotals();
+    } catch (e) {
+      listBox.show(e, null, e.uncertain ? h('p', { t: 'pay.uncertain' }) : null);
+    }
+  }
+
+  async function showReceipt(invoiceId, payment, method, print) {
+    let inv;
+    try {
+      inv = await api('GET', `/invoices/${invoiceId}`);
+    } catch (e) {
+      listBox.show(e);
+      return;
+    }
+    const p = s.patient;
+    const pay = payment || [...(inv.payments || [])].reverse().find((x) => x.kind === 'payment') || null;
+    const printButton = h('button', { type: 'button', class: 'btn btn-primary no-print', testid: 'print-receipt', t: 'receipt.print', onclick: () => window.print() });
+    fill(receiptSlot, h('section', { class: 'panel receipt', testid: 'receipt', dataset: { invoiceId: String(inv.id) }, 'aria-labelledby': 'receipt-title' },
+      h('h2', { id: 'receipt-title', class: 'receipt-title', t: 'receipt.title' }),
+      h('dl', { class: 'receipt-meta' },
+        h('dt', { t: 'receipt.patient' }), h('dd', null, p ? `${p.name}（${p.id}）` : String(inv.patient_id)),
+        h('dt', { t: 'receipt.invoice' }), h('dd', { text: String(inv.id) }),
+        pay ? [h('dt', { t: 'receipt.payment' }), h('dd', { text: String(pay.id) })] : null,
+        method ? [h('dt', { t: 'receipt.method' }), h('dd', null, tx(`method.${method}`))] : null,
+        h('dt', { t: 'receipt.time' }), h('dd', { text: dateTime(Date.now()) }),
+        h('dt', { t: 'receipt.cashier' }), h('dd', { text: me.username })),
+      chargeTable(inv.lines || [], { amount: inv.total_fen, fund: inv.fund_fen, self: inv.self_pay_fen }, { split: true, testid: 'receipt-lines' }),
+      inv.insurance_rule ? h('p', { class: 'small muted', t: ['split.rule', { rule: shortRule(inv.insurance_rule) }] }) : null,
+      printButton));
+    if (print) window.print();
+    else printButton.focus();
+  }
+
+  async function loadTotals() {
+    const date = today();
+    const cashier = isAdmin ? cashierInput.value.trim() : me.username;
+    try {
+      const d = await api('GET', `/cashier/totals${query({ date, cashier })}`);
+      totalsBox.clear();
+      main.querySelector('[data-testid="totals-date"]').textContent = date;
+      renderTotals(d);
+    } catch (e) {
+      totalsBox.show(e);
+    }
+  }
+
+  function renderTotals(d) {
+    const row = (key, value, testid) => h('tr', { testid }, h('th', { scope: 'row', t: key }), h('td', { class: 'num', text: value }));
+    const sum = d.by_method.reduce((acc, [, fen]) => acc + fen, 0);
+    fill(totalsSlot,
+      h('table', { class: 'table totals' }, h('tbody', null,
+        row('totals.payments', String(d.payments), 'totals-payments'),
+        row('totals.refunds', String(d.refunds), 'totals-refunds'),
+        row('totals.paid', yuan(d.paid_fen), 'totals-paid'),
+        row('totals.refunded', yuan(d.refunded_fen), 'totals-refunded'),
+        h('tr', { class: 'total-row', testid: 'totals-net' }, h('th', { scope: 'row', t: 'totals.net' }), h('td', { class: 'num', text: yuan(d.net_fen) })),
+        row('totals.fundPaid', yuan(d.fund_paid_fen), 'totals-fund-paid'),
+        row('totals.fundRefunded', yuan(d.fund_refunded_fen), 'totals-fund-refunded'),
+        row('totals.fundNet', yuan(d.fund_net_fen), 'totals-fund-net'))),
+      h('h3', { class: 'section-title', t: 'totals.byMethod' }),
+      d.by_method.length
+        ? h('table', { class: 'table totals', testid: 'totals-by-method' }, h('tbody', null,
+          d.by_method.map(([m, fen]) => h('tr', { testid: `totals-method-${m}` }, h('th', { scope: 'row' }, enumText('method', m)), h('td', { class: 'num', text: yuan(fen) })))))
+        : h('p', { class: 'muted', t: 'totals.noMethods' }),
+      d.by_method.length
+        ? h('p', { class: sum === d.net_fen ? 'ok small' : 'warn small', testid: 'totals-balance' },
+          sum === d.net_fen ? tx('totals.balanced') : tx('totals.unbalanced', { sum: yuan(sum), net: yuan(d.net_fen) }))
+        : null);
+  }
+
+  async function closeDay() {
+    const date = today();
+    const body = {};
+    if (isAdmin) {
+      const who = cashierInput.value.trim();
+      if (!who) {
+        totalsBox.show('close.needCashier');
+        totalsBox.mark(cashierInput);
+        cashierInput.focus();
+        return;
+      }
+      body.cashier = who;
+    }
+    const ok = await confirmDialog({ titleKey: 'close.title', body: h('p', { t: ['close.confirm', { date }] }), okKey: 'close.button', danger: true });
+    if (!ok) {
+      closeButton.focus();
+      return;
+    }
+    closeButton.disabled = true;
+    try {
+      const c = await api('POST', '/cashier/closings', body);
+      fill(closeSlot, h('p', { class: 'success-box', testid: 'closing-result', dataset: { closingId: String(c.id) },
+        t: ['close.done', { date: c.business_date, time: dateTime(c.closed_at), net: yuan(c.totals.net_fen) }] }));
+      renderTotals(c.totals);
+    } catch (e) {
+      totalsBox.show(e);
+    } finally {
+      closeButton.disabled = false;
+    }
+  }
+
+  loadTotals();
+  const timer = setInterval(loadTotals, 60000);
+  cleanups.push(() => clearInterval(timer));
+  cleanups.push(onRulesChanged(['insurance'], () => {
+    for (const card of s.cards.values()) card.loadSplit(true);
+  }));
+  return () => cleanups.forEach((f) => f());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Doctor's workstation (医生工作站)
+
+const ACTIONS = {
+  waiting: [],
+  called: ['start', 'miss'],
+  'in-service': ['finish', 'suspend'],
+  suspended: ['resume'],
+  done: [],
+  expired: [],
+};
+
+function renderDoctor(main) {
+  const me = state.me;
+  const cleanups = [];
+  const box = errorBox('doctor-error');
+  const heading = h('h1', { class: 'panel-title', testid: 'doctor-heading', t: 'doctor.title' });
+  const updated = h('span', { class: 'muted small', testid: 'doctor-updated' });
+  const sessionsSlot = h('div', { class: 'doctor-sessions', testid: 'doctor-sessions' });
+  const sections = new Map();
+  let practitionerId = me.practitioner_id;
+  let timer = null;
+  let loading = false;
+  let rooms = new Map();
+
+  const top = h('div', { class: 'panel-head' }, heading, updated);
+  const wrap = h('section', { class: 'panel doctor' }, top, box.el, sessionsSlot);
+  main.append(wrap);
+
+  if (me.role === 'doctor' && !practitionerId) {
+    sessionsSlot.append(h('p', { class: 'warn-box', testid: 'no-practitioner', role: 'alert', t: 'doctor.noPractitioner' }));
+    return null;
+  }
+
+  if (me.role === 'admin') {
+    const pick = h('select', { name: 'practitioner', testid: 'doctor-pick' });
+    top.append(field('doctor.pick', pick));
+    api('GET', '/practitioners').then((data) => {
+      for (const p of data.items) pick.append(h('option', { value: String(p.id), text: `${p.name} · ${p.department}` }));
+      const saved = sessionStorage.getItem('nonstop.adminPractitioner');
+      if (saved && data.items.some((p) => String(p.id) === saved)) pick.value = saved;
+      practitionerId = Number(pick.value) || null;
+      load();
+    }).catch((e) => box.show(e));
+    pick.addEventListener('change', () => {
+      sessionStorage.setItem('nonstop.adminPractitioner', pick.value);
+      practitionerId = Number(pick.value);
+      for (const sec of sections.values()) sec.el.remove();
+      sections.clear();
+      load();
+    });
+  }
+
+  function roomKey(scheduleId) {
+    return `nonstop.room.${scheduleId}`;
+  }
+
+  async function load() {
+    if (!practitionerId || loading) return;
+    loading = true;
+    const date = today();
+    try {
+      const [day, sched] = await Promise.all([
+        api('GET', `/practitioners/${practitionerId}/day${query({ date })}`),
+        api('GET', `/schedules${query({ date })}`).catch(() => ({ items: [] })),
+      ]);
+      rooms = new Map(sched.items.map((x) => [x.id, x]));
+      box.clear();
+      setT(heading, ['doctor.heading', { name: day.name, title: has(`title.${day.title}`) ? L(`title.${day.title}`) : day.title, date: day.date }]);
+      setT(updated, ['common.updatedAt', { time: clockSeconds(Date.now()) }]);
+      renderDay(day);
+    } catch (e) {
+      box.show(e);
+    } finally {
+      loading = false;
+    }
+  }
+
+  function renderDay(day) {
+    const ids = new Set(day.sessions.map((x) => x.schedule_id));
+    for (const [id, sec] of sections) {
+      if (!ids.has(id)) {
+        sec.el.remove();
+        sections.delete(id);
+      }
+    }
+    const empty = sessionsSlot.querySelector('[data-testid="doctor-no-sessions"]');
+    if (!day.sessions.length) {
+      if (!empty) sessionsSlot.append(h('p', { class: 'muted', testid: 'doctor-no-sessions', t: 'doctor.noSessions' }));
+      return;
+    }
+    if (empty) empty.remove();
+    for (const x of day.sessions) {
+      let sec = sections.get(x.schedule_id);
+      if (!sec) {
+        sec = sessionSection(x);
+        sections.set(x.schedule_id, sec);
+        sessionsSlot.append(sec.el);
+      }
+      sec.update(x);
+    }
+  }
+
+  function sessionSection(x) {
+    const sched = rooms.get(x.schedule_id);
+    const room = h('input', {
+      name: 'room', testid: 'room', autocomplete: 'off', maxlength: '32', class: 'room-input',
+      // this session's room as last used here, else the session's own, else the last room used
+      value: localStorage.getItem(roomKey(x.schedule_id)) || (sched && sched.room) || localStorage.getItem('nonstop.room.last') || '',
+    });
+    const remember = () => {
+      localStorage.setItem(roomKey(x.schedule_id), room.value.trim());
+      if (room.value.trim()) localStorage.setItem('nonstop.room.last', room.value.trim());
+    };
+    room.addEventListener('change', remember);
+    const sbox = errorBox('session-error');
+    const counts = h('p', { class: 'muted', testid: 'session-counts' });
+    const current = h('div', { class: 'current', testid: 'current-patient', 'aria-live': 'polite' });
+    const tbody = h('tbody');
+    const call = h('button', { type: 'submit', class: 'btn btn-primary btn-large', testid: 'call-next', dataset: { scheduleId: String(x.schedule_id) }, t: 'doctor.callNext' });
+    const callForm = h('form', { class: 'call-form', novalidate: true }, field('doctor.room', room), call);
+    const title = h('h2', { class: 'section-title' });
+    const el = h('section', { class: 'doctor-session', testid: `doctor-session-${x.schedule_id}`, dataset: { scheduleId: String(x.schedule_id) } },
+      h('div', { class: 'panel-head' }, title, counts),
+      callForm,
+      sbox.el,
+      current,
+      h('table', { class: 'table queue', testid: 'queue' },
+        h('thead', null, h('tr', null,
+          h('th', { scope: 'col', t: 'doctor.ticket' }), h('th', { scope: 'col', t: 'doctor.patient' }),
+          h('th', { scope: 'col', t: 'common.status' }), h('th', { scope: 'col', t: 'doctor.paid' }),
+          h('th', { scope: 'col', t: 'doctor.room' }), h('th', { scope: 'col', class: 'num', t: 'doctor.missed' }),
+          h('th', { scope: 'col', t: 'common.actions' }))),
+        tbody));
+
+    callForm.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      sbox.clear();
+      const r = room.value.trim();
+      if (!r) {
+        sbox.show('doctor.roomRequired');
+        sbox.mark(room);
+        room.focus();
+        return;
+      }
+      remember();
+      call.disabled = true;
+      try {
+        const entry = await api('POST', `/schedules/${x.schedule_id}/call-next`, { room: r });
+        if (entry) notify('doctor.called', { name: entry.patient_name, room: entry.room || r }, { kind: 'success', testid: 'called-notice' });
+        else notify('doctor.nobody', null, { testid: 'nobody-notice' });
+      } catch (err) {
+        sbox.show(err, callForm);
+      } finally {
+        call.disabled = false;
+      }
+      await load();
+      call.focus();
+    });
+
+    async function act(entry, action, button) {
+      sbox.clear();
+      button.disabled = true;
+      try {
+        const after = await api('POST', `/tickets/${entry.ticket_id}/${action}`);
+        notify('ticket.done', { name: after.patient_name, status: L(`ticket.status.${after.status}`) }, { kind: 'success', testid: 'ticket-notice' });
+      } catch (err) {
+        sbox.show(err);
+        button.disabled = false;
+      }
+      await load();
+    }
+
+    function update(d) {
+      setT(title, ['doctor.session', { department: d.department, period: L(`period.${d.period}`) }]);
+      setT(counts, ['doctor.counts', { registered: d.registered, paid: d.paid, queue: d.queue_total }]);
+      const now = d.queue.find((q) => q.status === 'in-service') || d.queue.find((q) => q.status === 'called');
+      fill(current, h('span', { class: 'current-label', t: 'doctor.current' }), ' ',
+        now
+          ? [h('strong', { class: 'current-name', testid: 'current-name', text: now.patient_name }), ' ',
+            h('span', { class: ['badge', `badge-${now.status}`] }, enumText('ticket.status', now.status)), ' ',
+            h('span', { class: 'muted', text: now.room || '' })]
+          : h('span', { class: 'muted', t: 'doctor.noCurrent' }));
+      keepFocus(tbody, () => {
+        tbody.replaceChildren();
+        if (!d.queue.length) {
+          tbody.append(h('tr', null, h('td', { colspan: '7', class: 'muted', t: 'doctor.queueEmpty' })));
+          return;
+        }
+        for (const q of d.queue) {
+          tbody.append(h('tr', {
+            testid: `ticket-${q.ticket_id}`,
+            class: [`row-${q.status}`, !q.paid && 'row-unpaid'],
+            dataset: { status: q.status, ticketId: String(q.ticket_id), paid: String(q.paid) },
+          },
+          h('td', { text: String(q.ticket_id) }),
+          h('td', null, h('strong', { text: q.patient_name }), h('br'), h('span', { class: 'small muted mono', text: q.id_number })),
+          h('td', null, h('span', { class: ['badge', `badge-${q.status}`] }, enumText('ticket.status', q.status))),
+          h('td', null, q.paid ? h('span', { class: 'ok', t: 'doctor.paidYes' }) : h('span', { class: 'badge badge-unpaid', t: 'doctor.unpaid' })),
+          h('td', { text: q.room || '' }),
+          h('td', { class: 'num', text: String(q.missed_calls) }),
+          h('td', { class: 'actions' }, (ACTIONS[q.status] || []).map((a) => h('button', {
+            type: 'button',
+            class: ['btn', 'btn-small', a === 'start' || a === 'finish' ? 'btn-primary' : null],
+            testid: `ticket-${a}`,
+            dataset: { key: `${a}-${q.ticket_id}`, ticketId: String(q.ticket_id) },
+            t: `ticket.${a}`,
+            onclick: (e) => act(q, a, e.currentTarget),
+          })))));
+        }
+      });
+    }
+
+    return { el, update };
+  }
+
+  if (practitionerId) load();
+  timer = setInterval(load, 5000);
+  cleanups.push(() => clearInterval(timer));
+  return () => cleanups.forEach((f) => f());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administration
+
+/** The most sessions one screen shows (the server refuses more). */
+const MAX_SCREEN_SESSIONS = 12;
+
+function renderAdmin(main) {
+  const box = errorBox('screen-error');
+  const name = h('input', { name: 'name', testid: 'screen-name', autocomplete: 'off', maxlength: '64', tPlaceholder: 'screens.namePlaceholder', 'data-autofocus': true });
+  const create = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'screen-create', t: 'screens.create' });
+  const sessionsSlot = h('div', { class: 'checks', testid: 'screen-sessions' }, h('p', { class: 'muted', t: 'common.loading' }));
+  const urlInput = h('input', { name: 'url', testid: 'screen-url', readonly: true, class: 'mono' });
+  const copy = h('button', { type: 'button', class: 'btn', testid: 'screen-copy', t: 'screens.copy' });
+  const open = h('a', { class: 'btn', testid: 'screen-open', target: '_blank', rel: 'noopener noreferrer', t: 'screens.open' });
+  const urlStatus = h('p', { class: 'small', role: 'status', testid: 'screen-url-status' });
+  const urlBlock = h('div', { class: 'stack', testid: 'screen-result', hidden: true },
+    h('p', { class: 'success-box', testid: 'screen-created' }),
+    field('screens.url', urlInput),
+    h('div', { class: 'button-row' }, copy, open),
+    urlStatus,
+    h('p', { class: 'muted small', t: 'screens.secret' }));
+  let screen = null;
+
+  const form = h('form', { class: 'stack', novalidate: true, testid: 'screen-form' },
+    field('screens.name', name),
+    h('fieldset', { class: 'plain' }, h('legend', { t: 'screens.sessions' }), sessionsSlot),
+    box.el,
+    create);
+
+  const pages = ['desk', 'cashier', 'doctor', 'kiosk'];
+  main.append(h('div', { class: 'admin-grid' },
+    h('section', { class: 'panel', 'aria-labelledby': 'admin-title' },
+      h('h1', { id: 'admin-title', class: 'panel-title', t: 'admin.title' }),
+      h('h2', { class: 'section-title', t: 'admin.pages' }),
+      h('p', { class: 'muted small', t: 'admin.pagesHint' }),
+      h('ul', { class: 'link-list big' },
+        pages.map((p) => h('li', null, h('a', { href: `#/${p}`, testid: `admin-link-${p}`, t: `nav.${p}` }))),
+        h('li', null, h('a', { href: '/screen.html', testid: 'admin-link-screen', target: '_blank', rel: 'noopener', t: 'admin.screenLink' })))),
+    h('section', { class: 'panel', 'aria-labelledby': 'screens-title' },
+      h('h2', { id: 'screens-title', class: 'panel-title', t: 'screens.title' }),
+      h('p', { class: 'muted small', t: 'screens.hint' }),
+      form,
+      urlBlock)));
+
+  function chosen() {
+    return [...sessionsSlot.querySelectorAll('input[type="checkbox"]:checked')].map((c) => c.value);
+  }
+
+  function updateUrl() {
+    if (!screen) return;
+    const ids = chosen();
+    const url = `${location.origin}/screen.html#token=${encodeURIComponent(screen.token)}&schedules=${ids.join(',')}`;
+    urlInput.value = url;
+    open.href = url;
+    urlStatus.textContent = '';
+    delete urlStatus.dataset.i18n;
+    if (!ids.length) setT(urlStatus, 'screens.needSession');
+    else if (ids.length > MAX_SCREEN_SESSIONS) setT(urlStatus, ['screens.tooMany', { n: MAX_SCREEN_SESSIONS }]);
+  }
+
+  sessionsSlot.addEventListener('change', updateUrl);
+
+  copy.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(urlInput.value);
+    } catch {
+      urlInput.select();
+      document.execCommand('copy');
+    }
+    setT(urlStatus, 'screens.copied');
+  });
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    box.clear();
+    if (!name.value.trim()) {
+      box.show('common.required');
+      box.mark(name);
+      name.focus();
+      return;
+    }
+    if (chosen().length > MAX_SCREEN_SESSIONS) {
+      box.show(['screens.tooMany', { n: MAX_SCREEN_SESSIONS }]);
+      return;
+    }
+    if (!chosen().length) {
+      box.show('screens.needSession');
+      const first = sessionsSlot.querySelector('input');
+      if (first) first.focus();
+      return;
+    }
+    create.disabled = true;
+    try {
+      screen = await api('POST', '/screens', { name: name.value.trim() });
+      setT(urlBlock.querySelector('[data-testid="screen-created"]'), ['screens.created', { name: screen.name }]);
+      urlBlock.hidden = false;
+      updateUrl();
+      urlInput.focus();
+      urlInput.select();
+    } catch (err) {
+      box.show(err, form);
+    } finally {
+      create.disabled = false;
+    }
+  });
+
+  api('GET', `/schedules${query({ date: today() })}`).then((data) => {
+    sessionsSlot.replaceChildren();
+    if (!data.items.length) {
+      sessionsSlot.append(h('p', { class: 'muted', t: 'screens.noSessions' }));
+      return;
+    }
+    for (const x of data.items) {
+      const id = `screen-session-${x.id}`;
+      sessionsSlot.append(h('label', { class: ['check', x.status !== 'active' && 'inactive'], for: id },
+        h('input', { type: 'checkbox', id, value: String(x.id), testid: id }),
+        h('span', null, h('span', { text: x.department }), ' · ', h('strong', { text: x.practitioner }), ' · ', enumText('period', x.period),
+          x.room ? ` · ${x.room}` : '', x.status !== 'active' ? [' · ', enumText('session.status', x.status)] : null)));
+    }
+  }).catch((err) => {
+    sessionsSlot.replaceChildren();
+    box.show(err);
+  });
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kiosk (自助机)
+
+function renderKiosk(main) {
+  const cleanups = [];
+  const box = errorBox('kiosk-error');
+  const invoiceInput = h('input', { name: 'invoice_id', testid: 'kiosk-invoice', inputmode: 'numeric', autocomplete: 'off', class: 'big-input', 'data-autofocus': true });
+  const patientInput = h('input', { name: 'patient_id', testid: 'kiosk-patient', inputmode: 'numeric', autocomplete: 'off', class: 'big-input' });
+  const lookup = h('button', { type: 'submit', class: 'btn btn-primary btn-large', testid: 'kiosk-lookup', t: 'kiosk.lookup' });
+  const detail = h('div', { class: 'kiosk-detail', testid: 'kiosk-detail', 'aria-live': 'polite' });
+  let idle = null;
+  let current = null;
+
+  const form = h('form', { class: 'stack', novalidate: true, testid: 'kiosk-form' },
+    h('div', { class: 'kiosk-fields' }, field('kiosk.invoice', invoiceInput), field('kiosk.patient', patientInput)),
+    box.el,
+    lookup);
+  main.append(h('section', { class: 'panel kiosk', 'aria-labelledby': 'kiosk-title' },
+    h('h1', { id: 'kiosk-title', class: 'kiosk-title', t: 'kiosk.title' }),
+    h('p', { class: 'muted', t: 'kiosk.hint' }),
+    form,
+    detail));
+
+  // a changed number makes the shown invoice stale
+  for (const input of [invoiceInput, patientInput]) {
+    input.addEventListener('input', () => {
+      if (current) {
+        current = null;
+        detail.replaceChildren();
+      }
+    });
+  }
+
+  function number(input) {
+    const v = input.value.trim();
+    return /^\d{1,15}$/.test(v) ? Number(v) : null;
+  }
+
+  function reset() {
+    clearTimeout(idle);
+    current = null;
+    form.reset();
+    box.clear();
+    detail.replaceChildren();
+    form.hidden = false;
+    invoiceInput.focus();
+  }
+
+  /** After a payment, or when walked away from, the kiosk returns to its first screen. */
+  function armIdle(ms) {
+    clearTimeout(idle);
+    idle = setTimeout(reset, ms);
+  }
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    box.clear();
+    detail.replaceChildren();
+    const invoiceId = number(invoiceInput);
+    const patientId = number(patientInput);
+    for (const [input, v] of [[invoiceInput, invoiceId], [patientInput, patientId]]) {
+      if (v === null) {
+        box.show('kiosk.invalidNumber');
+        box.mark(input);
+        input.focus();
+        return;
+      }
+    }
+    lookup.disabled = true;
+    try {
+      const inv = await api('GET', `/invoices/${invoiceId}`);
+      if (inv.patient_id !== patientId) {
+        box.show('kiosk.mismatch');
+        box.mark(patientInput);
+        patientInput.focus();
+        return;
+      }
+      current = { inv, patientId };
+      await showInvoice();
+      armIdle(120000);
+    } catch (err) {
+      box.show(err, form);
+      if (err.status === 404) {
+        box.mark(invoiceInput);
+        invoiceInput.focus();
+      }
+    } finally {
+      lookup.disabled = false;
+    }
+  });
+
+  async function showInvoice() {
+    const { inv, patientId } = current;
+    const head = h('h2', { class: 'section-title', t: ['invoice.title', { id: inv.id }] });
+    if (inv.status !== 'issued') {
+      fill(detail, head, h('p', { class: 'info-box big-text', testid: 'kiosk-status', t: inv.status === 'balanced' ? 'kiosk.alreadyPaid' : 'kiosk.cancelled' }),
+        h('button', { type: 'button', class: 'btn btn-large', testid: 'kiosk-next', t: 'kiosk.next', onclick: reset }));
+      return;
+    }
+    const splitSlot = h('div', { testid: 'kiosk-split' }, h('p', { class: 'muted', t: 'common.loading' }));
+    const pbox = errorBox('kiosk-pay-error');
+    const pay = h('button', { type: 'button', class: 'btn btn-primary btn-huge', testid: 'kiosk-pay', t: ['kiosk.pay', { amount: yuan(inv.total_fen) }] });
+    fill(detail, head, splitSlot, pbox.el, pay);
+    pay.addEventListener('click', async () => {
+      pbox.clear();
+      pay.disabled = true;
+      try {
+        const payment = await sendWithKey('kiosk', inv.id, 'self-service', '/payments', { invoice_id: inv.id, patient_id: patientId, method: 'self-service' });
+        form.hidden = true;
+        const next = h('button', { type: 'button', class: 'btn btn-primary btn-huge', testid: 'kiosk-next', t: 'kiosk.next', onclick: reset });
+        fill(detail, h('div', { class: 'success-box big-text', testid: 'kiosk-result', dataset: { paymentId: String(payment.id) } },
+          h('p', { t: 'kiosk.done' }),
+          h('p', null, tx('split.self'), ' ', h('strong', { text: yuan(payment.self_pay_fen) }), ' · ', tx('split.fund'), ' ', h('strong', { text: yuan(payment.fund_fen) }))),
+        next);
+        next.focus();
+        armIdle(30000);
+      } catch (err) {
+        pbox.show(err, null, err.uncertain ? h('p', { t: 'pay.uncertain' }) : null);
+        pay.disabled = false;
+      }
+    });
+    pay.focus();
+    try {
+      const q = await api('POST', '/payments/quote', { invoice_id: inv.id, patient_id: patientId });
+      fill(splitSlot, chargeTable(q.lines || [], { amount: q.total_fen, fund: q.fund_fen, self: q.self_pay_fen }, { split: true, testid: 'kiosk-lines' }),
+        h('p', { class: 'big-text' }, tx('split.self'), ' ', h('strong', { testid: 'kiosk-self-pay', text: yuan(q.self_pay_fen) })));
+      setT(pay, ['kiosk.pay', { amount: yuan(q.self_pay_fen) }]);
+    } catch (e) {
+      fill(splitSlot, chargeTable(inv.lines || [], { amount: inv.total_fen }, { testid: 'kiosk-lines' }),
+        h('p', { class: 'warn-box', testid: 'split-unavailable', t: ['split.unavailable', { message: e.missingEndpoint ? L('error.missingEndpoint') : e.message }] }));
+      setT(pay, ['kiosk.pay', { amount: '' }]);
+    }
+  }
+
+  cleanups.push(() => clearTimeout(idle));
+  return () => cleanups.forEach((f) => f());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+window.addEventListener('hashchange', () => route());
+route();
