@@ -458,6 +458,8 @@ async function pollRules() {
 
 function startRules() {
   stopRules();
+  // the rules are for staff; a kiosk may not read them (and has no footer)
+  if (state.me && state.me.role === 'kiosk') return;
   pollRules();
   state.rulesTimer = setInterval(pollRules, 10000);
 }
@@ -545,6 +547,7 @@ async function route() {
   }
   let name = currentRoute();
   const main = document.getElementById('main');
+  document.body.dataset.page = '';
   if (!state.token) {
     renderHeader(null);
     renderRules();
@@ -591,7 +594,6 @@ async function route() {
     return;
   }
   main.replaceChildren();
-  main.dataset.page = name;
   document.body.dataset.page = name;
   state.cleanup = r.render(main) || null;
   const auto = main.querySelector('[data-autofocus]');
@@ -1217,7 +1219,14 @@ function renderDesk(main) {
       return;
     }
     if (q.error) {
-      fill(quoteSlot, h('p', { class: 'warn-box', testid: 'quote-unavailable', t: ['quote.unavailable', { message: q.error.missingEndpoint ? L('error.missingEndpoint') : q.error.message }] }));
+      const e = q.error;
+      if (!e.missingEndpoint && ['refused', 'quota-exhausted', 'invalid', 'not-found', 'forbidden'].includes(e.code)) {
+        // the rules would refuse this registration: say so before the clerk confirms
+        fill(quoteSlot, h('p', { class: 'error-box', role: 'alert', testid: 'quote-refused', dataset: { code: e.code } },
+          h('strong', null, tx(`error.code.${e.code}`), '：'), h('span', { text: e.message })));
+        return;
+      }
+      fill(quoteSlot, h('p', { class: 'warn-box', testid: 'quote-unavailable', t: ['quote.unavailable', { message: e.missingEndpoint ? L('error.missingEndpoint') : e.message }] }));
       return;
     }
     const d = q.data;
@@ -1267,6 +1276,9 @@ function renderDesk(main) {
     } catch (e) {
       registerBox.show(e);
       registerButton.focus();
+      // slots may have gone meanwhile; and after a lost answer the visits tell whether it was kept
+      loadSessions();
+      loadVisits();
     } finally {
       s.busy = false;
       setT(registerButton, 'register.button');
@@ -1668,6 +1680,8 @@ function renderCashier(main) {
         pay.disabled = false;
         setT(pay, selfPay === null ? 'pay.buttonPlain' : ['pay.button', { amount: yuan(selfPay) }]);
         pay.focus();
+        // refused (e.g. paid meanwhile elsewhere): show what the server holds now
+        if (!err.uncertain) loadInvoices();
       }
     });
 
