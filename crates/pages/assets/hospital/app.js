@@ -1302,6 +1302,10 @@ function renderDesk(main) {
   loadSessions();
   const timer = setInterval(loadSessions, 30000);
   cleanups.push(() => clearInterval(timer));
+  // The selected patient's visits change at other desks (paid at the cashier: now they can
+  // check in), so they are read again every few seconds while a patient is selected.
+  const visitsTimer = setInterval(() => { if (s.patient) loadVisits(); }, 4000);
+  cleanups.push(() => clearInterval(visitsTimer));
   cleanups.push(onRulesChanged(['fees'], () => {
     if (s.patient && s.session) requestQuote(true);
   }));
