@@ -4,9 +4,10 @@
 //
 // One visit end to end, each person on their own page: the clerk registers a new patient, the
 // cashier takes payment, the clerk checks them in, the doctor sees them paid and calls them, and
-// the waiting-room screen shows the call without a reload. Meanwhile fees 2.0.0 is pushed to the
-// node while the clerk types the next patient, whose fee then follows the new rule: no page
-// error and no failed request anywhere. Screenshots of every page at 1366x768 go to SCREENSHOTS.
+// the waiting-room screen shows the call without a reload. Meanwhile an operator uploads fees
+// 2.0.0 in the update server's console and rolls it out while the clerk types the next patient,
+// whose fee then follows the new rule: no page error and no failed request anywhere.
+// Screenshots of every page at 1366x768 go to SCREENSHOTS.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -169,13 +170,33 @@ test('a visit from the desk to the doctor, the screen told at once, and a fee up
   assert.equal(loads, 1, 'the screen reloaded');
   await shot(screen, 'screen');
 
-  // Fees 2.0.0 is pushed while the clerk types the next patient.
-  const bundle = await readFile(env.FEES_BUNDLE);
-  const update = api('POST', '/updates?wait=live', bundle, { 'content-type': 'application/octet-stream' });
+  // An operator, on the update server's console, uploads fees 2.0.0 and rolls it out, while
+  // the clerk types the next patient.
+  const operator = await person('operator');
+  await operator.goto(`${env.SERVER_URL}/`);
+  await operator.fill(id('login-username'), 'admin');
+  await operator.fill(id('login-password'), env.SERVER_PASSWORD);
+  await operator.click(id('login-submit'));
+  await operator.waitForSelector(`${id('node-hospital-1-connected')}[data-state="connected"]`);
+  await shot(operator, 'console-fleet');
+  await operator.click(id('nav-releases'));
+  await operator.setInputFiles(id('upload-file'), env.FEES_BUNDLE);
+  await operator.click(id('upload-submit'));
+  await operator.click(id('upload-success-link'));
+  await operator.waitForSelector(id('release-checks'));
+  await shot(operator, 'console-release');
+  await operator.click(id('rollout-target-all'));
+  await operator.fill(id('rollout-waves'), '1');
+  await operator.click(id('rollout-start'));
+  await operator.click(id('confirm-ok'));
   await desk.click(id('next-patient'));
   await newPatient(desk, '钱二', 2);
-  const report = await update;
-  assert.ok(JSON.stringify(report).includes('2.0.0'), JSON.stringify(report));
+  const target = id('target-hospital-1');
+  await operator.waitForSelector(
+    `${target}[data-state="live"], ${target}[data-state="healthy"]`,
+    { timeout: 60_000 },
+  );
+  await shot(operator, 'console-rollout');
   // The next patient's fee follows the new rule, quoted and charged alike.
   const second = await quote(desk);
   assert.match(second.rule, /^fees 2\.0\.0 /);
@@ -186,8 +207,14 @@ test('a visit from the desk to the doctor, the screen told at once, and a fee up
   await desk.waitForSelector(`${id('rule-fees')}[data-version="2.0.0"]`, { timeout: 20_000 });
   await shot(desk, 'desk-after-update');
 
+  // The rollout ends healthy once the node's watch window closes.
+  await operator.waitForSelector(`${id('rollout-state')}[data-state="completed"]`, { timeout: 60_000 });
+  await operator.click(id('nav-audit'));
+  await operator.waitForSelector(`${id('audit-verify')}[data-state="verified"]`);
+  await shot(operator, 'console-audit');
+
   assert.deepEqual(troubles, [], troubles.join('\n'));
-  for (const page of [desk, cashier, screen, doctor]) await page.context().close();
+  for (const page of [desk, cashier, screen, doctor, operator]) await page.context().close();
 });
 
 test('each role reaches its own page only', async () => {
@@ -205,4 +232,22 @@ test('each role reaches its own page only', async () => {
   await kiosk.goto(`${BASE}/#/doctor`);
   await kiosk.waitForSelector(id('not-for-role'));
   for (const page of [desk, doctor, kiosk]) await page.context().close();
+});
+
+test('a bad bundle uploaded in the console shows the server\'s reason', async () => {
+  const operator = await person('operator-bad-bundle');
+  await operator.goto(`${env.SERVER_URL}/`);
+  await operator.fill(id('login-username'), 'admin');
+  await operator.fill(id('login-password'), env.SERVER_PASSWORD);
+  await operator.click(id('login-submit'));
+  await operator.click(id('nav-releases'));
+  const bundle = await readFile(env.FEES_BUNDLE);
+  bundle[bundle.length - 10] ^= 0xff; // one byte of the payload changed: the digest no longer matches
+  await operator.setInputFiles(id('upload-file'), { name: 'tampered.nsb', mimeType: 'application/octet-stream', buffer: bundle });
+  await operator.click(id('upload-submit'));
+  const error = operator.locator(id('upload-error'));
+  await error.waitFor();
+  const text = await error.innerText();
+  assert.match(text, /digest|signature|tamper|refus/i, text);
+  await operator.context().close();
 });

@@ -5,12 +5,14 @@
 //! - [`hospital`]: the hospital's pages, served by the node at `/`: sign-in, the registration
 //!   desk (挂号), the cashier (收费), the doctor's workstation (医生工作站), the waiting-room
 //!   screen (叫号屏) and the self-service kiosk (自助机). Chinese by default, English switchable.
+//! - [`console`]: the update console, served by the update server at `/`: the fleet, releases,
+//!   rollouts as they happen, the audit chain.
 //!
 //! Every answer carries a Content-Security-Policy that lets a page talk to its own origin only,
 //! so no page can send patient data anywhere else, and an ETag, so a browser revalidates cheaply
 //! and sees a new version as soon as the program serving it changes.
 //!
-//! Set `NONSTOP_PAGES_DIR` to a folder holding `hospital/` to serve the files from disk instead
+//! Set `NONSTOP_PAGES_DIR` to a folder holding `hospital/` and `console/` to serve the files from disk instead
 //! (for working on the pages without rebuilding); without it, the embedded copies are served.
 
 #![deny(missing_docs)]
@@ -67,6 +69,26 @@ const HOSPITAL: &[Asset] = &[
     ),
 ];
 
+/// The update server's console. Listed by hand, like [`HOSPITAL`].
+const CONSOLE: &[Asset] = &[
+    asset!("/", "console/index.html", "text/html; charset=utf-8"),
+    asset!(
+        "/console.js",
+        "console/console.js",
+        "text/javascript; charset=utf-8"
+    ),
+    asset!(
+        "/i18n.js",
+        "console/i18n.js",
+        "text/javascript; charset=utf-8"
+    ),
+    asset!(
+        "/console.css",
+        "console/console.css",
+        "text/css; charset=utf-8"
+    ),
+];
+
 /// The policy every page is served with: scripts, styles, images and connections from this
 /// origin only; no framing; no plugins.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -74,8 +96,13 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    frame-ancestors 'none'";
 
 /// The hospital's pages at `/`, for the node's router.
-pub fn hospital() -> Router {
+pub fn hospital<S: Clone + Send + Sync + 'static>() -> Router<S> {
     pages(HOSPITAL)
+}
+
+/// The update console at `/`, for the update server's router.
+pub fn console<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    pages(CONSOLE)
 }
 
 fn pages<S: Clone + Send + Sync + 'static>(assets: &'static [Asset]) -> Router<S> {
@@ -127,15 +154,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_file_of_the_hospital_pages_is_served() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/hospital");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|f| format!("hospital/{}", f.unwrap().file_name().to_string_lossy()))
-            .collect();
-        files.sort();
-        let mut listed: Vec<String> = HOSPITAL.iter().map(|a| a.file.to_owned()).collect();
-        listed.sort();
-        assert_eq!(files, listed);
+    fn every_file_of_the_pages_is_served() {
+        for (folder, assets) in [("hospital", HOSPITAL), ("console", CONSOLE)] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("assets")
+                .join(folder);
+            let mut files: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|f| format!("{folder}/{}", f.unwrap().file_name().to_string_lossy()))
+                .collect();
+            files.sort();
+            let mut listed: Vec<String> = assets.iter().map(|a| a.file.to_owned()).collect();
+            listed.sort();
+            assert_eq!(files, listed);
+        }
     }
 }

@@ -43,6 +43,8 @@ pub fn router(server: Server) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/events", get(events))
+        .merge(nonstop_pages::console())
         .layer(axum::middleware::from_fn_with_state(server.clone(), count))
         .with_state(server)
 }
@@ -150,7 +152,11 @@ struct Login {
 
 async fn login(State(s): State<Server>, Body(b): Body<Login>) -> ApiResult<Json<Value>> {
     let token = s.login(&b.username, &b.password).await?;
-    Ok(Json(json!({ "token": token })))
+    // Who signed in, so a console shows each role only what it may do.
+    let operator = s.operator_by_token(&token).await?;
+    Ok(Json(
+        json!({ "token": token, "username": operator.username, "role": operator.role }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -401,4 +407,52 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("lines=1-2", 100), None);
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    token: String,
+}
+
+/// How long changes are gathered into one event: a wave of a thousand nodes reporting steps
+/// becomes a few events a second, and each console re-reads what it shows at most that often.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often a quiet stream checks that its operator's token still stands.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The console's server-sent events: a `change` event (its data a counter) at once and whenever
+/// the fleet changed; the page then reads again what it shows. The token travels in the query
+/// because `EventSource` cannot send headers.
+async fn events(
+    State(s): State<Server>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    s.operator_by_token(&q.token).await?;
+    let changes = s.changes();
+    let stream = futures_util::stream::unfold(
+        (s, changes, q.token, true),
+        |(s, mut changes, token, first)| async move {
+            if !first {
+                loop {
+                    match tokio::time::timeout(RECHECK, changes.changed()).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => return None,
+                        Err(_) if s.operator_by_token(&token).await.is_err() => return None,
+                        Err(_) => {}
+                    }
+                }
+                tokio::time::sleep(GATHER).await;
+            }
+            let n = *changes.borrow_and_update();
+            let event = Event::default().event("change").data(n.to_string());
+            Some((Ok(event), (s, changes, token, false)))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

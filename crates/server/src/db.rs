@@ -64,13 +64,23 @@ pub(crate) async fn connect(
     Ok((pool, backend))
 }
 
-/// The server's write lock; one per process.
-#[derive(Default)]
-pub(crate) struct WriteLock(tokio::sync::Mutex<()>);
+/// The server's write lock; one per process. It also counts this process's committed changes,
+/// which the console's event stream waits on ([`WriteLock::changed`]).
+pub(crate) struct WriteLock(tokio::sync::Mutex<()>, tokio::sync::watch::Sender<u64>);
+
+impl Default for WriteLock {
+    fn default() -> Self {
+        WriteLock(
+            tokio::sync::Mutex::new(()),
+            tokio::sync::watch::Sender::new(0),
+        )
+    }
+}
 
 /// A write transaction holding the write lock. Dropped without [`Write::commit`], it rolls back.
 pub(crate) struct Write<'a> {
     _guard: tokio::sync::MutexGuard<'a, ()>,
+    changes: &'a tokio::sync::watch::Sender<u64>,
     pub(crate) tx: Transaction<'static, Any>,
 }
 
@@ -96,7 +106,22 @@ impl WriteLock {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(Write { _guard: guard, tx })
+        Ok(Write {
+            _guard: guard,
+            changes: &self.1,
+            tx,
+        })
+    }
+
+    /// Says that something changed (a write made outside the lock: a node's connection, its
+    /// hello).
+    pub(crate) fn changed(&self) {
+        self.1.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits on changes: the counter moves with every commit and [`WriteLock::changed`].
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
     }
 }
 
@@ -115,6 +140,7 @@ impl Write<'_> {
     /// Commits.
     pub(crate) async fn commit(self) -> Result<(), ServerError> {
         self.tx.commit().await?;
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 }

@@ -133,11 +133,15 @@ impl Server {
                 // Only a change is written: a fleet reconnecting after a server restart says
                 // hello ten thousand times with what the database already holds, and a commit
                 // that changes nothing costs no disk flush. (`last_seen` is the heartbeat's.)
-                sqlx::query("UPDATE node SET versions = $2 WHERE id = $1 AND versions <> $2")
-                    .bind(node.id)
-                    .bind(versions)
-                    .execute(&self.inner.pool)
-                    .await?;
+                let changed =
+                    sqlx::query("UPDATE node SET versions = $2 WHERE id = $1 AND versions <> $2")
+                        .bind(node.id)
+                        .bind(versions)
+                        .execute(&self.inner.pool)
+                        .await?;
+                if changed.rows_affected() > 0 {
+                    self.inner.writes.changed();
+                }
                 // What it was sent and has not finished, and what is due, goes (again) now.
                 self.dispatch(Some(node.id)).await
             }
@@ -166,6 +170,7 @@ impl Server {
             .bind(now_ms())
             .execute(&self.inner.pool)
             .await?;
+        self.inner.writes.changed();
         Ok(())
     }
 
@@ -339,6 +344,8 @@ impl Server {
                     } else {
                         while listener.recv().await.is_ok() {
                             self.inner.wake.notify_one();
+                            // Another process changed the fleet: this one's consoles look again.
+                            self.inner.writes.changed();
                         }
                     }
                 }

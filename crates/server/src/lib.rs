@@ -115,6 +115,14 @@ struct Inner {
     dispatching: tokio::sync::Mutex<()>,
 }
 
+impl Server {
+    /// A counter that moves whenever this process changed something: a commit, a node's
+    /// connection or hello. The console's event stream waits on it.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.writes.changes()
+    }
+}
+
 /// A node as the status shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {

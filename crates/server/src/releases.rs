@@ -63,6 +63,10 @@ impl Server {
         let named = nonstop_bundle::inspect(bytes, &limits)?
             .manifest
             .map_err(|e| ServerError::invalid("bundle", e))?;
+        // Signature and digests first, whatever the version: a tampered or unsigned bundle is
+        // refused for what it is, and learns nothing of what is published.
+        let verifier = Verifier::new(self.inner.trusted.clone(), limits);
+        verifier.open(bytes, None)?;
         let mut w = self.write().await?;
         let versions: Vec<String> =
             sqlx::query_scalar("SELECT version FROM release WHERE component = $1")
@@ -88,7 +92,6 @@ impl Server {
                 named.component, named.version
             )));
         }
-        let verifier = Verifier::new(self.inner.trusted.clone(), limits);
         let bundle = verifier.open(bytes, newest.as_ref())?;
         let m = bundle.manifest();
         let manifest = serde_json::to_string(m).map_err(|e| ServerError::Io(e.to_string()))?;

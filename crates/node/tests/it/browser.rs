@@ -1,6 +1,7 @@
-//! The node's pages in a real browser: Debian's Chromium driven by playwright-core (never a
-//! downloaded browser), from the tests in `crates/pages/browser/`. This test starts a node,
-//! creates the staff and a waiting-room screen, and runs them against it.
+//! The node's pages and the update console in a real browser: Debian's Chromium driven by
+//! playwright-core (never a downloaded browser), from the tests in `crates/pages/browser/`. This
+//! test starts an update server and a node enrolled with it, creates the staff and a
+//! waiting-room screen, and runs them against both.
 //!
 //! They need `/usr/bin/chromium` (`apt-get install chromium`) and playwright-core
 //! (`npm ci --prefix crates/pages/browser`); `.ci/run` installs both and sets
@@ -33,7 +34,47 @@ async fn the_hospital_pages_work_in_a_real_browser() {
         return;
     }
 
+    // The update server, and the node enrolled with it.
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = nonstop_server::start(nonstop_server::ServerConfig {
+        data_dir: server_dir.path().to_owned(),
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server_url = format!("http://{}", server.addr);
+    let server_password =
+        std::fs::read_to_string(server.admin_password_file.as_ref().unwrap()).unwrap();
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{server_url}/api/v1/sessions"))
+        .json(&json!({"username": "admin", "password": server_password.trim()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let added: Value = client
+        .post(format!("{server_url}/api/v1/nodes"))
+        .bearer_auth(login["token"].as_str().unwrap())
+        .json(&json!({"name": "hospital-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    nonstop_node::link::enrol(
+        &server_url,
+        &[],
+        added["enrolment_token"].as_str().unwrap(),
+        dir.path(),
+    )
+    .await
+    .unwrap();
     let node = nonstop_node::start(test_config(dir.path())).await.unwrap();
     let password = std::fs::read_to_string(node.admin_password_file.as_ref().unwrap()).unwrap();
     let base = format!("http://{}", node.addr);
@@ -86,6 +127,8 @@ async fn the_hospital_pages_work_in_a_real_browser() {
         .arg("--test-concurrency=1")
         .current_dir(&tests)
         .env("BASE_URL", &base)
+        .env("SERVER_URL", &server_url)
+        .env("SERVER_PASSWORD", server_password.trim())
         .env("ADMIN_TOKEN", &admin.token)
         .env("SCHEDULE_ID", night["id"].to_string())
         .env("SCREEN_TOKEN", screen["token"].as_str().unwrap())
@@ -103,4 +146,5 @@ async fn the_hospital_pages_work_in_a_real_browser() {
     println!("{output}");
     assert!(run.status.success(), "the browser tests failed:\n{output}");
     node.stop().await;
+    server.stop().await;
 }
