@@ -12,7 +12,7 @@
 //! so no page can send patient data anywhere else, and an ETag, so a browser revalidates cheaply
 //! and sees a new version as soon as the program serving it changes.
 //!
-//! Set `NONSTOP_PAGES_DIR` to a folder holding `hospital/` and `console/` to serve the files from disk instead
+//! Set `NONSTOP_PAGES_DIR` to the `assets` folder to serve the files from disk instead
 //! (for working on the pages without rebuilding); without it, the embedded copies are served.
 
 #![deny(missing_docs)]
@@ -42,9 +42,11 @@ macro_rules! asset {
     };
 }
 
-/// The hospital's pages. Listed by hand (a handful of files): a test checks that every file in
-/// `assets/hospital` is listed.
+/// The hospital's pages, with what they share with the console (`assets/common`). Listed by
+/// hand (a handful of files): a test checks that every file of their folders is listed.
 const HOSPITAL: &[Asset] = &[
+    asset!("/base.css", "common/base.css", "text/css; charset=utf-8"),
+    asset!("/dom.js", "common/dom.js", "text/javascript; charset=utf-8"),
     asset!("/", "hospital/index.html", "text/html; charset=utf-8"),
     asset!(
         "/app.js",
@@ -71,6 +73,8 @@ const HOSPITAL: &[Asset] = &[
 
 /// The update server's console. Listed by hand, like [`HOSPITAL`].
 const CONSOLE: &[Asset] = &[
+    asset!("/base.css", "common/base.css", "text/css; charset=utf-8"),
+    asset!("/dom.js", "common/dom.js", "text/javascript; charset=utf-8"),
     asset!("/", "console/index.html", "text/html; charset=utf-8"),
     asset!(
         "/console.js",
@@ -155,7 +159,12 @@ mod tests {
 
     #[test]
     fn every_file_of_the_pages_is_served() {
-        for (folder, assets) in [("hospital", HOSPITAL), ("console", CONSOLE)] {
+        for (folder, assets) in [
+            ("hospital", HOSPITAL),
+            ("console", CONSOLE),
+            ("common", HOSPITAL),
+            ("common", CONSOLE),
+        ] {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("assets")
                 .join(folder);
@@ -164,7 +173,11 @@ mod tests {
                 .map(|f| format!("{folder}/{}", f.unwrap().file_name().to_string_lossy()))
                 .collect();
             files.sort();
-            let mut listed: Vec<String> = assets.iter().map(|a| a.file.to_owned()).collect();
+            let mut listed: Vec<String> = assets
+                .iter()
+                .map(|a| a.file.to_owned())
+                .filter(|f| f.starts_with(&format!("{folder}/")))
+                .collect();
             listed.sort();
             assert_eq!(files, listed);
         }

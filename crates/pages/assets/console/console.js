@@ -4,141 +4,21 @@
 // styles: every listener is added here and every look is a class in console.css.
 //
 // Data from the server is only ever put into the page as text (textContent), never as HTML.
-// The helpers (h, tx, errorBox, notify, confirmDialog) are copies of the hospital pages' own,
-// so the two look and behave as one product.
+// The helpers (h, tx, errorBox, notify, confirmDialog, api) come from /dom.js, shared with the
+// hospital pages, so the two look and behave as one product.
 //
 // Live updates: one EventSource on /api/v1/events; every `change` event re-fetches what the
 // current view shows, at most once a second. Without the stream (it failed for good), the view
 // is polled every 5 s instead.
 
-import { t, getLang, setLang, has } from './i18n.js';
+import { t, getLang, setLang } from './i18n.js';
+import {
+  L, tr, setT, h, tx, fill, applyI18n, field, keepFocus, enumText, clockSeconds, dateTime,
+  ApiError, apiClient, query, errorBox, notify, confirmDialog,
+} from '/dom.js';
 
 // ---------------------------------------------------------------------------------------------
-// DOM helpers (as in the hospital pages)
-
-/** An argument that is itself translated (so it follows a language switch too). */
-function L(key) {
-  return { $t: key };
-}
-
-/** Translates `key` with arguments, resolving arguments made by L(). */
-function tr(key, args) {
-  if (!args) return t(key);
-  const resolved = {};
-  for (const [k, v] of Object.entries(args)) resolved[k] = v && typeof v === 'object' && v.$t ? t(v.$t) : v;
-  return t(key, resolved);
-}
-
-/** Sets an element's text from a string key (and arguments), remembered for a language switch. */
-function setT(el, spec) {
-  const [key, args] = Array.isArray(spec) ? spec : [spec, undefined];
-  el.dataset.i18n = key;
-  if (args) el.dataset.i18nArgs = JSON.stringify(args);
-  else delete el.dataset.i18nArgs;
-  el.textContent = tr(key, args);
-}
-
-const BOOLEAN_ATTRS = new Set(['disabled', 'hidden', 'checked', 'required', 'selected', 'readonly', 'multiple', 'open']);
-
-/**
- * Builds an element. props: class, text, t (i18n key or [key, args]), tPlaceholder, tLabel
- * (aria-label), tTitle, testid, on<event> (listeners), value, dataset, and any attribute.
- */
-function h(tag, props, ...children) {
-  const el = document.createElement(tag);
-  if (props) {
-    for (const [k, v] of Object.entries(props)) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === 'class') el.className = Array.isArray(v) ? v.filter(Boolean).join(' ') : v;
-      else if (k === 'text') el.textContent = String(v);
-      else if (k === 't') setT(el, v);
-      else if (k === 'tPlaceholder') {
-        el.dataset.i18nPlaceholder = v;
-        el.placeholder = t(v);
-      } else if (k === 'tLabel') {
-        el.dataset.i18nLabel = v;
-        el.setAttribute('aria-label', t(v));
-      } else if (k === 'tTitle') {
-        el.dataset.i18nTitle = v;
-        el.title = t(v);
-      } else if (k === 'testid') el.setAttribute('data-testid', v);
-      else if (k === 'dataset') Object.assign(el.dataset, v);
-      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
-      else if (k === 'value') el.value = v;
-      else if (BOOLEAN_ATTRS.has(k)) {
-        if (v) el.setAttribute(k, '');
-      } else el.setAttribute(k, v === true ? '' : String(v));
-    }
-  }
-  append(el, children);
-  return el;
-}
-
-function append(el, children) {
-  for (const c of children.flat(Infinity)) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
-
-/** A span whose text follows the language. */
-function tx(key, args) {
-  return h('span', { t: args ? [key, args] : key });
-}
-
-/** Replaces an element's children. */
-function fill(el, ...children) {
-  el.replaceChildren();
-  return append(el, children);
-}
-
-/** Re-translates every element under `root` that carries an i18n key. */
-function applyI18n(root) {
-  for (const el of root.querySelectorAll('[data-i18n]')) {
-    const args = el.dataset.i18nArgs ? JSON.parse(el.dataset.i18nArgs) : undefined;
-    el.textContent = tr(el.dataset.i18n, args);
-  }
-  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
-  for (const el of root.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
-  for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
-}
-
-let idCounter = 0;
-function uid(prefix) {
-  idCounter += 1;
-  return `${prefix}-${idCounter}`;
-}
-
-/** A labelled form control: label above the control, hint and error slot below. */
-function field(labelKey, control, { hint, optional } = {}) {
-  if (!control.id) control.id = uid('f');
-  const label = h('label', { for: control.id }, tx(labelKey), optional ? tx('common.optional') : null);
-  const wrap = h('div', { class: 'field' }, label, control);
-  if (hint) {
-    if (!hint.id) hint.id = uid('hint');
-    control.setAttribute('aria-describedby', hint.id);
-    wrap.append(hint);
-  }
-  return wrap;
-}
-
-/** Keeps keyboard focus on "the same" element across a re-render (matched by data-key). */
-function keepFocus(container, render) {
-  const active = document.activeElement;
-  const key = active && container.contains(active) ? active.dataset.key : null;
-  render();
-  if (key) {
-    const again = container.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (again && !again.disabled) again.focus();
-  }
-}
-
-/** A key for an enum value, falling back to the raw value when it is not translated. */
-function enumText(prefix, value) {
-  const key = `${prefix}.${value}`;
-  return has(key) ? tx(key) : h('span', { text: value ?? '—' });
-}
+// DOM helpers (the shared ones, from h() to confirmDialog(), are in /dom.js)
 
 /** A coloured badge for a state, carrying the raw state in data-state. */
 function badge(prefix, value, testid) {
@@ -147,21 +27,6 @@ function badge(prefix, value, testid) {
 
 // ---------------------------------------------------------------------------------------------
 // Formatting
-
-function p2(n) {
-  return String(n).padStart(2, '0');
-}
-
-function clockSeconds(ms) {
-  const d = new Date(ms);
-  return `${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())}`;
-}
-
-function dateTime(ms) {
-  if (typeof ms !== 'number') return '—';
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())} ${clockSeconds(ms)}`;
-}
 
 /** "5 秒前" / "3 min ago": a span that keeps its absolute time in its title. */
 function ago(ms, testid) {
@@ -228,169 +93,7 @@ const state = {
   nodes: null,
 };
 
-class ApiError extends Error {
-  constructor(status, body) {
-    // The server answers {"code","field","message"} at the top level; older shapes nest it.
-    const e = body && typeof body === 'object' ? (body.error && typeof body.error === 'object' ? body.error : body) : null;
-    const message = e && typeof e.message === 'string' ? e.message : null;
-    super(message || (status === 0 ? t('error.network') : `HTTP ${status}`));
-    this.status = status;
-    this.code = e && e.code ? e.code : status === 0 ? 'network' : 'http';
-    this.field = e ? e.field || null : null;
-  }
-
-  /** The server has no such endpoint (yet). */
-  get missingEndpoint() {
-    return this.status === 405 || (this.status === 404 && this.code === 'http');
-  }
-}
-
-/** Calls the API. body: a JS value (sent as JSON) or a Blob/File (sent as raw bytes). */
-async function api(method, path, body, { quiet401 = false } = {}) {
-  const headers = { Accept: 'application/json' };
-  let payload;
-  if (body instanceof Blob) {
-    headers['Content-Type'] = 'application/octet-stream';
-    payload = body;
-  } else if (body !== undefined) {
-    headers['Content-Type'] = 'application/json';
-    payload = JSON.stringify(body);
-  }
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  let res;
-  try {
-    res = await fetch(`/api/v1${path}`, { method, headers, body: payload, cache: 'no-store', credentials: 'omit' });
-  } catch {
-    throw new ApiError(0, null);
-  }
-  const text = await res.text().catch(() => '');
-  let data = null;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = null;
-    }
-  }
-  if (!res.ok) {
-    const err = new ApiError(res.status, data);
-    if (res.status === 401 && path !== '/sessions' && !quiet401) sessionEnded();
-    throw err;
-  }
-  return res.status === 204 ? null : data;
-}
-
-function query(params) {
-  const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
-  const s = q.toString();
-  return s ? `?${s}` : '';
-}
-
-/** An error box (role=alert) that shows an API error and marks the field at fault in `form`. */
-function errorBox(testid, { big = false } = {}) {
-  const el = h('div', { class: ['error-box', big ? 'error-big' : null], role: 'alert', testid, hidden: true });
-  let marked = [];
-  const clear = () => {
-    el.hidden = true;
-    el.replaceChildren();
-    delete el.dataset.code;
-    delete el.dataset.status;
-    for (const c of marked) {
-      c.removeAttribute('aria-invalid');
-      c.classList.remove('invalid');
-    }
-    marked = [];
-  };
-  const show = (err, form, extra) => {
-    clear();
-    let headline = null;
-    if (err instanceof ApiError) {
-      el.dataset.code = err.code;
-      el.dataset.status = String(err.status);
-      if (err.missingEndpoint) headline = tx('error.missingEndpoint');
-      else if (err.code === 'network') headline = null;
-      else if (has(`error.code.${err.code}`)) headline = tx(`error.code.${err.code}`);
-    }
-    const message = typeof err === 'string' ? tx(err) : Array.isArray(err) ? tx(err[0], err[1]) : h('span', { class: 'error-message', testid: `${testid}-message`, text: err.message });
-    append(el, [headline ? h('strong', null, headline, t('common.colon')) : null, message, extra || null]);
-    el.hidden = false;
-    const fieldName = err instanceof ApiError ? err.field : null;
-    if (form && fieldName) {
-      const control = form.querySelector(`[name="${CSS.escape(fieldName)}"]`);
-      if (control) {
-        control.setAttribute('aria-invalid', 'true');
-        control.classList.add('invalid');
-        marked.push(control);
-        control.focus();
-      }
-    }
-  };
-  const mark = (control) => {
-    control.setAttribute('aria-invalid', 'true');
-    control.classList.add('invalid');
-    marked.push(control);
-  };
-  return { el, show, clear, mark };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Notices: non-blocking, announced politely, never taking focus.
-
-function notify(key, args, { kind = 'info', sticky = false, testid = 'notice' } = {}) {
-  const region = document.getElementById('notices');
-  if (!region) return;
-  const item = h('div', { class: ['notice', `notice-${kind}`], testid },
-    h('span', { class: 'notice-text', t: args ? [key, args] : key }),
-    h('button', {
-      type: 'button',
-      class: 'notice-close',
-      tLabel: 'notice.dismiss',
-      text: '×',
-      onclick: () => item.remove(),
-    }));
-  region.append(item);
-  while (region.children.length > 5) region.firstElementChild.remove();
-  if (!sticky) setTimeout(() => item.remove(), 8000);
-}
-
-/** A modal confirmation; resolves true when confirmed. */
-function confirmDialog({ titleKey, titleArgs, body, okKey = 'common.confirm', danger = false, validate }) {
-  return new Promise((resolve) => {
-    const box = errorBox('confirm-error');
-    const ok = h('button', { type: 'submit', class: ['btn', danger ? 'btn-danger' : 'btn-primary'], testid: 'confirm-ok', t: okKey });
-    const cancel = h('button', { type: 'button', class: 'btn', testid: 'confirm-cancel', t: 'common.cancel' });
-    const form = h('form', { method: 'dialog', class: 'stack', novalidate: true },
-      h('h2', { t: titleArgs ? [titleKey, titleArgs] : titleKey }), body, box.el,
-      h('div', { class: 'button-row' }, ok, cancel));
-    const dialog = h('dialog', { class: 'dialog', testid: 'confirm-dialog' }, form);
-    let result = false;
-    form.addEventListener('submit', (e) => {
-      if (validate) {
-        const problem = validate();
-        if (problem) {
-          e.preventDefault();
-          box.show(problem.key);
-          if (problem.control) {
-            box.mark(problem.control);
-            problem.control.focus();
-          }
-          return;
-        }
-      }
-      result = true;
-    });
-    cancel.addEventListener('click', () => dialog.close());
-    dialog.addEventListener('close', () => {
-      dialog.remove();
-      resolve(result);
-    });
-    document.body.append(dialog);
-    dialog.showModal();
-    const first = dialog.querySelector('input, textarea, select');
-    (first || ok).focus();
-  });
-}
+const api = apiClient({ token: () => state.token, onUnauthorized: () => sessionEnded() });
 
 // ---------------------------------------------------------------------------------------------
 // Roles: what each may do (the API stays the authority; this only hides what would be refused).

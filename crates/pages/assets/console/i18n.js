@@ -1,7 +1,9 @@
-// Every string the update server's console shows, in Chinese (the default) and English.
-// `t(key, args)` looks a key up in the current language ("{name}" is replaced by args.name);
-// the language is kept in localStorage (shared with the hospital pages), so the choice survives
-// a reload and a sign-out.
+// Every string the update server's console shows, in Chinese (the default) and English. They
+// are registered with /dom.js, whose `t(key, args)` (re-exported here) looks a key up in the
+// current language ("{name}" is replaced by args.name); the language is kept in localStorage
+// (shared with the hospital pages), so the choice survives a reload and a sign-out.
+
+import { useStrings } from '/dom.js';
 
 export const STRINGS = {
   zh: {
@@ -562,44 +564,6 @@ export const STRINGS = {
   },
 };
 
-const STORAGE_KEY = 'nonstop.lang';
+useStrings(STRINGS);
 
-function stored() {
-  try {
-    return localStorage.getItem(STORAGE_KEY);
-  } catch {
-    return null;
-  }
-}
-
-let current = stored() === 'en' ? 'en' : 'zh';
-
-/** The current language: "zh" or "en". */
-export function getLang() {
-  return current;
-}
-
-/** Switches the language and remembers the choice. */
-export function setLang(lang) {
-  current = lang === 'en' ? 'en' : 'zh';
-  try {
-    localStorage.setItem(STORAGE_KEY, current);
-  } catch {
-    // private mode: the choice lasts this page only
-  }
-  document.documentElement.lang = current === 'zh' ? 'zh-CN' : 'en';
-}
-
-/** Whether a key is known. */
-export function has(key) {
-  return key in STRINGS.zh;
-}
-
-/** The text of `key` in the current language, "{name}" replaced by `args.name`. */
-export function t(key, args) {
-  const text = STRINGS[current][key] ?? STRINGS.zh[key] ?? key;
-  if (!args) return text;
-  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in args ? String(args[name]) : whole));
-}
-
-document.documentElement.lang = current === 'zh' ? 'zh-CN' : 'en';
+export { t, has, getLang, setLang } from '/dom.js';

@@ -6,6 +6,7 @@
 // when the server refuses outright, the page retries on its own with a growing delay.
 
 import { t, getLang, setLang } from './i18n.js';
+import { clockSeconds as hms } from '/dom.js';
 
 const root = document.getElementById('screen');
 const params = new URLSearchParams(location.hash.replace(/^#/, ''));
@@ -40,14 +41,6 @@ function el(tag, cls, ...children) {
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
-}
-
-function p2(n) {
-  return String(n).padStart(2, '0');
-}
-
-function hms(d) {
-  return `${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())}`;
 }
 
 // ---- the page's fixed parts ----------------------------------------------------------------
