@@ -404,6 +404,17 @@ async fn a_bundle_signed_by_an_unknown_key_is_refused_by_the_server_and_by_the_n
         .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    // Tampered after it was published: refused for what it is, and told nothing of what is
+    // published.
+    let mut again = fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2");
+    let n = again.len();
+    again[n - 10] ^= 1;
+    let (s, v) = fleet.publish(again).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        !v["message"].as_str().unwrap().contains("published already"),
+        "{v}"
+    );
     let (s, v) = fleet
         .publish(fleet.bundle("fees", "1.5.0", "fees-v2", "fees-v2"))
         .await;
