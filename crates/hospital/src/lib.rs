@@ -246,6 +246,16 @@ pub(crate) fn audit_all(
     Ok(())
 }
 
+/// For a field that may be absent (no change: `None`, by `#[serde(default)]`) or present, even as
+/// `null` (`Some(None)`: clear it), as in the administrator's and the desk's corrections.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

@@ -737,15 +737,10 @@ pub struct PatientCorrection {
     #[serde(default)]
     pub insurance_category: Option<InsuranceCategory>,
     /// Insurance card number; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::present")]
     pub insurance_number: Option<Option<String>>,
     /// Why (kept with the revision and the audit).
     pub reason: String,
-}
-
-/// A field that is present, even as `null`: `Some(None)`; absent: `None` (by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 /// A patient's details before a correction.

@@ -79,16 +79,11 @@ pub struct AccountChange {
     #[serde(default)]
     pub role: Option<Role>,
     /// The practitioner a doctor's account is; `null` unlinks it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::present")]
     pub practitioner_id: Option<Option<i64>>,
     /// Disable (true) or enable (false).
     #[serde(default)]
     pub disabled: Option<bool>,
-}
-
-/// A field that is present, even as `null`: `Some(None)`; absent: `None` (by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 type AccountRow = (i64, String, String, Option<i64>, i64, i64, i64);
