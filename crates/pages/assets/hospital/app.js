@@ -7,7 +7,7 @@
 
 import { t, getLang, setLang, has } from './i18n.js';
 import {
-  L, tr, setT, h, tx, fill, applyI18n, field, keepFocus, enumText, p2, clockSeconds, dateTime,
+  L, tr, setT, h, tx, fill, applyI18n, field, keepFocus, enumText, p2, clockSeconds, dateTime, uid,
   ApiError, apiClient, query, errorBox, notify, confirmDialog,
 } from '/dom.js';
 
@@ -36,6 +36,58 @@ function arrowNav(container, selector, { onEscape } = {}) {
     e.preventDefault();
     items[next].focus();
   });
+}
+
+/**
+ * A form's keys beyond the browser's: Enter on a select or a checkbox submits it too (as Enter
+ * in a text field does), and Escape calls onEscape (cancel).
+ */
+function formKeys(form, onEscape) {
+  form.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && onEscape) {
+      e.preventDefault();
+      e.stopPropagation();
+      onEscape();
+    } else if (e.key === 'Enter' && !e.isComposing && (e.target.tagName === 'SELECT' || e.target.type === 'checkbox')) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+}
+
+/**
+ * Messages beside the fields of a form (made with field()): show(control, ...content) puts one
+ * under the control, marks the control invalid and links the message to it by
+ * aria-describedby; its testid is the control's followed by "-error". clear() removes them all.
+ */
+function fieldMessages() {
+  let shown = [];
+  const clear = () => {
+    for (const { control, message } of shown) {
+      message.remove();
+      control.removeAttribute('aria-invalid');
+      control.classList.remove('invalid');
+      const rest = (control.getAttribute('aria-describedby') || '').split(' ').filter((x) => x && x !== message.id);
+      if (rest.length) control.setAttribute('aria-describedby', rest.join(' '));
+      else control.removeAttribute('aria-describedby');
+    }
+    shown = [];
+  };
+  const show = (control, ...content) => {
+    const message = h('p', { class: 'field-error', id: uid('field-error'), testid: `${control.dataset.testid}-error`, dataset: { field: control.name } }, content);
+    (control.closest('.field') || control.parentElement).append(message);
+    control.setAttribute('aria-invalid', 'true');
+    control.classList.add('invalid');
+    control.setAttribute('aria-describedby', [control.getAttribute('aria-describedby'), message.id].filter(Boolean).join(' '));
+    shown.push({ control, message });
+  };
+  return { show, clear };
+}
+
+/** An API error as a line of text: the translated kind of error, then the server's message. */
+function apiErrorText(err) {
+  const headline = err.code && has(`error.code.${err.code}`) ? h('strong', null, tx(`error.code.${err.code}`), tx('common.colon')) : null;
+  return [headline, h('span', { class: 'error-message', text: err.message })];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,14 +650,17 @@ function shortRule(rule) {
   return String(rule || '').replace(/(sha256:[0-9a-f]{12})[0-9a-f]+/g, '$1…');
 }
 
-/** The card of the chosen patient (PatientSummary or PatientDetail). */
-function patientCard(p, onClear) {
+/** The card of the chosen patient (PatientSummary or PatientDetail); `actions`: buttons under it. */
+function patientCard(p, onClear, actions) {
+  const more = (actions || []).filter(Boolean);
   return h('div', { class: 'patient-card', testid: 'selected-patient', dataset: { patientId: String(p.id) } },
     h('div', { class: 'patient-card-main' },
-      h('strong', { class: 'patient-name', text: p.name }), ' ',
+      h('strong', { class: 'patient-name', testid: 'selected-patient-name', text: p.name }), ' ',
       enumText('gender', p.gender), ' · ', p.birth_date, ' · ', enumText('insurance', p.insurance_category)),
-    h('div', { class: 'muted small' }, tx('patient.summary', { id: p.id }), ' · ', p.id_number, ' · ', maskPhone(p.phone)),
-    onClear ? h('button', { type: 'button', class: 'btn btn-small btn-quiet', testid: 'clear-patient', t: 'selected.clear', onclick: onClear }) : null);
+    h('div', { class: 'muted small' }, tx('patient.summary', { id: p.id }), ' · ', p.id_number, ' · ',
+      h('span', { testid: 'selected-patient-phone', text: maskPhone(p.phone) })),
+    onClear ? h('button', { type: 'button', class: 'btn btn-small btn-quiet', testid: 'clear-patient', t: 'selected.clear', onclick: onClear }) : null,
+    more.length ? h('div', { class: 'patient-card-actions' }, more) : null);
 }
 
 /** A list of charge lines with a total row; `split` adds fund and self-pay columns. */
@@ -628,6 +683,7 @@ function chargeTable(lines, total, { split = false, testid = 'charge-lines', tot
 
 function renderDesk(main) {
   const cleanups = [];
+  const isAdmin = state.me.role === 'admin';
   const s = {
     patient: null,
     sessions: [],
@@ -636,11 +692,24 @@ function renderDesk(main) {
     quoteFor: null,
     quoteSeq: 0,
     busy: false,
+    // the correction form while open (or {loading: true}), and whether the revisions are shown
+    correcting: null,
+    correctSeq: 0,
+    revisionsOpen: false,
+    revisionsSeq: 0,
+    // the visits as last shown (to leave an unchanged list alone), and the check-in options
+    // opened per appointment id: {emergency_level, disabled, military}
+    visits: null,
+    visitsShown: null,
+    triage: new Map(),
   };
 
   // -- left: patient
   const search = patientSearch((p) => selectPatient(p));
   const patientSlot = h('div', { class: 'patient-slot', testid: 'patient-slot' }, h('p', { class: 'muted', t: 'selected.none' }));
+  const correctSlot = h('div', { class: 'correct-slot', testid: 'correct-slot' });
+  // corrections are read by an administrator only (the API's rule); a clerk is not offered them
+  const revisionsSlot = h('div', { class: 'revisions', id: 'patient-revisions', testid: 'revisions-slot', hidden: true });
   const visitsSlot = h('div', { class: 'visits', testid: 'visits' });
   const visitsBox = errorBox('visits-error');
   const newToggle = h('button', {
@@ -694,6 +763,8 @@ function renderDesk(main) {
       newForm.el,
       h('h2', { class: 'section-title', t: 'selected.title' }),
       patientSlot,
+      correctSlot,
+      revisionsSlot,
       h('h2', { class: 'section-title', t: 'visits.title' }),
       visitsBox.el,
       visitsSlot),
@@ -717,7 +788,8 @@ function renderDesk(main) {
 
   async function selectPatient(p) {
     s.patient = p;
-    fill(patientSlot, patientCard(p, () => clearPatient()));
+    closePatientExtras();
+    showPatient(p);
     resultSlot.replaceChildren();
     registerBox.clear();
     loadVisits();
@@ -729,6 +801,7 @@ function renderDesk(main) {
 
   function clearPatient() {
     s.patient = null;
+    closePatientExtras();
     fill(patientSlot, h('p', { class: 'muted', t: 'selected.none' }));
     visitsSlot.replaceChildren();
     visitsBox.clear();
@@ -738,6 +811,120 @@ function renderDesk(main) {
     search.focus();
   }
 
+  /** The chosen patient's card, with its Correct (and, for an administrator, Revisions) button. */
+  function showPatient(p) {
+    const correct = h('button', {
+      type: 'button', class: 'btn btn-small', testid: 'correct-patient', t: 'correct.open',
+      'aria-expanded': String(Boolean(s.correcting)), 'aria-controls': 'correct-patient-form',
+      onclick: () => (s.correcting ? closeCorrection(true) : openCorrection()),
+    });
+    const revisions = isAdmin ? h('button', {
+      type: 'button', class: 'btn btn-small', testid: 'revisions-toggle', t: 'revisions.title',
+      'aria-expanded': String(s.revisionsOpen), 'aria-controls': 'patient-revisions',
+      onclick: () => toggleRevisions(),
+    }) : null;
+    fill(patientSlot, patientCard(p, () => clearPatient(), [correct, revisions]));
+  }
+
+  function cardButton(testid) {
+    return patientSlot.querySelector(`[data-testid="${testid}"]`);
+  }
+
+  /** Closes the correction form and the revisions (another patient, or none). */
+  function closePatientExtras() {
+    closeCorrection(false);
+    s.revisionsOpen = false;
+    s.revisionsSeq += 1;
+    revisionsSlot.hidden = true;
+    revisionsSlot.replaceChildren();
+    s.visitsShown = null;
+    s.triage.clear();
+  }
+
+  async function openCorrection() {
+    const p = s.patient;
+    if (!p || s.correcting) return;
+    const mine = ++s.correctSeq;
+    s.correcting = { loading: true };
+    cardButton('correct-patient').setAttribute('aria-expanded', 'true');
+    fill(correctSlot, h('p', { class: 'muted', t: 'common.loading' }));
+    let detail;
+    try {
+      // the summary a search found masks the phone: the form starts from the full details
+      detail = await api('GET', `/patients/${p.id}`);
+    } catch (e) {
+      if (mine !== s.correctSeq) return;
+      s.correcting = null;
+      cardButton('correct-patient').setAttribute('aria-expanded', 'false');
+      const box = errorBox('correct-load-error');
+      fill(correctSlot, box.el);
+      box.show(e);
+      return;
+    }
+    if (mine !== s.correctSeq) return;
+    s.correcting = patientCorrectionForm(detail, {
+      onSaved: (after) => corrected(after),
+      onCancel: () => closeCorrection(true),
+    });
+    fill(correctSlot, s.correcting.el);
+    s.correcting.focus();
+  }
+
+  function closeCorrection(refocus) {
+    s.correctSeq += 1;
+    s.correcting = null;
+    correctSlot.replaceChildren();
+    const button = cardButton('correct-patient');
+    if (button) {
+      button.setAttribute('aria-expanded', 'false');
+      if (refocus) button.focus();
+    }
+  }
+
+  function corrected(after) {
+    if (!s.patient || s.patient.id !== after.id) return;
+    s.patient = after;
+    closeCorrection(false);
+    showPatient(after);
+    notify('correct.done', { name: after.name, id: after.id }, { kind: 'success', testid: 'correct-result' });
+    cardButton('correct-patient').focus();
+    if (s.revisionsOpen) loadRevisions();
+    // what was found, and the fee (which may follow the birth date or insurance), as they are now
+    search.rerun();
+    requestQuote();
+  }
+
+  function toggleRevisions(open = !s.revisionsOpen) {
+    s.revisionsOpen = open;
+    const button = cardButton('revisions-toggle');
+    if (button) button.setAttribute('aria-expanded', String(open));
+    revisionsSlot.hidden = !open;
+    if (open) loadRevisions();
+    else {
+      s.revisionsSeq += 1;
+      revisionsSlot.replaceChildren();
+    }
+  }
+
+  async function loadRevisions() {
+    const p = s.patient;
+    if (!p) return;
+    const mine = ++s.revisionsSeq;
+    const title = h('h3', { class: 'section-title', t: 'revisions.title' });
+    if (!revisionsSlot.childElementCount) fill(revisionsSlot, title, h('p', { class: 'muted', t: 'common.loading' }));
+    try {
+      // the details now, to show what each correction changed to
+      const [now, data] = await Promise.all([api('GET', `/patients/${p.id}`), api('GET', `/patients/${p.id}/revisions`)]);
+      if (mine !== s.revisionsSeq) return;
+      fill(revisionsSlot, title, revisionList(now, data.items));
+    } catch (e) {
+      if (mine !== s.revisionsSeq) return;
+      const box = errorBox('revisions-error');
+      fill(revisionsSlot, title, box.el);
+      box.show(e);
+    }
+  }
+
   async function loadVisits() {
     const p = s.patient;
     if (!p) return;
@@ -745,6 +932,11 @@ function renderDesk(main) {
       const data = await api('GET', `/patients/${p.id}/visits`);
       if (s.patient !== p) return;
       visitsBox.clear();
+      // unchanged: leave the list alone (a select being chosen from stays open)
+      const shown = JSON.stringify(data.items);
+      if (shown === s.visitsShown) return;
+      s.visitsShown = shown;
+      s.visits = data.items;
       keepFocus(visitsSlot, () => renderVisits(data.items));
     } catch (e) {
       if (s.patient !== p) return;
@@ -757,13 +949,21 @@ function renderDesk(main) {
       fill(visitsSlot, h('p', { class: 'muted', t: 'visits.none' }));
       return;
     }
+    const booked = new Set(items.filter((v) => v.status === 'booked').map((v) => v.appointment_id));
+    for (const id of [...s.triage.keys()]) if (!booked.has(id)) s.triage.delete(id);
     const rows = items.slice(0, 20).map((v) => {
       const actions = [];
+      const options = s.triage.get(v.appointment_id);
       if (v.status === 'booked') {
         actions.push(h('button', {
           type: 'button', class: 'btn btn-small btn-primary', testid: 'check-in', t: 'checkin.button',
           dataset: { appointmentId: String(v.appointment_id), key: `checkin-${v.appointment_id}` },
           onclick: (e) => checkIn(v, e.currentTarget),
+        }), h('button', {
+          type: 'button', class: 'btn btn-small', testid: 'check-in-options-toggle', t: 'checkin.options',
+          'aria-expanded': String(Boolean(options)), 'aria-controls': `check-in-options-${v.appointment_id}`,
+          dataset: { appointmentId: String(v.appointment_id), key: `checkin-options-${v.appointment_id}` },
+          onclick: () => toggleTriage(v),
         }));
       }
       if (v.status === 'pending') {
@@ -773,13 +973,14 @@ function renderDesk(main) {
           onclick: (e) => release(v, e.currentTarget),
         }));
       }
-      return h('tr', { testid: `visit-${v.appointment_id}`, dataset: { status: v.status, invoiceId: String(v.invoice_id) } },
+      const row = h('tr', { testid: `visit-${v.appointment_id}`, dataset: { status: v.status, invoiceId: String(v.invoice_id) } },
         h('td', null, v.date, ' ', enumText('period', v.period)),
         h('td', null, h('span', { text: v.department }), h('br'), h('span', { class: 'small', text: v.practitioner })),
         h('td', { class: 'num', text: yuan(v.fee_fen) }),
         h('td', null, h('span', { class: ['badge', `badge-${v.status}`] }, enumText('visit.status', v.status)),
           h('br'), h('span', { class: 'small muted' }, '#', String(v.invoice_id), ' ', enumText('invoice.status', v.invoice_status))),
         h('td', { class: 'actions' }, actions));
+      return v.status === 'booked' && options ? [row, triageRow(v, options)] : row;
     });
     fill(visitsSlot, h('table', { class: 'table compact' },
       h('thead', null, h('tr', null,
@@ -789,16 +990,67 @@ function renderDesk(main) {
       h('tbody', null, rows)));
   }
 
-  async function checkIn(v, button) {
+  /**
+   * The check-in options of one paid registration, under its row: what the triage rule weighs
+   * besides the patient's age (which it reads from the birth date). None unless chosen.
+   */
+  function triageRow(v, options) {
+    const id = v.appointment_id;
+    const level = h('select', { name: 'emergency_level', testid: 'check-in-emergency', dataset: { key: `checkin-level-${id}` } },
+      [0, 1, 2, 3, 4].map((n) => h('option', { value: String(n), t: `checkin.emergency.${n}` })));
+    level.value = String(options.emergency_level);
+    const flag = (name, key) => {
+      const box = h('input', { type: 'checkbox', name, id: `checkin-${name}-${id}`, testid: `check-in-${name}`, checked: options[name], dataset: { key: `checkin-${name}-${id}` } });
+      box.addEventListener('change', () => { options[name] = box.checked; });
+      return h('label', { class: 'check', for: box.id }, box, tx(key));
+    };
+    level.addEventListener('change', () => { options.emergency_level = Number(level.value); });
+    const submit = h('button', { type: 'submit', class: 'btn btn-small btn-primary', testid: 'check-in-submit', t: 'checkin.button', dataset: { key: `checkin-submit-${id}` } });
+    const form = h('form', { class: 'checkin-options', id: `check-in-options-${id}`, testid: 'check-in-options', novalidate: true },
+      h('fieldset', { class: 'plain' },
+        h('legend', { t: 'checkin.optionsTitle' }),
+        h('div', { class: 'checkin-option-row' },
+          h('label', { class: 'inline-field' }, tx('checkin.emergency'), level),
+          flag('disabled', 'checkin.disabled'),
+          flag('military', 'checkin.military'),
+          submit),
+        h('p', { class: 'hint', t: 'checkin.ageHint' })));
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      checkIn(v, submit, form);
+    });
+    formKeys(form, () => toggleTriage(v, false));
+    return h('tr', { class: 'checkin-options-row', testid: `check-in-options-${id}` }, h('td', { colspan: '5' }, form));
+  }
+
+  /** Opens (with nothing chosen) or closes a registration's check-in options. */
+  function toggleTriage(v, open = !s.triage.has(v.appointment_id)) {
+    const id = v.appointment_id;
+    if (open) s.triage.set(id, { emergency_level: 0, disabled: false, military: false });
+    else s.triage.delete(id);
+    if (s.visits) renderVisits(s.visits);
+    const target = open
+      ? visitsSlot.querySelector(`[data-key="checkin-level-${id}"]`)
+      : visitsSlot.querySelector(`[data-key="checkin-options-${id}"]`);
+    if (target) target.focus();
+  }
+
+  async function checkIn(v, button, form) {
+    const options = s.triage.get(v.appointment_id);
+    const body = { appointment_id: v.appointment_id };
+    if (options && options.emergency_level) body.emergency_level = options.emergency_level;
+    if (options && options.disabled) body.disabled = true;
+    if (options && options.military) body.military = true;
     button.disabled = true;
     visitsBox.clear();
     try {
-      const entry = await api('POST', '/check-ins', { appointment_id: v.appointment_id });
+      const entry = await api('POST', '/check-ins', body);
+      s.triage.delete(v.appointment_id);
       notify('checkin.done', { ticket: entry.ticket_id }, { kind: 'success', testid: 'check-in-result' });
       await loadVisits();
     } catch (e) {
       button.disabled = false;
-      visitsBox.show(e);
+      visitsBox.show(e, form || null);
     }
   }
 
@@ -1003,6 +1255,7 @@ function renderDesk(main) {
     s.patient = null;
     s.session = null;
     s.quote = null;
+    closePatientExtras();
     fill(patientSlot, h('p', { class: 'muted', t: 'selected.none' }));
     visitsSlot.replaceChildren();
     renderQuote();
@@ -1022,6 +1275,42 @@ function renderDesk(main) {
     if (s.patient && s.session) requestQuote(true);
   }));
   return () => cleanups.forEach((f) => f());
+}
+
+/**
+ * Checks the ID number in `input` as typed (upper case, no spaces) and says so in `hint`
+ * (emptyKey: what it says while the field is empty); returns checkIdNumber()'s answer.
+ */
+function idNumberHint(input, hint, emptyKey) {
+  const upper = input.value.toUpperCase().replace(/\s/g, '');
+  if (upper !== input.value) {
+    const pos = input.selectionStart;
+    input.value = upper;
+    if (pos !== null) input.setSelectionRange(Math.min(pos, upper.length), Math.min(pos, upper.length));
+  }
+  const c = checkIdNumber(input.value);
+  hint.className = 'hint';
+  input.classList.remove('valid', 'invalid');
+  input.removeAttribute('aria-invalid');
+  switch (c.state) {
+    case 'empty': setT(hint, emptyKey); break;
+    case 'typing': setT(hint, ['idHint.typing', { n: c.n }]); break;
+    case 'format': setT(hint, 'idHint.format'); break;
+    case 'tooLong': setT(hint, 'idHint.tooLong'); break;
+    case 'bad': setT(hint, ['idHint.bad', { expected: c.expected }]); break;
+    case 'birth': setT(hint, 'idHint.birth'); break;
+    default: setT(hint, ['idHint.ok', { birth: c.birth }]);
+  }
+  hint.dataset.state = c.state;
+  if (['format', 'tooLong', 'bad', 'birth'].includes(c.state)) {
+    hint.classList.add('hint-bad');
+    input.classList.add('invalid');
+    input.setAttribute('aria-invalid', 'true');
+  } else if (c.state === 'ok') {
+    hint.classList.add('hint-ok');
+    input.classList.add('valid');
+  }
+  return c;
 }
 
 /** The new-patient form, with the ID number checked as typed. */
@@ -1047,34 +1336,7 @@ function newPatientForm({ onCreated, onCancel }) {
   });
 
   const checkId = () => {
-    const upper = idNumber.value.toUpperCase().replace(/\s/g, '');
-    if (upper !== idNumber.value) {
-      const pos = idNumber.selectionStart;
-      idNumber.value = upper;
-      if (pos !== null) idNumber.setSelectionRange(Math.min(pos, upper.length), Math.min(pos, upper.length));
-    }
-    const c = checkIdNumber(idNumber.value);
-    idHint.className = 'hint';
-    idNumber.classList.remove('valid', 'invalid');
-    idNumber.removeAttribute('aria-invalid');
-    switch (c.state) {
-      case 'empty': setT(idHint, 'idHint.empty'); break;
-      case 'typing': setT(idHint, ['idHint.typing', { n: c.n }]); break;
-      case 'format': setT(idHint, 'idHint.format'); break;
-      case 'tooLong': setT(idHint, 'idHint.tooLong'); break;
-      case 'bad': setT(idHint, ['idHint.bad', { expected: c.expected }]); break;
-      case 'birth': setT(idHint, 'idHint.birth'); break;
-      default: setT(idHint, ['idHint.ok', { birth: c.birth }]);
-    }
-    idHint.dataset.state = c.state;
-    if (['format', 'tooLong', 'bad', 'birth'].includes(c.state)) {
-      idHint.classList.add('hint-bad');
-      idNumber.classList.add('invalid');
-      idNumber.setAttribute('aria-invalid', 'true');
-    } else if (c.state === 'ok') {
-      idHint.classList.add('hint-ok');
-      idNumber.classList.add('valid');
-    }
+    const c = idNumberHint(idNumber, idHint, 'idHint.empty');
     if (c.birth) birth.value = c.birth;
     if (c.state === 'ok' && !genderTouched) gender.value = c.gender;
     return c;
@@ -1177,6 +1439,176 @@ function newPatientForm({ onCreated, onCancel }) {
   }
 
   return { el: form, focus: () => name.focus() };
+}
+
+/**
+ * The correction of a patient's details (`PATCH /patients/{id}`, with a reason), started from
+ * `detail` (a PatientDetail). Only what changed is sent; the ID number (which the API masks) is
+ * typed in full only to change it. An error the API pins on a field is shown beside that field.
+ * Enter saves, Escape cancels.
+ */
+function patientCorrectionForm(detail, { onSaved, onCancel }) {
+  const box = errorBox('correct-error');
+  const messages = fieldMessages();
+  const name = h('input', { name: 'name', testid: 'correct-name', autocomplete: 'off', maxlength: '64', value: detail.name });
+  const idNumber = h('input', { name: 'id_number', testid: 'correct-id-number', autocomplete: 'off', spellcheck: 'false', maxlength: '18', class: 'mono', placeholder: detail.id_number });
+  const idHint = h('p', { class: 'hint', testid: 'correct-id-hint', 'aria-live': 'polite', t: 'correct.idKeep' });
+  const phone = h('input', { name: 'phone', type: 'tel', testid: 'correct-phone', autocomplete: 'off', inputmode: 'tel', maxlength: '20', value: detail.phone });
+  const insurance = h('select', { name: 'insurance_category', testid: 'correct-insurance-category' },
+    ['none', 'employee', 'resident'].map((c) => h('option', { value: c, t: `insurance.${c}` })));
+  insurance.value = detail.insurance_category;
+  const insuranceNumber = h('input', { name: 'insurance_number', testid: 'correct-insurance-number', autocomplete: 'off', maxlength: '32', value: detail.insurance_number || '' });
+  const gender = h('select', { name: 'gender', testid: 'correct-gender' },
+    ['male', 'female', 'other', 'unknown'].map((g) => h('option', { value: g, t: `gender.${g}` })));
+  gender.value = detail.gender;
+  const birth = h('input', { name: 'birth_date', testid: 'correct-birth-date', inputmode: 'numeric', autocomplete: 'off', placeholder: 'YYYY-MM-DD', maxlength: '10', class: 'mono', value: detail.birth_date });
+  const reason = h('input', { name: 'reason', testid: 'correct-reason', autocomplete: 'off', maxlength: '200', tPlaceholder: 'correct.reasonPlaceholder' });
+  const reasonHint = h('p', { class: 'hint', t: 'correct.reasonHint' });
+  const reasonField = field('correct.reason', reason, { hint: reasonHint });
+  reasonField.classList.add('field-wide');
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'correct-submit', t: 'correct.submit' });
+  const cancel = h('button', { type: 'button', class: 'btn', testid: 'correct-cancel', t: 'common.cancel', onclick: () => onCancel() });
+  let genderTouched = false;
+  gender.addEventListener('change', () => {
+    genderTouched = true;
+  });
+
+  // a new ID number brings its birth date (and gender); cleared again, the stored ones return
+  let birthFromId = null;
+  let genderFromId = null;
+  const checkId = () => {
+    const c = idNumberHint(idNumber, idHint, 'correct.idKeep');
+    if (c.birth) {
+      birth.value = c.birth;
+      birthFromId = c.birth;
+    }
+    if (c.state === 'ok' && !genderTouched) {
+      gender.value = c.gender;
+      genderFromId = c.gender;
+    }
+    if (c.state === 'empty') {
+      if (birthFromId !== null && birth.value === birthFromId) birth.value = detail.birth_date;
+      if (genderFromId !== null && !genderTouched && gender.value === genderFromId) gender.value = detail.gender;
+      birthFromId = null;
+      genderFromId = null;
+    }
+    return c;
+  };
+  idNumber.addEventListener('input', checkId);
+
+  const form = h('form', { id: 'correct-patient-form', class: 'correct-patient stack', testid: 'correct-patient-form', novalidate: true, 'aria-labelledby': 'correct-patient-title' },
+    h('h2', { id: 'correct-patient-title', class: 'section-title' }, tx('correct.title'), ' ',
+      h('span', { class: 'muted small', t: ['patient.summary', { id: detail.id }] })),
+    h('div', { class: 'form-grid' },
+      field('patient.name', name),
+      field('patient.phone', phone),
+      field('patient.idNumber', idNumber, { hint: idHint }),
+      field('patient.birthDate', birth),
+      field('patient.gender', gender),
+      field('patient.insurance', insurance),
+      field('patient.insuranceNumber', insuranceNumber, { optional: true }),
+      reasonField),
+    box.el,
+    h('div', { class: 'button-row' }, submit, cancel, h('span', { class: 'muted small', t: 'correct.keys' })));
+  formKeys(form, () => onCancel());
+
+  /** Stops the submission at `control`, with the message beside it. */
+  const stop = (control, key) => {
+    messages.show(control, tx(key));
+    control.focus();
+  };
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    box.clear();
+    messages.clear();
+    for (const control of [name, phone]) {
+      if (!control.value.trim()) return stop(control, 'common.required');
+    }
+    const typedId = idNumber.value.trim().toUpperCase();
+    const c = typedId ? checkId() : null;
+    if (c && c.state !== 'ok') return stop(idNumber, 'newPatient.fixId');
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(birth.value.trim())) return stop(birth, 'newPatient.birthFormat');
+    if (c && birth.value.trim() !== c.birth) return stop(birth, 'newPatient.birthMismatch');
+    const body = {};
+    const changed = (key, value, before) => {
+      if (value !== before) body[key] = value;
+    };
+    changed('name', name.value.trim(), detail.name);
+    changed('gender', gender.value, detail.gender);
+    changed('birth_date', birth.value.trim(), detail.birth_date);
+    if (typedId) body.id_number = typedId;
+    changed('phone', phone.value.trim(), detail.phone);
+    changed('insurance_category', insurance.value, detail.insurance_category);
+    changed('insurance_number', insuranceNumber.value.trim() || null, detail.insurance_number ?? null);
+    if (!Object.keys(body).length) {
+      box.show('correct.nothing');
+      name.focus();
+      return;
+    }
+    if (!reason.value.trim()) return stop(reason, 'correct.needReason');
+    body.reason = reason.value.trim();
+    submit.disabled = true;
+    setT(submit, 'correct.busy');
+    try {
+      const after = await api('PATCH', `/patients/${detail.id}`, body);
+      onSaved(after);
+    } catch (err) {
+      submit.disabled = false;
+      setT(submit, 'correct.submit');
+      const control = err.field ? form.querySelector(`[name="${CSS.escape(err.field)}"]`) : null;
+      if (control) {
+        messages.show(control, apiErrorText(err), err.existingId ? [' ', tx('correct.duplicate', { id: err.existingId })] : null);
+        control.focus();
+      } else {
+        box.show(err, form);
+        submit.focus();
+      }
+    }
+  });
+
+  return { el: form, focus: () => name.focus() };
+}
+
+/** The fields a revision keeps, in the order the desk shows them, with their labels. */
+const REVISION_FIELDS = [
+  ['name', 'patient.name'],
+  ['phone', 'patient.phone'],
+  ['id_number', 'patient.idNumber'],
+  ['birth_date', 'patient.birthDate'],
+  ['gender', 'patient.gender'],
+  ['insurance_category', 'patient.insurance'],
+  ['insurance_number', 'patient.insuranceNumber'],
+];
+
+function revisionValue(name, value) {
+  if (value === null || value === undefined || value === '') return tx('revisions.empty');
+  if (name === 'gender') return enumText('gender', value);
+  if (name === 'insurance_category') return enumText('insurance', value);
+  return h('span', { class: ['id_number', 'phone', 'insurance_number', 'birth_date'].includes(name) ? 'mono' : null, text: String(value) });
+}
+
+/**
+ * A patient's corrections, newest first (as the API lists them): when, who, why, and what each
+ * changed, from its previous values to the next newer ones (for the newest: `now`, the details
+ * as they are). ID numbers are masked by the API on both sides.
+ */
+function revisionList(now, items) {
+  if (!items.length) return h('p', { class: 'muted', testid: 'revisions-none', t: 'revisions.none' });
+  let after = now;
+  return h('ol', { class: 'revision-list', testid: 'revisions' }, items.map((r) => {
+    const before = r.previous || {};
+    const changes = REVISION_FIELDS.filter(([name]) => name in before && String(before[name] ?? '') !== String(after[name] ?? ''));
+    const item = h('li', { class: 'revision', testid: `revision-${r.id}`, dataset: { revisionId: String(r.id) } },
+      h('div', { class: 'revision-head' }, h('strong', { text: dateTime(r.at) }), ' · ', h('span', { testid: 'revision-actor', text: r.actor })),
+      h('p', { class: 'revision-reason' }, tx('revisions.reason'), h('span', { testid: 'revision-reason', text: r.reason })),
+      changes.length ? h('ul', { class: 'revision-changes' }, changes.map(([name, key]) => h('li', { testid: `revision-change-${name}`, dataset: { field: name } },
+        tx(key), tx('common.colon'),
+        h('del', { testid: 'revision-before' }, revisionValue(name, before[name])), ' → ',
+        h('ins', { testid: 'revision-after' }, revisionValue(name, after[name]))))) : null);
+    after = { ...after, ...before };
+    return item;
+  }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1796,6 +2228,9 @@ function renderAdmin(main) {
     urlStatus,
     h('p', { class: 'muted small', t: 'screens.secret' }));
   let screen = null;
+  const listBox = errorBox('screens-list-error');
+  const listSlot = h('div', { class: 'screens-list', testid: 'screens-list' }, h('p', { class: 'muted', t: 'common.loading' }));
+  const listTitle = h('h2', { id: 'screens-list-title', class: 'section-title', tabindex: '-1', t: 'screens.listTitle' });
 
   const form = h('form', { class: 'stack', novalidate: true, testid: 'screen-form' },
     field('screens.name', name),
@@ -1816,7 +2251,83 @@ function renderAdmin(main) {
       h('h2', { id: 'screens-title', class: 'panel-title', t: 'screens.title' }),
       h('p', { class: 'muted small', t: 'screens.hint' }),
       form,
-      urlBlock)));
+      urlBlock,
+      h('div', { class: 'panel-head' }, listTitle,
+        h('button', { type: 'button', class: 'btn btn-small btn-quiet', testid: 'screens-refresh', t: 'common.refresh', onclick: () => loadScreens() })),
+      listBox.el,
+      listSlot)));
+
+  // -- the screens there are: each may be revoked (its token stops at once; the TV says so)
+  let listSeq = 0;
+  async function loadScreens() {
+    const mine = ++listSeq;
+    try {
+      const data = await api('GET', '/screens');
+      if (mine !== listSeq) return;
+      listBox.clear();
+      keepFocus(listSlot, () => renderScreens(data.items));
+    } catch (err) {
+      if (mine !== listSeq) return;
+      listSlot.replaceChildren();
+      listBox.show(err);
+    }
+  }
+
+  function renderScreens(items) {
+    if (!items.length) {
+      fill(listSlot, h('p', { class: 'muted', testid: 'screens-none', t: 'screens.none' }));
+      return;
+    }
+    fill(listSlot, h('table', { class: 'table compact screens-table' },
+      h('thead', null, h('tr', null,
+        h('th', { scope: 'col', t: 'screens.name' }), h('th', { scope: 'col', t: 'screens.createdCol' }),
+        h('th', { scope: 'col', t: 'common.status' }), h('th', { scope: 'col', t: 'common.actions' }))),
+      h('tbody', null, items.map((x) => {
+        const revoked = typeof x.revoked_at === 'number';
+        return h('tr', { testid: `screen-${x.id}`, class: revoked && 'row-revoked', dataset: { screenId: String(x.id), state: revoked ? 'revoked' : 'active' } },
+          h('td', null, h('strong', { testid: 'screen-list-name', text: x.name })),
+          h('td', { class: 'small' }, h('span', { text: dateTime(x.created_at) }), h('br'), h('span', { class: 'muted', text: x.created_by })),
+          h('td', null, revoked
+            ? [h('span', { class: 'badge badge-cancelled', t: 'screens.revokedBadge' }), h('br'), h('span', { class: 'small muted', text: dateTime(x.revoked_at) })]
+            : h('span', { class: 'badge badge-active', t: 'screens.active' })),
+          h('td', { class: 'actions' }, revoked ? null : h('button', {
+            type: 'button', class: 'btn btn-small btn-danger', testid: 'screen-revoke', t: 'screens.revoke',
+            dataset: { screenId: String(x.id), key: `revoke-${x.id}` },
+            onclick: (e) => revoke(x, e.currentTarget),
+          })));
+      }))));
+  }
+
+  async function revoke(x, button) {
+    const ok = await confirmDialog({
+      titleKey: 'screens.revokeTitle',
+      titleArgs: { name: x.name },
+      body: h('p', { t: 'screens.revokeBody' }),
+      okKey: 'screens.revoke',
+      danger: true,
+    });
+    if (!ok) {
+      if (button.isConnected) button.focus();
+      return;
+    }
+    listBox.clear();
+    button.disabled = true;
+    try {
+      await api('DELETE', `/screens/${x.id}`);
+      notify('screens.revoked', { name: x.name }, { kind: 'success', testid: 'screen-revoked' });
+      if (screen && screen.id === x.id) {
+        // its address no longer works: not to be copied onto a TV now
+        screen = null;
+        urlBlock.hidden = true;
+        urlInput.value = '';
+        open.removeAttribute('href');
+      }
+    } catch (err) {
+      listBox.show(err);
+    }
+    await loadScreens();
+    listTitle.focus();
+  }
 
   function chosen() {
     return [...sessionsSlot.querySelectorAll('input[type="checkbox"]:checked')].map((c) => c.value);
@@ -1873,6 +2384,7 @@ function renderAdmin(main) {
       updateUrl();
       urlInput.focus();
       urlInput.select();
+      loadScreens();
     } catch (err) {
       box.show(err, form);
     } finally {
@@ -1897,6 +2409,7 @@ function renderAdmin(main) {
     sessionsSlot.replaceChildren();
     box.show(err);
   });
+  loadScreens();
   return null;
 }
 
