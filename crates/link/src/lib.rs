@@ -3,7 +3,9 @@
 //! enrolment, and keeps it open. Both ends speak JSON text frames of the types here:
 //!
 //! - the node says [`NodeMessage::Hello`] with the versions it runs, then a
-//!   [`NodeMessage::Step`] for every step of every update as it happens;
+//!   [`NodeMessage::Step`] for every step of every update as it happens, and
+//!   [`NodeMessage::Samples`] of its traffic (requests, errors, p99) every few seconds, so the
+//!   server can show what each update cost;
 //! - the server pushes [`ServerMessage::Install`] (fetch this bundle and install it) and
 //!   [`ServerMessage::Rollback`] (return this component to its standby).
 //!
@@ -58,6 +60,26 @@ pub enum NodeMessage {
         /// What happened.
         step: Step,
     },
+    /// Traffic samples, oldest first: one per interval, and those a closed link held back.
+    Samples {
+        /// The samples.
+        samples: Vec<Sample>,
+    },
+}
+
+/// The node's traffic over one interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// End of the interval, milliseconds since the Unix epoch (the node's clock).
+    pub at: i64,
+    /// Length of the interval, milliseconds.
+    pub ms: u64,
+    /// HTTP requests answered in it.
+    pub requests: u64,
+    /// Of them, answered with a server error (5xx).
+    pub errors: u64,
+    /// 99th percentile of their latency, milliseconds (0 with no requests).
+    pub p99_ms: f64,
 }
 
 /// One step of an update on a node, in the order they happen. The last one an update reports is

@@ -4,6 +4,11 @@
 //! a cut download with `Range`), checks its digest, and hands it to the agent thread, reporting
 //! each step back as it happens. Request-serving workers never see any of it.
 //!
+//! Every `sample_secs` it also takes a sample of the node's traffic (requests, server errors,
+//! p99) and sends it; samples taken while the server was out of reach are kept, up to
+//! `samples_kept`, and sent when the link is back, so the server's chart has no hole where an
+//! update happened.
+//!
 //! A dropped connection is reopened with exponential backoff and jitter; steps that could not be
 //! sent wait for the next connection, and an install already under way is not started twice.
 
@@ -17,7 +22,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use nonstop_agent::{Agent, Outcome, Progress};
 use nonstop_bundle::Digest;
-use nonstop_link::{ComponentVersions, Installed, LINK_PATH, NodeMessage, ServerMessage, Step};
+use nonstop_link::{
+    ComponentVersions, Installed, LINK_PATH, NodeMessage, Sample, ServerMessage, Step,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
@@ -113,6 +120,10 @@ pub struct LinkConfig {
     pub download_attempts: u32,
     /// Seconds without any frame from the server before the connection is taken for dead.
     pub idle_timeout_secs: u64,
+    /// Seconds between traffic samples sent to the server.
+    pub sample_secs: u64,
+    /// Samples kept while the server is out of reach (the oldest are dropped past it).
+    pub samples_kept: usize,
 }
 
 impl Default for LinkConfig {
@@ -122,6 +133,8 @@ impl Default for LinkConfig {
             backoff_max_ms: 30_000,
             download_attempts: 5,
             idle_timeout_secs: 60,
+            sample_secs: 5,
+            samples_kept: 720,
         }
     }
 }
@@ -139,6 +152,10 @@ struct Shared {
     outbox: mpsc::UnboundedSender<NodeMessage>,
     /// `(rollout, component, version)` of installs under way: a repeated push is not started twice.
     busy: Mutex<HashSet<(i64, String, String)>>,
+    /// Traffic samples not yet sent, oldest first.
+    samples: Mutex<VecDeque<Sample>>,
+    /// Woken when a sample is taken.
+    sampled: tokio::sync::Notify,
 }
 
 /// Runs the link until the task is aborted.
@@ -161,7 +178,12 @@ pub async fn run(
         http: reqwest::Client::new(),
         outbox,
         busy: Mutex::new(HashSet::new()),
+        samples: Mutex::new(VecDeque::new()),
+        sampled: tokio::sync::Notify::new(),
     });
+    let sampler = tokio::spawn(sample(shared.clone()));
+    // The sampler ends with the link (this task is aborted, never returns otherwise).
+    let _sampler = AbortOnDrop(sampler);
     // Messages a closed connection could not send, first in line for the next one.
     let mut unsent: VecDeque<NodeMessage> = VecDeque::new();
     let mut failures: u32 = 0;
@@ -185,6 +207,56 @@ pub async fn run(
         }
         tokio::time::sleep(backoff(&shared.config, failures)).await;
     }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Takes a traffic sample every `sample_secs`, whether or not the server can be reached.
+async fn sample(shared: Arc<Shared>) {
+    let every = Duration::from_secs(shared.config.sample_secs.max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = shared.metrics.window().take();
+        let mut samples = shared.samples.lock().expect("samples");
+        samples.push_back(s);
+        while samples.len() > shared.config.samples_kept.max(1) {
+            samples.pop_front();
+        }
+        drop(samples);
+        shared.sampled.notify_one();
+    }
+}
+
+/// Sends the samples not yet sent; on failure they stay for the next connection.
+async fn send_samples(
+    shared: &Shared,
+    tx: &mut futures_util::stream::SplitSink<Socket, tungstenite::Message>,
+) -> Result<(), tungstenite::Error> {
+    let samples: Vec<Sample> = shared.samples.lock().expect("samples").drain(..).collect();
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let m = NodeMessage::Samples { samples };
+    let result = send(tx, &m).await;
+    if result.is_err() {
+        let NodeMessage::Samples { samples } = m else {
+            unreachable!()
+        };
+        let mut kept = shared.samples.lock().expect("samples");
+        for s in samples.into_iter().rev() {
+            kept.push_front(s);
+        }
+    }
+    result
 }
 
 /// Exponential backoff with full jitter: a fleet that lost its server does not come back at once.
@@ -250,6 +322,9 @@ async fn serve(
             return;
         }
     }
+    if send_samples(shared, &mut tx).await.is_err() {
+        return;
+    }
     let idle = Duration::from_secs(shared.config.idle_timeout_secs.max(1));
     loop {
         tokio::select! {
@@ -274,6 +349,11 @@ async fn serve(
                     tungstenite::Message::Close(_) => return,
                     // Pings are answered by the library; nothing else is expected.
                     _ => {}
+                }
+            }
+            _ = shared.sampled.notified() => {
+                if send_samples(shared, &mut tx).await.is_err() {
+                    return;
                 }
             }
             Some(m) = inbox.recv() => {

@@ -6,7 +6,9 @@
 // cashier takes payment, the clerk checks them in, the doctor sees them paid and calls them, and
 // the waiting-room screen shows the call without a reload. Meanwhile an operator uploads fees
 // 2.0.0 in the update server's console and rolls it out while the clerk types the next patient,
-// whose fee then follows the new rule: no page error and no failed request anywhere.
+// whose fee then follows the new rule: no page error and no failed request anywhere. On the
+// way the clerk corrects a phone number and checks the patient in with a triage priority.
+// Then an administrator reads a patient's corrections and revokes a waiting-room screen.
 // Screenshots of every page at 1366x768 go to SCREENSHOTS.
 
 import { test, before, after } from 'node:test';
@@ -131,6 +133,28 @@ test('a visit from the desk to the doctor, the screen told at once, and a fee up
   const visit = await register(desk);
   await shot(desk, 'desk-registered');
 
+  // The patient says the phone number is wrong: the clerk corrects it from the card, by
+  // keyboard (a reason, then Enter). A clerk is not offered the revisions (an administrator's).
+  await desk.click(id('correct-patient'));
+  const phone = desk.locator(id('correct-phone'));
+  await phone.waitFor();
+  assert.equal(await desk.evaluate(() => document.activeElement.dataset.testid), 'correct-name');
+  assert.equal(await phone.inputValue(), '13900000001');
+  await phone.fill('13900000011');
+  await desk.fill(id('correct-reason'), '患者告知手机号登记有误');
+  await shot(desk, 'desk-correct');
+  await desk.press(id('correct-reason'), 'Enter');
+  await desk.waitForSelector(id('correct-result'));
+  await desk.waitForSelector(id('correct-patient-form'), { state: 'detached' });
+  assert.equal(await desk.locator(id('selected-patient-phone')).innerText(), '139****0011');
+  assert.equal(await desk.locator(id('revisions-toggle')).count(), 0);
+  // Escape closes the form unsaved, and focus returns to the card.
+  await desk.click(id('correct-patient'));
+  await desk.locator(id('correct-name')).waitFor();
+  await desk.keyboard.press('Escape');
+  await desk.waitForSelector(id('correct-patient-form'), { state: 'detached' });
+  assert.equal(await desk.evaluate(() => document.activeElement.dataset.testid), 'correct-patient');
+
   // The cashier finds the patient and takes payment.
   const cashier = await person('cashier');
   await signIn(cashier, 'cashier', 'cashier');
@@ -142,9 +166,19 @@ test('a visit from the desk to the doctor, the screen told at once, and a fee up
   await cashier.waitForSelector(id('pay-result'));
   await shot(cashier, 'cashier');
 
-  // The clerk checks them in.
+  // The clerk checks them in, noting a disability for the triage rule: the options start at
+  // none, and Enter on the checkbox checks in.
   const row = desk.locator(`${id(`visit-${visit.registration}`)}`);
-  await row.locator(id('check-in')).click();
+  await row.locator(id('check-in')).waitFor();
+  await row.locator(id('check-in-options-toggle')).click();
+  const options = desk.locator(id(`check-in-options-${visit.registration}`));
+  assert.equal(await options.locator(id('check-in-emergency')).inputValue(), '0');
+  assert.equal(await options.locator(id('check-in-disabled')).isChecked(), false);
+  assert.equal(await options.locator(id('check-in-military')).isChecked(), false);
+  await options.locator(id('check-in-disabled')).check();
+  const checkInRequest = desk.waitForRequest((r) => r.url().endsWith('/api/v1/check-ins'));
+  await options.locator(id('check-in-disabled')).press('Enter');
+  assert.deepEqual((await checkInRequest).postDataJSON(), { appointment_id: Number(visit.registration), disabled: true });
   await desk.waitForSelector(id('check-in-result'));
 
   // The waiting-room screen, opened once.
@@ -213,6 +247,22 @@ test('a visit from the desk to the doctor, the screen told at once, and a fee up
   await operator.waitForSelector(`${id('audit-verify')}[data-state="verified"]`);
   await shot(operator, 'console-audit');
 
+  // The node's page charts its traffic with the update marked where it went live, and the
+  // traffic before and after it.
+  await operator.click(id('nav-fleet'));
+  await operator.click(id('node-hospital-1-link'));
+  // (a vertical line has no width, so it is attached rather than visible to playwright)
+  await operator.waitForSelector(`${id('chart-rps')} .mark-live`, { state: 'attached', timeout: 20_000 });
+  const samples = Number(await operator.locator(id('chart-rps')).getAttribute('data-samples'));
+  assert.ok(samples >= 3, `the chart has ${samples} samples`);
+  for (const key of ['error_rate', 'p99_ms']) {
+    await operator.waitForSelector(`${id(`chart-${key}`)} .mark-live`, { state: 'attached' });
+  }
+  const update = operator.locator(`${id('traffic-updates')} tr[data-step="live"]`);
+  assert.equal(await update.getAttribute('data-version'), '2.0.0');
+  assert.equal(await update.getAttribute('data-component'), 'fees');
+  await shot(operator, 'console-node');
+
   assert.deepEqual(troubles, [], troubles.join('\n'));
   for (const page of [desk, cashier, screen, doctor, operator]) await page.context().close();
 });
@@ -250,4 +300,79 @@ test('a bad bundle uploaded in the console shows the server\'s reason', async ()
   const text = await error.innerText();
   assert.match(text, /digest|signature|tamper|refus/i, text);
   await operator.context().close();
+});
+
+test('an administrator corrects a patient at the desk, reads the revisions, and revokes a screen', async () => {
+  // An administrator of their own (the node's first one signs in by a generated password), and
+  // a patient to correct.
+  const json = { 'content-type': 'application/json' };
+  await api('POST', '/users', JSON.stringify({ username: 'admin2', role: 'admin', password: 'admin2-password-1' }), json);
+  const patient = await api('POST', '/patients', JSON.stringify({
+    name: '孙三', gender: 'male', birth_date: '1958-03-15', id_number: idNumber(3), phone: '13900000003',
+    insurance_category: 'none', insurance_number: null,
+  }), json);
+  const admin = await person('admin');
+  await signIn(admin, 'admin2', 'admin');
+
+  // The waiting-room screens: the one the test set-up created is listed; a new one is created,
+  // listed, and revoked after a confirmation (a first Cancel keeps it).
+  await admin.waitForSelector(`${id('screens-list')} tr[data-state="active"]:has-text("内科候诊区")`);
+  await admin.fill(id('screen-name'), '二楼候诊区');
+  await admin.check(id(`screen-session-${SCHEDULE}`));
+  await admin.click(id('screen-create'));
+  const created = admin.locator(`${id('screens-list')} tr:has-text("二楼候诊区")`);
+  await admin.waitForSelector(`${id('screens-list')} tr[data-state="active"]:has-text("二楼候诊区")`);
+  const screenUrl = new URL(await admin.locator(id('screen-url')).inputValue());
+  const board = `${BASE}/api/v1/board?${screenUrl.hash.slice(1)}`;
+  assert.equal((await fetch(board)).status, 200);
+  await created.locator(id('screen-revoke')).click();
+  await admin.click(id('confirm-cancel'));
+  assert.equal(await created.getAttribute('data-state'), 'active');
+  await created.locator(id('screen-revoke')).click();
+  await admin.waitForSelector(`${id('confirm-dialog')}:has-text("二楼候诊区")`);
+  await admin.click(id('confirm-ok'));
+  await admin.waitForSelector(`${id('screens-list')} tr[data-state="revoked"]:has-text("二楼候诊区")`);
+  await admin.waitForSelector(id('screen-revoked'));
+  assert.equal(await created.locator(id('screen-revoke')).count(), 0);
+  assert.equal(await admin.locator(id('screen-result')).isHidden(), true);
+  await admin.waitForSelector(`${id('screens-list')} tr[data-state="active"]:has-text("内科候诊区")`);
+  await shot(admin, 'admin-screens');
+  // The revoked screen's address no longer shows the board.
+  assert.equal((await fetch(board)).status, 401);
+  const tv = await person('revoked-screen');
+  await tv.goto(screenUrl.href);
+  await tv.waitForSelector(`${id('screen-connection')}[data-state="offline"]:has-text("屏幕令牌无效")`);
+
+  // At the desk: a phone number the node refuses is shown beside the phone field; corrected,
+  // the card shows it, and the revisions say who changed what, when and why.
+  await admin.click(id('nav-desk'));
+  await admin.fill(id('patient-search'), '孙三');
+  await admin.press(id('patient-search'), 'Enter');
+  await admin.waitForSelector(`${id('selected-patient')}[data-patient-id="${patient.id}"]`);
+  await admin.click(id('correct-patient'));
+  await admin.fill(id('correct-phone'), '12345');
+  await admin.fill(id('correct-reason'), '患者告知手机号登记有误');
+  await admin.press(id('correct-phone'), 'Enter');
+  const phoneError = admin.locator(`${id('correct-patient-form')} .field:has(${id('correct-phone')}) ${id('correct-phone-error')}`);
+  await phoneError.waitFor();
+  assert.match(await phoneError.innerText(), /6 to 20/);
+  assert.equal(await admin.locator(id('correct-phone')).getAttribute('aria-invalid'), 'true');
+  assert.equal(await admin.evaluate(() => document.activeElement.dataset.testid), 'correct-phone');
+  await shot(admin, 'desk-correct-error');
+  await admin.fill(id('correct-phone'), '13900000033');
+  await admin.press(id('correct-phone'), 'Enter');
+  await admin.waitForSelector(id('correct-result'));
+  assert.equal(await admin.locator(id('selected-patient-phone')).innerText(), '139****0033');
+  await admin.click(id('revisions-toggle'));
+  const revision = admin.locator(`${id('revisions')} > li`);
+  await revision.first().waitFor();
+  assert.equal(await revision.count(), 1);
+  assert.equal(await revision.locator(id('revision-actor')).innerText(), 'admin2');
+  assert.equal(await revision.locator(id('revision-reason')).innerText(), '患者告知手机号登记有误');
+  const change = revision.locator(id('revision-change-phone'));
+  assert.equal(await change.locator(id('revision-before')).innerText(), '13900000003');
+  assert.equal(await change.locator(id('revision-after')).innerText(), '13900000033');
+  assert.equal(await revision.locator('[data-testid^="revision-change-"]').count(), 1);
+  await shot(admin, 'desk-revisions');
+  for (const page of [admin, tv]) await page.context().close();
 });

@@ -34,6 +34,7 @@ pub fn router(server: Server) -> Router {
         .route("/api/v1/releases", post(publish).get(releases))
         .route("/api/v1/releases/{id}", get(release))
         .route("/api/v1/nodes", post(add_node).get(nodes))
+        .route("/api/v1/nodes/{name}/traffic", get(traffic))
         .route("/api/v1/enrolments", post(enrol))
         .route(nonstop_link::LINK_PATH, get(link))
         .route("/api/v1/bundles/{digest}", get(bundle))
@@ -233,6 +234,16 @@ async fn add_node(
 async fn nodes(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {
     o.allow(EVERYONE, "list nodes")?;
     Ok(Json(json!({ "items": s.nodes().await? })))
+}
+
+async fn traffic(
+    State(s): State<Server>,
+    o: Operator,
+    Path(name): Path<String>,
+    Query(q): Query<crate::traffic::ChartQuery>,
+) -> ApiResult<Json<crate::traffic::Chart>> {
+    o.allow(EVERYONE, "see a node's traffic")?;
+    Ok(Json(s.chart(&name, &q).await?))
 }
 
 #[derive(Deserialize)]

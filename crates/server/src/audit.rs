@@ -93,6 +93,10 @@ pub struct AuditQuery {
     pub contains: Option<String>,
     /// Entries after this sequence number.
     pub after: Option<i64>,
+    /// Entries at or after this time, milliseconds since the Unix epoch.
+    pub since: Option<i64>,
+    /// Entries at or before this time.
+    pub until: Option<i64>,
     /// At most this many (default 200, at most 5,000).
     pub limit: Option<i64>,
 }
@@ -117,10 +121,12 @@ pub async fn list(pool: &AnyPool, q: &AuditQuery) -> Result<Vec<AuditEntry>, Ser
     let like = format!("%{}%", q.contains.clone().unwrap_or_default());
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM audit WHERE seq > $1 AND (actor LIKE $2 OR subject LIKE $2 OR detail LIKE $2) \
-         ORDER BY seq LIMIT $3"
+         AND at >= $3 AND at <= $4 ORDER BY seq LIMIT $5"
     ))
     .bind(q.after.unwrap_or(0))
     .bind(like)
+    .bind(q.since.unwrap_or(i64::MIN))
+    .bind(q.until.unwrap_or(i64::MAX))
     .bind(q.limit.unwrap_or(200).clamp(1, 5000))
     .fetch_all(pool)
     .await?;

@@ -155,6 +155,7 @@ impl Server {
                 self.record_step(node, rollout, &component, &version, &step)
                     .await
             }
+            NodeMessage::Samples { samples } => self.record_samples(node.id, &samples).await,
         }
     }
 
@@ -300,6 +301,7 @@ impl Server {
         let every = Duration::from_millis(self.inner.config.dispatch_ms.max(50));
         let mut heartbeat =
             tokio::time::interval(Duration::from_secs(self.inner.config.heartbeat_secs.max(1)));
+        let mut beats: u64 = 0;
         loop {
             tokio::select! {
                 () = self.inner.wake.notified() => {}
@@ -308,6 +310,15 @@ impl Server {
                     if let Err(e) = self.touch_connected().await {
                         tracing::warn!(error = %e, "cannot refresh the connected nodes");
                     }
+                    // Old traffic samples go about every hundred heartbeats (8 minutes at 5 s).
+                    if beats.is_multiple_of(100) {
+                        match self.prune_samples().await {
+                            Ok(n) if n > 0 => tracing::debug!(samples = n, "old traffic samples forgotten"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot forget old traffic samples"),
+                        }
+                    }
+                    beats += 1;
                     continue;
                 }
             }

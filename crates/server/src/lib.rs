@@ -8,6 +8,8 @@
 //! - [`rollouts`]: a release goes out in waves, halts on the first node that does not take it,
 //!   and can be paused, resumed, aborted or rolled back;
 //! - [`audit`]: an append-only hash chain of everything that happened;
+//! - [`traffic`]: each node's requests, errors and p99 around its updates, from the samples it
+//!   sends over its link;
 //! - [`api`]: the HTTP API under `/api/v1`, and `/metrics`.
 //!
 //! All state is in the database (SQLite by default, PostgreSQL for several processes), so any
@@ -26,6 +28,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod releases;
 pub mod rollouts;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -65,6 +68,8 @@ pub struct ServerConfig {
     pub heartbeat_secs: u64,
     /// Milliseconds between dispatch passes when nothing wakes the dispatcher sooner.
     pub dispatch_ms: u64,
+    /// Hours the nodes' traffic samples are kept.
+    pub sample_retention_hours: u32,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +84,7 @@ impl Default for ServerConfig {
             token_lifetime_hours: 12,
             heartbeat_secs: 5,
             dispatch_ms: 1000,
+            sample_retention_hours: 168,
         }
     }
 }

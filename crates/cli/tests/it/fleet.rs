@@ -797,3 +797,168 @@ async fn operators_drive_the_server_from_the_command_line() {
     node.stop().await;
     fleet.server.stop().await;
 }
+
+/// Sends `/health` requests to a node for `secs`, returning how many it answered.
+async fn traffic_for(node: &RunningNode, secs: f64) -> u64 {
+    let client = Client::new();
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut answered = 0;
+    while Instant::now() < until {
+        let r = client
+            .get(format!("http://{}/health", node.addr))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_a_nodes_traffic_before_and_after_each_update() {
+    let fleet = Fleet::new().await;
+    let token = fleet.add("a").await;
+    let data = fleet.node_dir("a");
+    std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
+    std::fs::write(
+        data.join("trusted-keys/vendor.pub"),
+        fleet.vendor.public().to_file_text(),
+    )
+    .unwrap();
+    nonstop_node::link::enrol(&fleet.base, &[], &token, &data)
+        .await
+        .unwrap();
+    let mut config = quick_node(data);
+    config.link.sample_secs = 1;
+    let a = nonstop_node::start(config).await.unwrap();
+    fleet.wait_connected(1).await;
+    let started = nonstop_now_ms();
+    let mut sent = traffic_for(&a, 3.0).await;
+    let (s, v) = fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = fleet
+        .rollout("fees@2.0.0", json!({"nodes": ["a"]}), "rest")
+        .await;
+    // Traffic goes on while the update is tested, goes live and is watched.
+    let load = async {
+        let mut n = 0;
+        while fleet
+            .call("GET", &format!("/api/v1/rollouts/{id}"), None)
+            .await
+            .1["state"]
+            != "completed"
+        {
+            n += traffic_for(&a, 0.5).await;
+        }
+        n + traffic_for(&a, 3.0).await
+    };
+    sent += load.await;
+    // Every request the node answered reaches the server's chart within a couple of samples.
+    let chart = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, chart) = fleet
+                .call(
+                    "GET",
+                    &format!("/api/v1/nodes/a/traffic?since={}", started - 1000),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{chart}");
+            let counted: u64 = chart["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["requests"].as_u64().unwrap())
+                .sum();
+            if counted >= sent {
+                assert_eq!(counted, sent, "no request is counted twice");
+                break chart;
+            }
+            assert!(Instant::now() < deadline, "{counted} of {sent}: {chart}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let samples = chart["samples"].as_array().unwrap();
+    assert!(samples.len() >= 5, "one sample a second: {chart}");
+    assert!(samples.iter().all(|p| p["errors"] == 0), "{chart}");
+    assert!(
+        samples.iter().any(|p| p["p99_ms"].as_f64().unwrap() > 0.0),
+        "{chart}"
+    );
+    // The update is marked where it went live, with the traffic before and after it.
+    let updates = chart["updates"].as_array().unwrap();
+    let live: Vec<&Value> = updates.iter().filter(|u| u["step"] == "live").collect();
+    assert_eq!(live.len(), 1, "{chart}");
+    assert_eq!(live[0]["component"], "fees");
+    assert_eq!(live[0]["version"], "2.0.0");
+    for side in ["before", "after"] {
+        let s = &live[0][side];
+        assert!(s["rps"].as_f64().unwrap() > 1.0, "{side}: {chart}");
+        assert_eq!(s["error_rate"], 0.0, "{side}: {chart}");
+    }
+    // A span before anything happened has no samples; a bad span or node says what is wrong.
+    let (_, empty) = fleet
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/nodes/a/traffic?since={}&until={}",
+                started - 60_000,
+                started - 30_000
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(empty["samples"], json!([]), "{empty}");
+    let (s, v) = fleet
+        .call("GET", "/api/v1/nodes/nobody/traffic", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = fleet
+        .call("GET", "/api/v1/nodes/a/traffic?since=10&until=5", None)
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("since"))
+    );
+    // The audit log is searched by time on the server.
+    let live_at = live[0]["at"].as_i64().unwrap();
+    let (_, after) = fleet
+        .call(
+            "GET",
+            &format!("/api/v1/audit?contains=node:a&since={live_at}"),
+            None,
+        )
+        .await;
+    let after = after["items"].as_array().unwrap();
+    assert!(!after.is_empty());
+    assert!(after.iter().all(|e| e["at"].as_i64().unwrap() >= live_at));
+    let (_, before) = fleet
+        .call(
+            "GET",
+            &format!("/api/v1/audit?contains=node:a&until={}", live_at - 1),
+            None,
+        )
+        .await;
+    let before = before["items"].as_array().unwrap();
+    assert!(before.iter().all(|e| e["at"].as_i64().unwrap() < live_at));
+    assert!(
+        before
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("staged")),
+        "the steps before live are there: {before:?}"
+    );
+    a.stop().await;
+    fleet.server.stop().await;
+}
+
+fn nonstop_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

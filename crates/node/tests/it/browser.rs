@@ -75,7 +75,10 @@ async fn the_hospital_pages_work_in_a_real_browser() {
     )
     .await
     .unwrap();
-    let node = nonstop_node::start(test_config(dir.path())).await.unwrap();
+    let mut config = test_config(dir.path());
+    // A traffic sample a second, so the console's chart of this node fills during the test.
+    config.link.sample_secs = 1;
+    let node = nonstop_node::start(config).await.unwrap();
     let password = std::fs::read_to_string(node.admin_password_file.as_ref().unwrap()).unwrap();
     let base = format!("http://{}", node.addr);
     let anon = Api {

@@ -263,6 +263,7 @@ const ROUTES = {
   release: { render: renderRelease, may: () => true, nav: 'releases' },
   rollouts: { render: renderRollouts, may: () => true },
   rollout: { render: renderRollout, may: () => true, nav: 'rollouts' },
+  node: { render: renderNode, may: () => true, nav: 'fleet' },
   audit: { render: renderAudit, may: () => may('audit') },
 };
 const NAV = ['fleet', 'releases', 'rollouts', 'audit'];
@@ -274,6 +275,7 @@ function currentRoute() {
   const [, name, id] = m;
   if (id && name === 'releases') return ['release', decodeURIComponent(id)];
   if (id && name === 'rollouts') return ['rollout', decodeURIComponent(id)];
+  if (id && name === 'nodes') return ['node', decodeURIComponent(id)];
   return [name, null];
 }
 
@@ -613,7 +615,7 @@ function renderFleet(main) {
   function nodeRow(n) {
     const comps = componentsOf(n);
     return h('tr', { testid: `node-${n.name}`, dataset: { connected: String(!!n.connected), group: n.group } },
-      h('th', { scope: 'row', class: 'node-name' }, h('span', { text: n.name }),
+      h('th', { scope: 'row', class: 'node-name' }, h('a', { href: `#/nodes/${encodeURIComponent(n.name)}`, testid: `node-${n.name}-link`, 'data-key': `node-${n.name}`, text: n.name }),
         n.enrolled ? null : h('span', { class: 'badge badge-pending', testid: `node-${n.name}-not-enrolled`, t: 'fleet.notEnrolled' })),
       h('td', { testid: `node-${n.name}-group`, text: n.group }),
       h('td', null, h('span', {
@@ -664,6 +666,171 @@ function renderFleet(main) {
     render();
   });
   return () => clearInterval(tick);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One node: its versions, and its traffic around its updates
+
+const SPANS = [15, 60, 360, 1440]; // minutes
+
+function renderNode(main, name) {
+  const box = errorBox('node-error');
+  const updated = updatedLine('node-updated');
+  const span = h('select', { name: 'span', testid: 'traffic-span', tLabel: 'node.span' },
+    SPANS.map((m) => h('option', { value: String(m), t: [`node.span${m}`] })));
+  span.value = '15';
+  const versions = h('div', { testid: 'node-versions' }, h('p', { class: 'muted', t: 'common.loading' }));
+  const charts = h('div', { class: 'charts', testid: 'traffic-charts' });
+  const impacts = h('div', { testid: 'traffic-updates' });
+  main.append(
+    h('p', { class: 'crumbs' }, h('a', { href: '#/fleet', testid: 'back-fleet', t: 'node.back' })),
+    h('section', { class: 'panel', testid: 'node', 'aria-labelledby': 'node-title' },
+      h('div', { class: 'panel-head' },
+        h('h1', { id: 'node-title', class: 'panel-title', testid: 'node-title', text: name }),
+        updated.el),
+      box.el, versions),
+    h('section', { class: 'panel', 'aria-labelledby': 'traffic-title' },
+      h('div', { class: 'panel-head' },
+        h('h2', { id: 'traffic-title', class: 'panel-title', t: 'node.traffic' }),
+        field('node.span', span)),
+      h('p', { class: 'muted small', t: 'node.trafficHint' }),
+      charts),
+    h('section', { class: 'panel', 'aria-labelledby': 'impact-title' },
+      h('h2', { id: 'impact-title', class: 'panel-title', t: 'node.updates' }),
+      h('p', { class: 'muted small', t: 'node.updatesHint' }),
+      impacts));
+
+  function render([status, chart]) {
+    const n = (status.nodes || []).find((x) => x.name === name);
+    fill(versions, n ? nodeVersions(n) : h('p', { class: 'muted', t: 'node.unknown' }));
+    // Drawn at the size shown (no scaling of text), over the span the data covers when that is
+    // shorter than the span asked for (a node that joined five minutes ago fills the chart).
+    const width = Math.max(320, Math.floor(charts.clientWidth || 640));
+    const firsts = [...(chart.samples || []), ...(chart.updates || [])].map((p) => p.at);
+    const start = firsts.length ? Math.max(chart.since, Math.min(...firsts) - 30000) : chart.since;
+    const shown = { ...chart, since: start };
+    fill(charts,
+      lineChart(shown, width, 'rps', 'node.rps', (v) => v.toFixed(0)),
+      lineChart(shown, width, 'error_rate', 'node.errorRate', (v) => `${(v * 100).toFixed(2)}%`),
+      lineChart(shown, width, 'p99_ms', 'node.p99', (v) => `${v.toFixed(1)} ms`));
+    fill(impacts, impactTable(chart));
+  }
+
+  span.addEventListener('change', () => scheduleRefresh());
+  loadInto(charts, box, updated, () => {
+    const until = Date.now();
+    const since = until - Number(span.value) * 60000;
+    return Promise.all([
+      api('GET', '/status'),
+      api('GET', `/nodes/${encodeURIComponent(name)}/traffic${query({ since, until })}`),
+    ]);
+  }, render);
+  // Samples arrive every few seconds without a change event: the chart moves on by itself.
+  const tick = setInterval(() => scheduleRefresh(), 5000);
+  return () => clearInterval(tick);
+}
+
+function nodeVersions(n) {
+  const comps = componentsOf(n);
+  return h('div', { class: 'stack' },
+    h('p', null,
+      h('span', { class: ['badge', n.connected ? 'badge-connected' : 'badge-disconnected'], testid: 'node-connected', t: n.connected ? 'fleet.connected' : 'fleet.disconnected' }),
+      ' ', tx('fleet.group'), ': ', h('span', { text: n.group }), ' · ', tx('fleet.lastSeen'), ': ', ago(n.last_seen, 'node-last-seen')),
+    comps.length
+      ? tableWrap(h('table', { class: 'table compact versions' },
+        h('thead', null, h('tr', null, th('fleet.component'), th('fleet.live'), th('fleet.candidate'), th('fleet.standby'))),
+        h('tbody', null, comps.map((c) => h('tr', { testid: `node-version-${c.component}` },
+          h('td', { text: c.component }),
+          ...['live', 'candidate', 'standby'].map((slot) => h('td', { class: 'mono', title: c[slot]?.digest || null, text: versionOf(c[slot]) || '—' })))))))
+      : h('p', { class: 'muted', t: 'fleet.noComponents' }));
+}
+
+// A line chart in SVG, drawn here rather than with a charting library: three small charts of
+// one series each do not justify shipping a library in every binary, and the pages have no
+// build step. Vertical lines mark the node's update steps; a hover title gives each value.
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v != null) el.setAttribute(k, String(v));
+  for (const c of children.flat(2)) if (c != null) el.append(c);
+  return el;
+}
+
+function lineChart(chart, W, key, titleKey, format) {
+  const H = 130;
+  const PAD = { l: 56, r: 8, t: 8, b: 20 };
+  const pts = chart.samples || [];
+  const max = Math.max(...pts.map((p) => p[key]), key === 'error_rate' ? 0.01 : 1);
+  const x = (at) => PAD.l + ((at - chart.since) / (chart.until - chart.since)) * (W - PAD.l - PAD.r);
+  const y = (v) => PAD.t + (1 - v / max) * (H - PAD.t - PAD.b);
+  const title = svg('title', null);
+  title.textContent = t(titleKey);
+  const axis = [0, 0.5, 1].map((f) => {
+    const label = svg('text', { x: PAD.l - 6, y: y(max * f) + 4, 'text-anchor': 'end', class: 'chart-label' });
+    label.textContent = format(max * f);
+    return [svg('line', { x1: PAD.l, x2: W - PAD.r, y1: y(max * f), y2: y(max * f), class: 'chart-grid' }), label];
+  });
+  const timeLabels = [chart.since, chart.until].map((at, i) => {
+    const label = svg('text', { x: i ? W - PAD.r : PAD.l, y: H - 4, 'text-anchor': i ? 'end' : 'start', class: 'chart-label' });
+    label.textContent = clockSeconds(at);
+    return label;
+  });
+  // A gap of more than three intervals (the node was offline) breaks the line.
+  const segments = [];
+  let current = [];
+  pts.forEach((p, i) => {
+    if (i > 0 && p.at - pts[i - 1].at > 3 * Math.max(1000, medianStep(pts))) {
+      segments.push(current);
+      current = [];
+    }
+    current.push(`${x(p.at).toFixed(1)},${y(p[key]).toFixed(1)}`);
+  });
+  segments.push(current);
+  const lines = segments.filter((seg) => seg.length).map((seg) => svg('polyline', { points: seg.join(' '), class: `chart-line chart-${key}` }));
+  const dots = pts.length <= 400 ? pts.map((p) => {
+    const tip = svg('title', null);
+    tip.textContent = `${clockSeconds(p.at)} · ${format(p[key])}`;
+    return svg('circle', { cx: x(p.at), cy: y(p[key]), r: 2, class: 'chart-dot' }, tip);
+  }) : [];
+  const marks = (chart.updates || []).map((u) => {
+    const tip = svg('title', null);
+    tip.textContent = `${clockSeconds(u.at)} ${u.component}@${u.version}: ${t(`target.state.${u.step}`)}${u.reason ? ` (${u.reason})` : ''}`;
+    return svg('line', { x1: x(u.at), x2: x(u.at), y1: PAD.t, y2: H - PAD.b, class: `chart-mark mark-${u.step}`, 'data-step': u.step }, tip);
+  });
+  const last = pts.length ? pts[pts.length - 1][key] : null;
+  return h('figure', { class: 'chart', testid: `chart-${key}`, dataset: { samples: String(pts.length), updates: String((chart.updates || []).length) } },
+    h('figcaption', null, h('strong', { t: titleKey }), ' ', h('span', { class: 'muted', testid: `chart-${key}-last`, text: last == null ? t('node.noSamples') : format(last) })),
+    svg('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'chart-svg', role: 'img', 'aria-label': t(titleKey) }, title, axis, timeLabels, lines, dots, marks));
+}
+
+function medianStep(pts) {
+  if (pts.length < 2) return 5000;
+  const steps = pts.slice(1).map((p, i) => p.at - pts[i].at).sort((a, b) => a - b);
+  return steps[Math.floor(steps.length / 2)];
+}
+
+function impactTable(chart) {
+  const ups = (chart.updates || []).slice().reverse();
+  if (!ups.length) return h('p', { class: 'muted', testid: 'traffic-no-updates', t: 'node.noUpdates' });
+  const fig = (s, k, f) => (s ? f(s[k]) : '—');
+  const cells = (s) => [
+    h('td', { class: 'num', text: fig(s, 'rps', (v) => v.toFixed(0)) }),
+    h('td', { class: 'num', text: fig(s, 'error_rate', (v) => `${(v * 100).toFixed(2)}%`) }),
+    h('td', { class: 'num', text: fig(s, 'p99_ms', (v) => `${v.toFixed(1)} ms`) }),
+  ];
+  return tableWrap(h('table', { class: 'table compact' },
+    h('thead', null,
+      h('tr', null, h('th', { scope: 'col', rowspan: '2', t: 'node.when' }), h('th', { scope: 'col', rowspan: '2', t: 'node.update' }),
+        h('th', { scope: 'col', rowspan: '2', t: 'node.step' }),
+        h('th', { scope: 'colgroup', colspan: '3', t: ['node.before', { s: chart.impact_secs }] }),
+        h('th', { scope: 'colgroup', colspan: '3', t: ['node.after', { s: chart.impact_secs }] })),
+      h('tr', null, ['node.rps', 'node.errorRate', 'node.p99', 'node.rps', 'node.errorRate', 'node.p99'].map((k) => th(k, 'num')))),
+    h('tbody', null, ups.map((u, i) => h('tr', { testid: `traffic-update-${i}`, dataset: { step: u.step, component: u.component, version: u.version } },
+      h('td', { text: dateTime(u.at) }),
+      h('td', { class: 'mono', text: `${u.component}@${u.version}` }),
+      h('td', null, badge('target.state', u.step), u.reason ? h('div', { class: 'small muted', text: u.reason }) : null),
+      ...(u.step === 'live' ? [...cells(u.before), ...cells(u.after)] : [h('td', { colspan: '6', class: 'muted small', t: 'node.noImpact' })]))))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1357,11 +1524,13 @@ function renderAudit(main) {
     return Number.isFinite(ms) ? ms : null;
   }
 
-  async function fetchAfter(after, containsText, gen) {
+  // The text and the time span are searched by the server (the whole log, not only what was
+  // fetched); the action is chosen among what came back.
+  async function fetchAfter(after, filters, gen) {
     const got = [];
     let cursor = after;
     for (;;) {
-      const page = await api('GET', `/audit${query({ contains: containsText, after: cursor, limit: AUDIT_PAGE })}`);
+      const page = await api('GET', `/audit${query({ ...filters, after: cursor, limit: AUDIT_PAGE })}`);
       if (gen !== generation) return null;
       const items = page.items || [];
       got.push(...items);
@@ -1372,15 +1541,16 @@ function renderAudit(main) {
   }
 
   async function load({ fresh }) {
-    const c = contains.value.trim();
+    const filters = { contains: contains.value.trim(), since: localMs(from), until: localMs(to) };
+    const key = JSON.stringify(filters);
     const gen = fresh ? ++generation : generation;
-    if (fresh || loadedFor !== c) {
+    if (fresh || loadedFor !== key) {
       entries = [];
-      loadedFor = c;
+      loadedFor = key;
     }
     const after = entries.length ? entries[entries.length - 1].seq : 0;
     try {
-      const got = await fetchAfter(after, c, gen);
+      const got = await fetchAfter(after, filters, gen);
       if (got === null) return;
       entries.push(...got);
       if (entries.length > AUDIT_MAX) entries = entries.slice(entries.length - AUDIT_MAX);
