@@ -41,8 +41,8 @@ after(async () => {
 });
 
 /** A page in a context of its own (its own sessionStorage: one person each), watched. */
-async function person(name) {
-  const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale: 'zh-CN' });
+async function person(name, viewport = { width: 1366, height: 768 }) {
+  const context = await browser.newContext({ viewport, locale: 'zh-CN' });
   const page = await context.newPage();
   page.on('pageerror', (e) => troubles.push(`${name}: page error: ${e.message}`));
   page.on('console', (m) => {
@@ -375,4 +375,36 @@ test('an administrator corrects a patient at the desk, reads the revisions, and 
   assert.equal(await revision.locator('[data-testid^="revision-change-"]').count(), 1);
   await shot(admin, 'desk-revisions');
   for (const page of [admin, tv]) await page.context().close();
+});
+
+test('every page fits a tablet held upright: nothing wider than the screen', async () => {
+  const tablet = { width: 768, height: 1024 };
+  const overflow = (page) => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  for (const [user, route] of [['clerk', 'desk'], ['cashier', 'cashier'], ['doctor', 'doctor'], ['kiosk', 'kiosk']]) {
+    const page = await person(`tablet-${user}`, tablet);
+    await signIn(page, user, route);
+    await page.waitForLoadState('networkidle');
+    assert.equal(await overflow(page), 0, `the ${route} page scrolls sideways on a tablet`);
+    if (user === 'clerk') await shot(page, 'tablet-desk');
+    await page.context().close();
+  }
+  const operator = await person('tablet-operator', tablet);
+  await operator.goto(`${env.SERVER_URL}/`);
+  await operator.fill(id('login-username'), 'admin');
+  await operator.fill(id('login-password'), env.SERVER_PASSWORD);
+  await operator.click(id('login-submit'));
+  await operator.waitForSelector(id('node-hospital-1-link'));
+  for (const [page, shown] of [
+    ['fleet', id('node-hospital-1-link')],
+    ['releases', '[data-testid^="release-"][data-testid$="-link"]'],
+    ['rollouts', '[data-testid^="rollout-"][data-testid$="-link"]'],
+    ['audit', `${id('audit-verify')}[data-state="verified"]`],
+    ['nodes/hospital-1', id('chart-rps')],
+  ]) {
+    await operator.goto(`${env.SERVER_URL}/#/${page}`);
+    await operator.locator(shown).first().waitFor();
+    assert.equal(await overflow(operator), 0, `the console's ${page} page scrolls sideways on a tablet`);
+  }
+  await shot(operator, 'tablet-console-node');
+  await operator.context().close();
 });
