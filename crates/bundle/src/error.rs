@@ -7,6 +7,18 @@ use crate::{Digest, KeyId};
 /// Why a bundle or a key was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// A trusted key, or the directory holding them, can be written by others than its owner:
+    /// whoever can write there could make this program trust their key (ssh's StrictModes).
+    #[error(
+        "{path} is writable by others than its owner (mode {mode:o}): whoever can write there \
+         could make this program trust their key; run `chmod go-w {path}`"
+    )]
+    WritableByOthers {
+        /// The file or directory.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file does not start with the bundle magic bytes: it is not a nonstop bundle at all.
     #[error("not a nonstop bundle: the file does not start with the bundle magic bytes")]
     NotABundle,

@@ -254,6 +254,7 @@ impl TrustedKeys {
 
     /// Reads a public key file, or every `*.pub` file in a directory.
     pub fn load(&mut self, path: &Path) -> Result<(), BundleError> {
+        refuse_writable_by_others(path)?;
         if path.is_dir() {
             let entries =
                 std::fs::read_dir(path).map_err(|e| BundleError::io("reading", path, e))?;
@@ -262,6 +263,7 @@ impl TrustedKeys {
                 let entry = entry.map_err(|e| BundleError::io("reading", path, e))?;
                 let p = entry.path();
                 if p.extension().is_some_and(|ext| ext == "pub") {
+                    refuse_writable_by_others(&p)?;
                     files.push(p);
                 }
             }
@@ -289,6 +291,20 @@ impl TrustedKeys {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// Refuses a trusted key, or a directory of them, that others than its owner can write.
+fn refuse_writable_by_others(path: &Path) -> Result<(), BundleError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| BundleError::io("reading", path, e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(BundleError::WritableByOthers {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

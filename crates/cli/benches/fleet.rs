@@ -115,6 +115,7 @@ async fn cost(exe: &Path, dir: &Path, slice_secs: u64, slices: usize, with_updat
         desks: 8,
         doctors: 2,
         screens: 2,
+        trust: None,
     })
     .await
     .unwrap();
@@ -294,7 +295,10 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
     println!("== fleet fan-out: {n} simulated nodes, one server process");
     let t = Instant::now();
     let mut credentials = Vec::with_capacity(n);
-    let http = reqwest::Client::new();
+    // The server speaks HTTPS: the simulated nodes pin its certificate as real ones do.
+    let pin = lab.server.pin.clone();
+    let http = nonstop_tls::http_client(pin.as_ref()).unwrap();
+    let tls = pin.as_ref().map(|p| nonstop_tls::client_config(p).unwrap());
     for i in 0..n {
         let v = lab
             .server
@@ -320,7 +324,8 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
     let rss_before = rss_kb(server_pid);
     let ws_url = format!(
         "{}{}",
-        base.replacen("http://", "ws://", 1),
+        base.replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1),
         nonstop_link::LINK_PATH
     );
     let told = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
@@ -339,6 +344,7 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
             format!("Bearer {credential}").parse().unwrap(),
         );
         let downloads = downloads.clone();
+        let connector = tls.clone().map(tokio_tungstenite::Connector::Rustls);
         let (told, downloaded, connected, started, http, base, gate) = (
             told.clone(),
             downloaded.clone(),
@@ -350,7 +356,10 @@ async fn fanout(exe: &Path, dir: &Path, n: usize) {
         );
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let (mut ws, _) =
+                tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+                    .await
+                    .unwrap();
             let hello = json!({"type": "hello", "components": []}).to_string();
             ws.send(Message::Text(hello.into())).await.unwrap();
             drop(permit);

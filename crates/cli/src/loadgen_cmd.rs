@@ -36,6 +36,12 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// The --target nodes' certificate fingerprint (`sha256:...`, as `nonstop node` printed it).
+    #[arg(long, requires = "target", conflicts_with = "target_ca")]
+    target_fingerprint: Option<String>,
+    /// A CA certificate (PEM) that issued the --target nodes' certificates.
+    #[arg(long, requires = "target")]
+    target_ca: Option<std::path::PathBuf>,
 }
 
 pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
@@ -43,10 +49,15 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let trust = match (&args.target_fingerprint, &args.target_ca) {
+        (Some(f), _) => Some(nonstop_tls::ServerPin::fingerprint(f)?),
+        (None, Some(ca)) => Some(nonstop_tls::ServerPin::ca_file(ca)?),
+        (None, None) => None,
+    };
     let target = if args.target.is_empty() {
         Target::OwnNode(args.database_url.clone())
     } else {
-        let client = reqwest::Client::new();
+        let client = nonstop_tls::http_client(trust.as_ref())?;
         let mut nodes = Vec::new();
         for url in &args.target {
             let admin_token = match (&args.token, &args.password) {
@@ -70,6 +81,7 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
             desks: args.desks,
             doctors: args.doctors,
             screens: args.screens,
+            trust: trust.clone(),
         }))
         .map_err(anyhow::Error::msg)?;
     if args.json {

@@ -16,7 +16,8 @@ pub struct Args {
     /// Data directory (overrides the configuration).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Enrol with this update server (`http://host:port`) before starting; needs --enrol-token.
+    /// Enrol with this update server (`https://host:port`, with --server-fingerprint or
+    /// --server-ca; `http://` on loopback only) before starting; needs --enrol-token.
     /// The credential is kept in the data directory, so later starts need neither.
     #[arg(long, requires = "enrol_token")]
     server: Option<String>,
@@ -26,9 +27,16 @@ pub struct Args {
     /// Further server processes of the same fleet, tried in turn when one cannot be reached.
     #[arg(long, requires = "server")]
     also_server: Vec<String>,
+    /// How to trust the update server's certificate (kept with the enrolment).
+    #[command(flatten)]
+    trust: crate::server_cmd::ServerTrust,
     /// Do not seed the demo hospital into an empty database.
     #[arg(long)]
     no_seed: bool,
+    /// Serve plain HTTP instead of HTTPS (`[tls] mode = "off"`): refused unless --listen is a
+    /// loopback address.
+    #[arg(long)]
+    no_tls: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -48,24 +56,37 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.no_seed {
         config.seed_demo = false;
     }
+    if args.no_tls {
+        config.tls = nonstop_tls::TlsConfig::off();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
         if let (Some(server), Some(token)) = (&args.server, &args.enrol_token) {
-            let e = nonstop_node::link::enrol(server, &args.also_server, token, &config.data_dir)
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("enrolling with the update server")?;
+            let pin = args.trust.pin()?;
+            let e =
+                nonstop_node::link::enrol(server, &args.also_server, token, pin, &config.data_dir)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("enrolling with the update server")?;
             println!("enrolled with {server} as node {}", e.node);
         }
         let node = start(config)
             .await
             .map_err(anyhow::Error::msg)
             .context("starting the node")?;
-        println!("nonstop node listening on http://{}", node.addr);
-        println!("API: http://{}/api/v1/openapi.json", node.addr);
+        if let Some(tls) = &node.tls {
+            println!(
+                "certificate {} ({}){}",
+                tls.fingerprint,
+                tls.cert_path.display(),
+                if tls.generated { ", generated now" } else { "" }
+            );
+        }
+        println!("nonstop node listening on {}", node.url);
+        println!("API: {}/api/v1/openapi.json", node.url);
         println!(
             "live rules: {}",
             node.hospital
@@ -78,10 +99,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if let Some(path) = &node.admin_password_file {
             println!("administrator: user admin, password in {}", path.display());
         }
+        let hospital = node.hospital.clone();
         tokio::select! {
             () = node_wait(node) => {}
             _ = tokio::signal::ctrl_c() => println!("stopping"),
         }
+        // The reads still queued for the read audit are written before the process ends.
+        hospital
+            .flush_reads()
+            .await
+            .context("writing the read audit before stopping")?;
         Ok(())
     })
 }

@@ -16,13 +16,42 @@ pub struct Client {
     #[arg(
         long = "server",
         env = "NONSTOP_SERVER",
-        default_value = "http://127.0.0.1:9090",
+        default_value = "https://127.0.0.1:9090",
         global = true
     )]
     server: String,
     /// An operator's token (`nonstop server login` prints one).
     #[arg(long, env = "NONSTOP_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    #[command(flatten)]
+    trust: ServerTrust,
+}
+
+/// How a client trusts the update server's certificate (for `https://` URLs).
+#[derive(clap::Args, Clone, Default)]
+pub struct ServerTrust {
+    /// The server certificate's fingerprint (`sha256:...`), as `nonstop server` printed it.
+    #[arg(
+        long,
+        env = "NONSTOP_SERVER_FINGERPRINT",
+        global = true,
+        conflicts_with = "server_ca"
+    )]
+    pub server_fingerprint: Option<String>,
+    /// A CA certificate (PEM) that issued the server's certificate.
+    #[arg(long, env = "NONSTOP_SERVER_CA", global = true)]
+    pub server_ca: Option<PathBuf>,
+}
+
+impl ServerTrust {
+    /// The pin these flags give, if any.
+    pub fn pin(&self) -> anyhow::Result<Option<nonstop_tls::ServerPin>> {
+        Ok(match (&self.server_fingerprint, &self.server_ca) {
+            (Some(f), _) => Some(nonstop_tls::ServerPin::fingerprint(f)?),
+            (None, Some(ca)) => Some(nonstop_tls::ServerPin::ca_file(ca)?),
+            (None, None) => None,
+        })
+    }
 }
 
 impl Client {
@@ -37,7 +66,7 @@ impl Client {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let mut req = reqwest::Client::new().request(
+            let mut req = nonstop_tls::http_client(self.trust.pin()?.as_ref())?.request(
                 method,
                 format!("{}{path}", self.server.trim_end_matches('/')),
             );
@@ -98,6 +127,10 @@ struct RunArgs {
     /// Trusted publisher keys (`*.pub` files or directories), beside `<data-dir>/trusted-keys`.
     #[arg(long)]
     trust: Vec<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (`[tls] mode = "off"`): refused unless --listen is a
+    /// loopback address.
+    #[arg(long)]
+    no_tls: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -231,6 +264,9 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         config.data_dir = dir.clone();
     }
     config.trust.extend(args.trust.iter().cloned());
+    if args.no_tls {
+        config.tls = nonstop_tls::TlsConfig::off();
+    }
     if let Ok(url) = std::env::var("DATABASE_URL") {
         config.database_url = Some(url);
     }
@@ -240,7 +276,19 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let server = start(config).await.context("starting the update server")?;
-        println!("nonstop server listening on http://{}", server.addr);
+        if let Some(tls) = &server.tls {
+            println!(
+                "certificate {} ({}){}",
+                tls.fingerprint,
+                tls.cert_path.display(),
+                if tls.generated { ", generated now" } else { "" }
+            );
+            println!(
+                "nodes and operators trust it with --server-fingerprint {}",
+                tls.fingerprint
+            );
+        }
+        println!("nonstop server listening on {}", server.url);
         if let Some(path) = &server.admin_password_file {
             println!("administrator: user admin, password in {}", path.display());
         }

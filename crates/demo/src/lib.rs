@@ -179,9 +179,16 @@ impl Timeline {
     }
 }
 
+/// What a started process said before it listened: where, and its certificate's fingerprint.
+struct Started {
+    child: Child,
+    url: String,
+    fingerprint: Option<String>,
+}
+
 /// Starts `exe args...` with its output in `log`, and waits for the line that says where it
 /// listens.
-fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<(Child, String), String> {
+fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<Started, String> {
     let mut child = Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -197,15 +204,23 @@ fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<(Child, St
     let mut out =
         std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     std::thread::spawn(move || {
+        let mut fingerprint = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(f) = line.strip_prefix("certificate ") {
+                fingerprint = f.split_whitespace().next().map(str::to_owned);
+            }
             if let Some(url) = line.split("listening on ").nth(1) {
-                let _ = tx.send(url.trim().to_owned());
+                let _ = tx.send((url.trim().to_owned(), fingerprint.take()));
             }
             let _ = writeln!(out, "{line}");
         }
     });
     match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(url) => Ok((child, url)),
+        Ok((url, fingerprint)) => Ok(Started {
+            child,
+            url,
+            fingerprint,
+        }),
         Err(_) => {
             let _ = child.kill();
             let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
@@ -229,6 +244,8 @@ pub struct Api {
     client: reqwest::Client,
     /// The server's URL.
     pub base: String,
+    /// How its certificate is trusted (the fingerprint it printed).
+    pub pin: Option<nonstop_tls::ServerPin>,
     token: String,
 }
 
@@ -359,7 +376,9 @@ impl Lab {
         std::fs::write(server_dir.join("trusted-keys/vendor.pub"), &vendor_pub)
             .map_err(|e| e.to_string())?;
         let server_data = server_dir.to_string_lossy().into_owned();
-        let (child, server_url) = spawn(
+        // The server speaks HTTPS with the certificate it generates; the nodes and this process
+        // pin its fingerprint, as a hospital's nodes would across the internet.
+        let started = spawn(
             exe,
             &[
                 "server",
@@ -371,12 +390,26 @@ impl Lab {
             &dir.join("server.log"),
             "the update server",
         )?;
-        procs.0.push(("server".into(), child));
-        say(&format!("update server listening on {server_url}"));
+        procs.0.push(("server".into(), started.child));
+        let server_url = started.url;
+        let fingerprint = started
+            .fingerprint
+            .ok_or("the update server printed no certificate fingerprint")?;
+        say(&format!(
+            "update server listening on {server_url}, certificate {fingerprint}"
+        ));
+        let pin = nonstop_tls::ServerPin::fingerprint(&fingerprint).map_err(|e| e.to_string())?;
+        let server_client = nonstop_tls::http_client(Some(&pin)).map_err(|e| e.to_string())?;
         let server = Api {
-            client: client.clone(),
-            token: login(&client, &server_url, &server_dir.join("admin-password")).await?,
+            token: login(
+                &server_client,
+                &server_url,
+                &server_dir.join("admin-password"),
+            )
+            .await?,
+            client: server_client,
             base: server_url.clone(),
+            pin: Some(pin),
         };
         // The nodes, enrolled, each a process of its own with its own SQLite database.
         let mut nodes = Vec::new();
@@ -397,7 +430,7 @@ impl Lab {
                 .map_err(|e| e.to_string())?;
             let config_file = dir.join(format!("{name}.toml"));
             std::fs::write(&config_file, node_config).map_err(|e| e.to_string())?;
-            let (child, url) = spawn(
+            let started = spawn(
                 exe,
                 &[
                     "node",
@@ -407,15 +440,20 @@ impl Lab {
                     &data.to_string_lossy(),
                     "--listen",
                     "127.0.0.1:0",
+                    // The nodes serve this machine only: plain HTTP on loopback, for the load.
+                    "--no-tls",
                     "--server",
                     &server_url,
+                    "--server-fingerprint",
+                    &fingerprint,
                     "--enrol-token",
                     &token,
                 ],
                 &dir.join(format!("{name}.log")),
                 name,
             )?;
-            procs.0.push(((*name).into(), child));
+            procs.0.push(((*name).into(), started.child));
+            let url = started.url;
             say(&format!("{name} serving on {url}, enrolled"));
             let admin_token = login(&client, &url, &data.join("admin-password")).await?;
             nodes.push(NodeTarget { url, admin_token });
@@ -468,6 +506,7 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
         desks: 6,
         doctors: 3,
         screens: 3,
+        trust: None,
     })
     .await?;
     t.say("load generator running: 6 registration desks, 3 doctors, 3 waiting-room screens");

@@ -35,6 +35,8 @@ pub enum Role {
     /// A self-service kiosk (自助机): takes self-service payments, and shows the invoice it is
     /// paying; nothing else.
     Kiosk,
+    /// Auditor (审计员): reads the read audit and the change audit; nothing else.
+    Auditor,
 }
 
 impl Role {
@@ -46,6 +48,7 @@ impl Role {
             Role::Doctor => "doctor",
             Role::Admin => "admin",
             Role::Kiosk => "kiosk",
+            Role::Auditor => "auditor",
         }
     }
 
@@ -56,6 +59,7 @@ impl Role {
             "doctor" => Some(Role::Doctor),
             "admin" => Some(Role::Admin),
             "kiosk" => Some(Role::Kiosk),
+            "auditor" => Some(Role::Auditor),
             _ => None,
         }
     }

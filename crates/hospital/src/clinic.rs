@@ -772,7 +772,15 @@ impl Hospital {
                 .map(|d| weekday("weekdays", d))
                 .collect::<Result<Vec<_>, _>>()?;
             for offset in 0..plan.days {
-                let date = from + time::Duration::days(offset);
+                let Some(date) = from.checked_add(time::Duration::days(offset)) else {
+                    return Err(HospitalError::Invalid {
+                        field: "from",
+                        reason: format!(
+                            "{} days from {} run past the last date there is",
+                            plan.days, plan.from
+                        ),
+                    });
+                };
                 if !days.contains(&date.weekday()) {
                     continue;
                 }

@@ -49,6 +49,17 @@ pub enum HospitalError {
     /// No valid credentials.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// Too many failed sign-ins from this client address: none is checked until the wait ends.
+    #[error(
+        "too many failed sign-ins from {address}: try again in {retry_after_secs} s (per-address \
+         limit; the accounts themselves are not locked by it)"
+    )]
+    Throttled {
+        /// The client address.
+        address: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// The caller's role may not do this.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -61,6 +72,10 @@ pub enum HospitalError {
     /// The commit that would have made the request durable failed: nothing of it was kept.
     #[error("commit failed, nothing was recorded: {0}")]
     Commit(String),
+    /// A read of patients' data could not be recorded in the read audit (so it is not served),
+    /// or the audit could not be written.
+    #[error("read audit: {0}")]
+    ReadAudit(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),

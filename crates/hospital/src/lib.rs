@@ -8,6 +8,8 @@
 //!   (the cashier's day closing). Registration, payment, refund and cancellation first lock the
 //!   patient's row, so one patient's registrations and money change one at a time, in one lock
 //!   order everywhere: patient, then clinic session, then queue ticket;
+//! - [`read_audit`]: who saw which patient's data, when, how and from where, beside the change
+//!   audit every write keeps;
 //! - [`api`]: the HTTP JSON API under `/api/v1`;
 //!
 //! *Not* here: the node's assembly with its store, agent and server link (`nonstop-node`), and
@@ -24,10 +26,12 @@ mod db;
 mod error;
 pub mod patient;
 pub mod queue;
+pub mod read_audit;
 pub mod registration;
 pub mod screen;
 mod seed;
 pub mod staff;
+pub mod throttle;
 mod write;
 
 use nonstop_runtime::Rules;
@@ -40,6 +44,7 @@ pub use db::Backend;
 pub use error::HospitalError;
 pub use patient::{InsuranceCategory, NewPatient};
 pub use queue::{CheckIn, DoctorDay, DoctorSession, QueueEntry, SessionOf};
+pub use read_audit::{ReadAuditPolicy, ReadEntry, ReadKind, ReadPage, ReadQuery};
 pub use registration::{NewRegistration, RecordCheck, Registration};
 pub(crate) use write::{Tx, args};
 
@@ -57,6 +62,10 @@ pub struct Hospital {
     tokens: auth::TokenCache,
     /// Where write transactions run ([`write`]).
     writer: write::Writer,
+    /// Where reads of patients' data are recorded ([`read_audit`]).
+    reads: read_audit::Recorder,
+    /// Failed sign-ins per client address ([`throttle`]).
+    sign_ins: std::sync::Arc<throttle::SignInThrottle>,
     /// Moved by every committed write ([`Hospital::changes`]).
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -75,6 +84,13 @@ pub struct Policy {
     pub lockout_after: u32,
     /// How long a locked account stays locked, in minutes.
     pub lockout_minutes: u32,
+    /// Failed sign-ins from one client address, over any accounts, that make the node refuse
+    /// that address's sign-ins for the rest of `per_address_minutes` (0: no limit).
+    pub per_address_failures: u32,
+    /// The window of `per_address_failures`, in minutes.
+    pub per_address_minutes: u32,
+    /// How reads of patients' data are recorded.
+    pub read_audit: ReadAuditPolicy,
 }
 
 impl Default for Policy {
@@ -85,6 +101,9 @@ impl Default for Policy {
             token_lifetime_hours: 12,
             lockout_after: 5,
             lockout_minutes: 15,
+            per_address_failures: 20,
+            per_address_minutes: 10,
+            read_audit: ReadAuditPolicy::default(),
         }
     }
 }
@@ -98,6 +117,7 @@ impl Hospital {
         rules: Rules,
     ) -> Result<Hospital, HospitalError> {
         let (pool, backend, writer) = db::connect(database_url, max_connections).await?;
+        let policy = Policy::default();
         Ok(Hospital {
             pool,
             backend,
@@ -108,10 +128,15 @@ impl Hospital {
             lockout_after: 0,
             lockout_minutes: 0,
             tokens: auth::TokenCache::default(),
+            reads: read_audit::Recorder::new(writer.clone(), &policy.read_audit),
+            sign_ins: std::sync::Arc::new(throttle::SignInThrottle::new(
+                0,
+                std::time::Duration::ZERO,
+            )),
             writer,
             changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         }
-        .with_policy(&Policy::default()))
+        .with_policy(&policy))
     }
 
     /// Applies the hospital's settings.
@@ -122,7 +147,34 @@ impl Hospital {
         self.token_lifetime_ms = i64::from(policy.token_lifetime_hours) * 3600 * 1000;
         self.lockout_after = i64::from(policy.lockout_after);
         self.lockout_minutes = i64::from(policy.lockout_minutes);
+        self.sign_ins = std::sync::Arc::new(throttle::SignInThrottle::new(
+            policy.per_address_failures,
+            std::time::Duration::from_secs(60 * u64::from(policy.per_address_minutes)),
+        ));
+        // Reads recorded before go on being written by the recorder they were queued on.
+        self.reads = read_audit::Recorder::new(self.writer.clone(), &policy.read_audit);
         self
+    }
+
+    /// Signs in as `username` from `address`: refused at once while that address has used up
+    /// its failed sign-ins, and a failure here counts against it.
+    pub async fn login_from(
+        &self,
+        address: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(String, auth::Staff), HospitalError> {
+        if let Err(retry_after_secs) = self.sign_ins.check(address) {
+            return Err(HospitalError::Throttled {
+                address: address.to_owned(),
+                retry_after_secs,
+            });
+        }
+        let result = self.login(username, password).await;
+        if matches!(result, Err(HospitalError::Unauthorized(_))) {
+            self.sign_ins.failed(address);
+        }
+        result
     }
 
     /// The hospital's business day now.

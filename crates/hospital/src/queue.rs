@@ -36,6 +36,8 @@ pub struct QueueEntry {
     pub ticket_id: i64,
     /// The registration.
     pub appointment_id: i64,
+    /// The patient (what the read audit records as shown).
+    pub patient_id: i64,
     /// Patient name.
     pub patient_name: String,
     /// Masked ID number.
@@ -587,7 +589,7 @@ fn ticket_row(tx: &mut Tx<'_>, ticket_id: i64) -> Result<TicketRow, HospitalErro
 
 /// The columns of a [`QueueEntry`], read by [`queue_entry`].
 const TICKET_SELECT: &str = "SELECT t.id, t.appointment_id, p.name, p.id_number, t.status, t.room, t.weight,
-        t.missed_calls, i.status, t.triage_rule
+        t.missed_calls, i.status, t.triage_rule, p.id
     FROM queue_ticket t JOIN appointment a ON a.id = t.appointment_id JOIN patient p ON p.id = a.patient_id
     JOIN invoice i ON i.appointment_id = t.appointment_id";
 
@@ -603,14 +605,28 @@ type TicketColumns = (
     i64,
     String,
     String,
+    i64,
 );
 
 fn queue_entry(
-    (ticket_id, appointment_id, name, id_number, status, room, weight, missed_calls, invoice, rule): TicketColumns,
+    (
+        ticket_id,
+        appointment_id,
+        name,
+        id_number,
+        status,
+        room,
+        weight,
+        missed_calls,
+        invoice,
+        rule,
+        patient_id,
+    ): TicketColumns,
 ) -> QueueEntry {
     QueueEntry {
         ticket_id,
         appointment_id,
+        patient_id,
         patient_name: name,
         id_number: mask_id_number(&id_number),
         encounter_status: encounter_status(&status).into(),

@@ -304,7 +304,8 @@ fn prepare<'c>(
     Ok(stmt)
 }
 
-fn any_query<'q>(
+/// A sqlx query with `args` bound in order (reads on the pool use it too).
+pub(crate) fn any_query<'q>(
     sql: &'q str,
     args: &'q [Arg],
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {

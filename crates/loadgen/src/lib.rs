@@ -56,6 +56,8 @@ pub struct LoadConfig {
     pub doctors: usize,
     /// Waiting-room screens polling at once.
     pub screens: usize,
+    /// How to trust `https://` nodes' certificates (one pin for every target).
+    pub trust: Option<nonstop_tls::ServerPin>,
 }
 
 /// Latency of one endpoint.
@@ -389,10 +391,12 @@ impl Prepared {
 
 /// Prepares every node and starts the traffic.
 pub async fn start(config: &LoadConfig) -> Result<Load, String> {
-    let client = Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut builder = Client::builder().pool_max_idle_per_host(64);
+    if let Some(pin) = &config.trust {
+        let tls = nonstop_tls::client_config(pin).map_err(|e| e.to_string())?;
+        builder = builder.use_preconfigured_tls((*tls).clone());
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
     let (targets, own, database) = match &config.target {
         Target::Nodes(targets) => (targets.clone(), None, "nodes".to_owned()),
         Target::OwnNode(database_url) => {
@@ -407,6 +411,8 @@ pub async fn start(config: &LoadConfig) -> Result<Load, String> {
                 database_url: database_url.clone(),
                 max_connections: 16,
                 seed_demo: true,
+                // A node of its own on loopback, measured without TLS as before.
+                tls: nonstop_tls::TlsConfig::off(),
                 ..NodeConfig::default()
             })
             .await?;

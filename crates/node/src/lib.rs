@@ -22,7 +22,7 @@ use std::time::Duration;
 use nonstop_agent::Agent;
 use nonstop_bundle::{BundleLimits, ComponentName, TrustedKeys, Verifier};
 use nonstop_runtime::{CheckConfig, RuleEngine, Rules, RuntimeConfig};
-use nonstop_store::Store;
+use nonstop_store::{Store, at_rest};
 use serde::Deserialize;
 
 use nonstop_hospital::api::{AppState, router};
@@ -69,6 +69,11 @@ pub struct NodeConfig {
     /// The update server link's timing; the server and credential come from enrolment
     /// (`<data_dir>/server-link.json`).
     pub link: link::LinkConfig,
+    /// HTTPS: a configured certificate, or a self-signed one generated in `<data_dir>/tls/`;
+    /// `mode = "off"` serves plain HTTP, on a loopback address only.
+    pub tls: nonstop_tls::TlsConfig,
+    /// Time limits on client connections (TLS handshake, request headers, drain on stop).
+    pub connections: nonstop_tls::ConnectionLimits,
 }
 
 impl Default for NodeConfig {
@@ -86,6 +91,8 @@ impl Default for NodeConfig {
             policy: Policy::default(),
             sweep_secs: 15,
             link: link::LinkConfig::default(),
+            tls: nonstop_tls::TlsConfig::default(),
+            connections: nonstop_tls::ConnectionLimits::default(),
         }
     }
 }
@@ -103,6 +110,10 @@ impl NodeConfig {
 pub struct RunningNode {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// `https://<addr>` or, with TLS off, `http://<addr>`.
+    pub url: String,
+    /// The certificate it serves, when it serves HTTPS.
+    pub tls: Option<nonstop_tls::ListenerTls>,
     /// The hospital core.
     pub hospital: Hospital,
     /// The live rules.
@@ -141,6 +152,15 @@ impl RunningNode {
 /// Starts a node: store, rules, agent, database, API.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     let data = &config.data_dir;
+    // Data at rest: the data directory is the node's alone; the program's own directory, the
+    // trusted keys and the store must not be writable by others (checked where they are read).
+    at_rest::private_dir(data)?;
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+    {
+        at_rest::refuse_writable_by_others(&dir, "the directory of the running program")?;
+    }
     std::fs::create_dir_all(data.join("trusted-keys"))
         .map_err(|e| format!("creating {}: {e}", data.display()))?;
     let mut trusted = TrustedKeys::new();
@@ -169,7 +189,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
 
     let url = match &config.database_url {
         Some(url) => url.clone(),
-        None => format!("sqlite://{}?mode=rwc", data.join("hospital.db").display()),
+        None => {
+            // Made 0600 before SQLite opens it: its WAL and shared-memory files take the
+            // database file's mode.
+            let db = data.join("hospital.db");
+            at_rest::private_file(&db)?;
+            format!("sqlite://{}?mode=rwc", db.display())
+        }
     };
     let hospital = Hospital::open(&url, config.max_connections, rules.clone())
         .await
@@ -223,10 +249,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls =
+        nonstop_tls::ListenerTls::prepare(&config.tls, addr, data).map_err(|e| e.to_string())?;
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let agent = Arc::new(agent);
     let metrics = Arc::new(metrics::Metrics::new(rules.clone()));
     let app = router(AppState {
@@ -237,13 +265,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         "/metrics",
         axum::routing::get(metrics::serve).with_state(metrics.clone()),
     )
+    .route(
+        "/api/v1/certificate",
+        axum::routing::get(certificate).with_state(tls.clone()),
+    )
     .merge(nonstop_pages::hospital())
     .layer(axum::middleware::from_fn_with_state(
         metrics.clone(),
         metrics::count,
     ));
     // The update server link, on a task of its own: it hands bundles to the agent thread.
-    let link = match link::Enrolment::read(data)? {
+    let enrolment = link::Enrolment::read(data)?;
+    if let Some(e) = &enrolment {
+        e.check()
+            .map_err(|e| format!("{}: {e}", data.join(link::ENROLMENT_FILE).display()))?;
+    }
+    let link = match enrolment {
         Some(enrolment) => Some(tokio::spawn(link::run(
             enrolment,
             config.link.clone(),
@@ -255,17 +292,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         None => None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serving_tls = tls.clone();
+    let limits = config.connections.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        let stop = async {
             let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
+        };
+        if let Err(e) = nonstop_tls::serve(listener, app, serving_tls.as_ref(), &limits, stop).await
+        {
             tracing::error!(error = %e, "server failed");
         }
     });
-    tracing::info!(%addr, database = ?hospital.backend(), "node serving");
+    tracing::info!(%url, database = ?hospital.backend(), certificate = ?tls.as_ref().map(|t| &t.fingerprint), "node serving");
     Ok(RunningNode {
         addr,
+        url,
+        tls,
         hospital,
         rules,
         admin_password_file,
@@ -274,6 +316,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         shutdown: Some(tx),
         sweep: (sweep, stop_sweeping),
     })
+}
+
+/// `GET /api/v1/certificate`, without signing in: whether this node serves HTTPS and the
+/// fingerprint of its certificate, which the sign-in page shows beside the one the node printed
+/// at start, so staff can tell it is the hospital's node they give their password to.
+async fn certificate(
+    axum::extract::State(tls): axum::extract::State<Option<nonstop_tls::ListenerTls>>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "tls": tls.is_some(),
+        "fingerprint": tls.as_ref().map(|t| t.fingerprint.clone()),
+    }))
 }
 
 /// Writes a secret (a password, a credential) to `path`, readable by its owner only, and syncs it.

@@ -25,6 +25,7 @@ use nonstop_bundle::Digest;
 use nonstop_link::{
     ComponentVersions, Installed, LINK_PATH, NodeMessage, Sample, ServerMessage, Step,
 };
+use nonstop_tls::ServerPin;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
@@ -43,6 +44,10 @@ pub struct Enrolment {
     pub node: String,
     /// The credential the enrolment token was exchanged for.
     pub credential: String,
+    /// What the server's certificate is trusted by (its fingerprint, or a CA), given at
+    /// enrolment; required for `https://` servers. Plain `http://` is accepted on loopback only.
+    #[serde(default)]
+    pub pin: Option<ServerPin>,
 }
 
 impl Enrolment {
@@ -56,6 +61,20 @@ impl Enrolment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("reading {}: {e}", path.display())),
         }
+    }
+
+    /// Refuses a link the network could read or tamper with: `http://` off loopback, or
+    /// `https://` without a pinned certificate or CA.
+    pub fn check(&self) -> Result<(), String> {
+        for server in &self.servers {
+            check_server_url(server, self.pin.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// An HTTP client that trusts the server as the pin says.
+    fn http_client(&self) -> Result<reqwest::Client, String> {
+        http_client(self.pin.as_ref())
     }
 
     /// Writes it to `<data_dir>/server-link.json`, mode 0600.
@@ -74,15 +93,20 @@ pub async fn enrol(
     server: &str,
     also: &[String],
     token: &str,
+    pin: Option<ServerPin>,
     data_dir: &Path,
 ) -> Result<Enrolment, String> {
     let server = server.trim_end_matches('/').to_owned();
-    let answer = reqwest::Client::new()
+    check_server_url(&server, pin.as_ref())?;
+    for s in also {
+        check_server_url(s, pin.as_ref())?;
+    }
+    let answer = http_client(pin.as_ref())?
         .post(format!("{server}/api/v1/enrolments"))
         .json(&serde_json::json!({ "token": token }))
         .send()
         .await
-        .map_err(|e| format!("enrolling with {server}: {e}"))?;
+        .map_err(|e| format!("enrolling with {server}: {}", causes(&e)))?;
     let status = answer.status();
     let body: serde_json::Value = answer.json().await.unwrap_or_default();
     if !status.is_success() {
@@ -103,9 +127,61 @@ pub async fn enrol(
         servers,
         node: node.to_owned(),
         credential: credential.to_owned(),
+        pin,
     };
     enrolment.write(data_dir)?;
     Ok(enrolment)
+}
+
+/// An error with its causes (reqwest's own text leaves out why a TLS handshake failed).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether `url` may carry the link: `https://` with a pin, or `http://` to this machine.
+fn check_server_url(url: &str, pin: Option<&ServerPin>) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host
+            .rsplit_once(':')
+            .map_or(host, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "{url}: the link to an update server on another machine must be https:// \
+                 (plain http:// is accepted on loopback only)"
+            ));
+        }
+        Ok(())
+    } else if url.starts_with("https://") {
+        if pin.is_none() {
+            return Err(format!(
+                "{url}: say how to trust the server's certificate: --server-fingerprint with the \
+                 fingerprint `nonstop server` printed at start, or --server-ca with its CA"
+            ));
+        }
+        Ok(())
+    } else {
+        Err(format!(
+            "{url}: an update server's URL starts with https:// or http://"
+        ))
+    }
+}
+
+/// An HTTP client for the update server: with a pin, it trusts exactly what the pin names.
+fn http_client(pin: Option<&ServerPin>) -> Result<reqwest::Client, String> {
+    nonstop_tls::http_client(pin).map_err(|e| e.to_string())
 }
 
 /// Timing of the link (part of the node's configuration).
@@ -152,6 +228,8 @@ struct Shared {
     outbox: mpsc::UnboundedSender<NodeMessage>,
     /// `(rollout, component, version)` of installs under way: a repeated push is not started twice.
     busy: Mutex<HashSet<(i64, String, String)>>,
+    /// The TLS configuration that trusts the server as pinned (`https://` servers).
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Traffic samples not yet sent, oldest first.
     samples: Mutex<VecDeque<Sample>>,
     /// Woken when a sample is taken.
@@ -167,6 +245,23 @@ pub async fn run(
     store_root: PathBuf,
     downloads: PathBuf,
 ) {
+    let http = match enrolment.http_client() {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "the update server link cannot start");
+            return;
+        }
+    };
+    let tls = match &enrolment.pin {
+        Some(pin) => match nonstop_tls::client_config(pin) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                tracing::error!(error = %e, "the update server link cannot start");
+                return;
+            }
+        },
+        None => None,
+    };
     let (outbox, mut inbox) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         enrolment,
@@ -175,11 +270,12 @@ pub async fn run(
         metrics,
         store_root,
         downloads,
-        http: reqwest::Client::new(),
+        http,
         outbox,
         busy: Mutex::new(HashSet::new()),
         samples: Mutex::new(VecDeque::new()),
         sampled: tokio::sync::Notify::new(),
+        tls,
     });
     let sampler = tokio::spawn(sample(shared.clone()));
     // The sampler ends with the link (this task is aborted, never returns otherwise).
@@ -289,9 +385,10 @@ async fn connect(shared: &Shared, server: &str) -> Result<Socket, String> {
             .parse()
             .map_err(|_| "the credential is not a valid header value".to_owned())?,
     );
+    let connector = shared.tls.clone().map(tokio_tungstenite::Connector::Rustls);
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector),
     )
     .await
     .map_err(|_| "timed out".to_owned())?

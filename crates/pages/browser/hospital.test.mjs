@@ -281,7 +281,19 @@ test('each role reaches its own page only', async () => {
   await shot(kiosk, 'kiosk');
   await kiosk.goto(`${BASE}/#/doctor`);
   await kiosk.waitForSelector(id('not-for-role'));
-  for (const page of [desk, doctor, kiosk]) await page.context().close();
+  // An auditor lands on the read audit, where the clerk's reads of patients are, and may go
+  // nowhere else.
+  const auditor = await person('auditor');
+  await signIn(auditor, 'auditor', 'audit');
+  await auditor.fill(id('read-audit-staff'), 'clerk');
+  await auditor.click(id('read-audit-search'));
+  await auditor.waitForSelector(`${id('read-audit-entry')}[data-username="clerk"]`);
+  const readers = await auditor.locator(id('read-audit-entry')).evaluateAll((rows) => rows.map((r) => r.dataset.username));
+  assert.ok(readers.length > 0 && readers.every((u) => u === 'clerk'), readers.join(','));
+  await shot(auditor, 'read-audit');
+  await auditor.goto(`${BASE}/#/desk`);
+  await auditor.waitForSelector(id('not-for-role'));
+  for (const page of [desk, doctor, kiosk, auditor]) await page.context().close();
 });
 
 test('a bad bundle uploaded in the console shows the server\'s reason', async () => {
@@ -380,7 +392,7 @@ test('an administrator corrects a patient at the desk, reads the revisions, and 
 test('every page fits a tablet held upright: nothing wider than the screen', async () => {
   const tablet = { width: 768, height: 1024 };
   const overflow = (page) => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  for (const [user, route] of [['clerk', 'desk'], ['cashier', 'cashier'], ['doctor', 'doctor'], ['kiosk', 'kiosk']]) {
+  for (const [user, route] of [['clerk', 'desk'], ['cashier', 'cashier'], ['doctor', 'doctor'], ['kiosk', 'kiosk'], ['auditor', 'audit']]) {
     const page = await person(`tablet-${user}`, tablet);
     await signIn(page, user, route);
     await page.waitForLoadState('networkidle');

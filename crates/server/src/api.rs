@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State, WebSocketUpgrade};
+use axum::extract::{
+    DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State, WebSocketUpgrade,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -24,14 +26,26 @@ use OperatorRole::{Admin, Auditor, Operator as Op, Publisher};
 
 const EVERYONE: &[OperatorRole] = &[Admin, Publisher, Op, Auditor];
 
+/// The largest JSON body any endpoint but a bundle upload takes. (Its nesting is bounded by
+/// serde_json's recursion limit of 128.)
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
 /// The routes.
 pub fn router(server: Server) -> Router {
+    let limits = &server.inner.config.bundle_limits;
+    // A bundle: its manifest and payload, and the container's headers and signature.
+    let bundle_limit = (limits.max_manifest_bytes + limits.max_payload_bytes) as usize + 64 * 1024;
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/sessions", post(login))
         .route("/api/v1/operators", post(add_operator))
-        .route("/api/v1/releases", post(publish).get(releases))
+        .route(
+            "/api/v1/releases",
+            post(publish)
+                .layer(DefaultBodyLimit::max(bundle_limit))
+                .get(releases),
+        )
         .route("/api/v1/releases/{id}", get(release))
         .route("/api/v1/nodes", post(add_node).get(nodes))
         .route("/api/v1/nodes/{name}/traffic", get(traffic))
@@ -46,6 +60,7 @@ pub fn router(server: Server) -> Router {
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/events", get(events))
         .merge(nonstop_pages::console())
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(server.clone(), count))
         .with_state(server)
 }
@@ -234,6 +249,17 @@ async fn add_node(
 async fn nodes(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {
     o.allow(EVERYONE, "list nodes")?;
     Ok(Json(json!({ "items": s.nodes().await? })))
+}
+
+/// `GET /api/v1/certificate`, without signing in: whether this server serves HTTPS and its
+/// certificate's fingerprint (what nodes pin at enrolment; the console's sign-in shows it).
+pub(crate) async fn certificate(
+    State(tls): State<Option<nonstop_tls::ListenerTls>>,
+) -> Json<Value> {
+    Json(json!({
+        "tls": tls.is_some(),
+        "fingerprint": tls.as_ref().map(|t| t.fingerprint.clone()),
+    }))
 }
 
 async fn traffic(

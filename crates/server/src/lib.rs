@@ -70,6 +70,12 @@ pub struct ServerConfig {
     pub dispatch_ms: u64,
     /// Hours the nodes' traffic samples are kept.
     pub sample_retention_hours: u32,
+    /// HTTPS: a configured certificate, or a self-signed one generated in `<data_dir>/tls/`
+    /// whose fingerprint nodes pin at enrolment; `mode = "off"` serves plain HTTP, on a loopback
+    /// address only.
+    pub tls: nonstop_tls::TlsConfig,
+    /// Time limits on client connections (TLS handshake, request headers, drain on stop).
+    pub connections: nonstop_tls::ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +91,8 @@ impl Default for ServerConfig {
             heartbeat_secs: 5,
             dispatch_ms: 1000,
             sample_retention_hours: 168,
+            tls: nonstop_tls::TlsConfig::default(),
+            connections: nonstop_tls::ConnectionLimits::default(),
         }
     }
 }
@@ -159,6 +167,7 @@ impl Server {
     /// Opens the database and trusted keys; does not listen (see [`start`]).
     pub async fn open(config: ServerConfig) -> Result<Server, ServerError> {
         let data = &config.data_dir;
+        nonstop_store::at_rest::private_dir(data).map_err(ServerError::Io)?;
         std::fs::create_dir_all(data.join("trusted-keys"))
             .map_err(|e| ServerError::Io(format!("creating {}: {e}", data.display())))?;
         let mut trusted = TrustedKeys::new();
@@ -169,7 +178,11 @@ impl Server {
         }
         let url = match &config.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", data.join("server.db").display()),
+            None => {
+                let db = data.join("server.db");
+                nonstop_store::at_rest::private_file(&db).map_err(ServerError::Io)?;
+                format!("sqlite://{}?mode=rwc", db.display())
+            }
         };
         let (pool, backend) = db::connect(&url, config.max_connections.max(2)).await?;
         let server = Server {
@@ -256,6 +269,10 @@ impl Server {
 pub struct RunningServer {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// `https://<addr>` or, with TLS off, `http://<addr>`.
+    pub url: String,
+    /// The certificate it serves, when it serves HTTPS: nodes pin its fingerprint.
+    pub tls: Option<nonstop_tls::ListenerTls>,
     /// The server.
     pub server: Server,
     /// Where the first administrator's password was written, if this start created it.
@@ -310,29 +327,39 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
         Some(path)
     };
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
+    let listener = std::net::TcpListener::bind(&listen)
         .map_err(|e| ServerError::Io(format!("listening on {listen}: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Io(e.to_string()))?;
+    let tls = nonstop_tls::ListenerTls::prepare(&server.inner.config.tls, addr, &data)
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let url_shown = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let mut tasks = vec![tokio::spawn(server.clone().run_dispatcher())];
     if let Some(url) = url.filter(|_| server.backend() == Backend::Postgres) {
         tasks.push(tokio::spawn(server.clone().listen(url)));
     }
-    let app = api::router(server.clone());
+    let app = api::router(server.clone()).route(
+        "/api/v1/certificate",
+        axum::routing::get(api::certificate).with_state(tls.clone()),
+    );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serving_tls = tls.clone();
+    let limits = server.inner.config.connections.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        let stop = async {
             let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
+        };
+        if let Err(e) = nonstop_tls::serve(listener, app, serving_tls.as_ref(), &limits, stop).await
+        {
             tracing::error!(error = %e, "server failed");
         }
     }));
-    tracing::info!(%addr, database = ?server.backend(), "update server serving");
+    tracing::info!(url = %url_shown, database = ?server.backend(), certificate = ?tls.as_ref().map(|t| &t.fingerprint), "update server serving");
     Ok(RunningServer {
         addr,
+        url: url_shown,
+        tls,
         server,
         admin_password_file,
         tasks,

@@ -6,6 +6,18 @@ use std::path::PathBuf;
 /// Errors of the version store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store, or its components directory, can be written by others than its owner: whoever
+    /// can write there could change the code this node runs.
+    #[error(
+        "{path} is writable by others than its owner (mode {mode:o}): whoever can write there \
+         could change the rules this node runs; run `chmod go-w {path}`"
+    )]
+    WritableByOthers {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Another process holds the store's lock file.
     #[error("store {path} is in use by another process{}: only one process may change a store at a time", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked {

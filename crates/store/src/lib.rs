@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod at_rest;
 mod error;
 mod fsio;
 pub mod log;
@@ -73,6 +74,17 @@ impl Store {
         }
         let lock = lock(root)?;
         fsio::ensure_dir(&root.join("components"))?;
+        for dir in [root.to_owned(), root.join("components")] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&dir)
+                .map_err(|e| StoreError::io("reading", &dir, e))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(StoreError::WritableByOthers { path: dir, mode });
+            }
+        }
         let mut components = BTreeMap::new();
         let dir = root.join("components");
         for entry in fs::read_dir(&dir).map_err(|e| StoreError::io("reading", &dir, e))? {
@@ -606,6 +618,35 @@ fn read_state(cdir: &Path, name: &ComponentName) -> Result<Option<ComponentState
                 state.component
             ),
         });
+    }
+    // Recovery follows the record: it re-appends `last` to the log and moves versions into the
+    // directories `rejected` names. A record that contradicts itself, or names a directory
+    // outside its component's, is damaged rather than followed.
+    let damaged = |detail: String| StoreError::Damaged {
+        component: name.to_string(),
+        detail: format!("state record {}: {detail}", path.display()),
+    };
+    if let Some(e) = state
+        .last
+        .iter()
+        .find(|e| e.seq != state.seq || e.component != *name)
+    {
+        return Err(damaged(format!(
+            "it is at transition {} but its last transition has a move of transition {} of {}",
+            state.seq, e.seq, e.component
+        )));
+    }
+    if let Some(r) = state.rejected.iter().find(|r| {
+        let mut parts = Path::new(&r.dir).components();
+        !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        )
+    }) {
+        return Err(damaged(format!(
+            "it sets version {} aside in {:?}, which is not one directory name under rejected/",
+            r.entry.version, r.dir
+        )));
     }
     Ok(Some(state))
 }

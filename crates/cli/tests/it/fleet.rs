@@ -35,6 +35,7 @@ impl Fleet {
             listen: "127.0.0.1:0".into(),
             dispatch_ms: 200,
             heartbeat_secs: 1,
+            tls: nonstop_tls::TlsConfig::off(),
             ..ServerConfig::default()
         })
         .await
@@ -117,7 +118,7 @@ impl Fleet {
         )
         .unwrap();
         if let Some(token) = token {
-            nonstop_node::link::enrol(&self.base, &[], token, &data)
+            nonstop_node::link::enrol(&self.base, &[], token, None, &data)
                 .await
                 .unwrap();
         }
@@ -196,6 +197,7 @@ pub fn quick_node(data: PathBuf) -> NodeConfig {
         data_dir: data,
         listen: "127.0.0.1:0".into(),
         seed_demo: false,
+        tls: nonstop_tls::TlsConfig::off(),
         ..NodeConfig::default()
     };
     config.checks.shadow_idle_secs = 1;
@@ -827,7 +829,7 @@ async fn an_operator_sees_a_nodes_traffic_before_and_after_each_update() {
         fleet.vendor.public().to_file_text(),
     )
     .unwrap();
-    nonstop_node::link::enrol(&fleet.base, &[], &token, &data)
+    nonstop_node::link::enrol(&fleet.base, &[], &token, None, &data)
         .await
         .unwrap();
     let mut config = quick_node(data);
@@ -961,4 +963,198 @@ fn nonstop_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_is_tls_and_trusts_only_the_pinned_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = SecretKey::generate();
+    let keys = dir.path().join("server/trusted-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("vendor.pub"), vendor.public().to_file_text()).unwrap();
+    let server = nonstop_server::start(ServerConfig {
+        data_dir: dir.path().join("server"),
+        listen: "127.0.0.1:0".into(),
+        dispatch_ms: 200,
+        heartbeat_secs: 1,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let tls = server
+        .tls
+        .clone()
+        .expect("the server serves HTTPS by default");
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let pin = nonstop_tls::ServerPin::fingerprint(&tls.fingerprint).unwrap();
+    let client = nonstop_tls::http_client(Some(&pin)).unwrap();
+    let base = server.url.clone();
+    let password = std::fs::read_to_string(server.admin_password_file.as_ref().unwrap()).unwrap();
+    let login: Value = client
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&json!({"username": "admin", "password": password.trim()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let add = |name: &'static str| {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        async move {
+            let v: Value = client
+                .post(format!("{base}/api/v1/nodes"))
+                .bearer_auth(&token)
+                .json(&json!({"name": name}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["enrolment_token"].as_str().unwrap().to_owned()
+        }
+    };
+    // A plain client gets nothing from the server; a node cannot enrol without a pin, with the
+    // wrong one, or over plain HTTP to another machine, and each refusal says why.
+    assert!(
+        reqwest::get(format!("http://{}/health", server.addr))
+            .await
+            .is_err()
+    );
+    let data = dir.path().join("a");
+    std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
+    std::fs::write(
+        data.join("trusted-keys/vendor.pub"),
+        vendor.public().to_file_text(),
+    )
+    .unwrap();
+    let enrolment_token = add("a").await;
+    let e = nonstop_node::link::enrol(&base, &[], &enrolment_token, None, &data)
+        .await
+        .unwrap_err();
+    assert!(e.contains("--server-fingerprint"), "{e}");
+    let wrong = nonstop_tls::ServerPin::fingerprint(&format!("sha256:{}", "0".repeat(64))).unwrap();
+    let e = nonstop_node::link::enrol(&base, &[], &enrolment_token, Some(wrong), &data)
+        .await
+        .unwrap_err();
+    assert!(e.contains("not the pinned"), "{e}");
+    let e = nonstop_node::link::enrol("http://192.0.2.1:9090", &[], &enrolment_token, None, &data)
+        .await
+        .unwrap_err();
+    assert!(e.contains("must be https://"), "{e}");
+    // With the right pin it enrols (the token was not spent by the refusals), connects over wss,
+    // and a release goes live through it.
+    nonstop_node::link::enrol(&base, &[], &enrolment_token, Some(pin.clone()), &data)
+        .await
+        .unwrap();
+    let node = nonstop_node::start(quick_node(data)).await.unwrap();
+    let mut draft = Draft::new(
+        "fees",
+        ComponentKind::WasmComponent,
+        "2.0.0".parse().unwrap(),
+        "fees.wasm",
+    )
+    .unwrap();
+    draft.checks = serde_json::from_str::<CandidateChecks>(
+        &std::fs::read_to_string(modules().join("fees-v2/checks.json")).unwrap(),
+    )
+    .unwrap();
+    let payload = std::fs::read(modules().join("dist/fees-v2.wasm")).unwrap();
+    let bundle = nonstop_bundle::create(&draft, &payload, &vendor).unwrap();
+    let published = client
+        .post(format!("{base}/api/v1/releases"))
+        .bearer_auth(&token)
+        .body(bundle)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), StatusCode::CREATED);
+    let started: Value = client
+        .post(format!("{base}/api/v1/rollouts"))
+        .bearer_auth(&token)
+        .json(&json!({"release": "fees@2.0.0", "targets": {"nodes": ["a"]}, "waves": "rest"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: Value = client
+            .get(format!("{base}/api/v1/rollouts/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["state"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live_version(&node, "fees"), "2.0.0");
+    // The server's certificate endpoint shows what was pinned.
+    let cert: Value = client
+        .get(format!("{base}/api/v1/certificate"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cert["fingerprint"], tls.fingerprint.as_str());
+    node.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_deeply_nested_bodies_are_refused_and_a_large_bundle_is_not() {
+    let fleet = Fleet::new().await;
+    // A JSON body past 64 KiB: refused before it is parsed, saying why.
+    let big = json!({"name": "x".repeat(100 * 1024), "group": "ward"});
+    let (s, v) = fleet.call("POST", "/api/v1/nodes", Some(big)).await;
+    assert!(s.is_client_error(), "{s} {v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("length limit"),
+        "{v}"
+    );
+    // Nesting past serde_json's recursion limit: a 400 naming the body, not a crash.
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let resp = fleet
+        .client
+        .post(format!("{}/api/v1/nodes", fleet.base))
+        .bearer_auth(&fleet.token)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["field"], "body", "{v}");
+    // A bundle upload may be as large as the bundle limits: 5 MB of garbage is read in full and
+    // refused for what it is, not for its size.
+    let (s, v) = fleet.publish(vec![7u8; 5 << 20]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a nonstop bundle"),
+        "{v}"
+    );
+    // The server still serves.
+    let (s, _) = fleet.call("GET", "/api/v1/status", None).await;
+    assert_eq!(s, StatusCode::OK);
+    fleet.server.stop().await;
 }

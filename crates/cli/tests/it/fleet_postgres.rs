@@ -26,7 +26,13 @@ impl Drop for ServerProcess {
 
 fn start_server(data: &Path, database_url: &str) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nonstop"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "server",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data)
         .env("DATABASE_URL", database_url)
         .stdout(Stdio::piped())
@@ -164,6 +170,7 @@ async fn two_server_processes_on_postgresql_serve_one_fleet() {
             &servers[0],
             &servers[1..],
             v["enrolment_token"].as_str().unwrap(),
+            None,
             &data,
         )
         .await

@@ -29,7 +29,7 @@ struct Node {
 impl Node {
     fn start(data: &Path) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nonstop"))
-            .args(["node", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["node", "--no-tls", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn")

@@ -1,21 +1,26 @@
 //! The node's HTTP JSON API under `/api/v1`. Handlers are thin: they check the caller's role,
 //! call the hospital core, and turn its errors into responses in one place ([`ApiError`]): a
 //! machine-readable code, the field at fault if any, and a message. Patient data is never served
-//! without a token; each endpoint admits only the roles that need it.
+//! without a token; each endpoint admits only the roles that need it, and every answer that shows
+//! a patient's identifying data or invoices is first recorded in the read audit
+//! ([`Caller::saw`], [`crate::read_audit`]). An auditor reaches the audits and nothing else.
 //!
 //! Here: the desks' and the doctor's endpoints and the extractors all share. The hospital's
 //! set-up, kept by its administrator, is in [`clinic`] (departments, doctors, sessions) and
 //! [`staff`] (accounts, sign-out, own password); patient search and history in [`patients`];
-//! the cashier's day closing in [`closing`].
+//! the cashier's day closing in [`closing`]; the read audit's query in [`reads`].
 
 mod clinic;
 mod closing;
 mod patients;
+mod reads;
 mod screens;
 mod staff;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nonstop_agent::Agent;
@@ -33,6 +39,7 @@ use crate::auth::{Role, Staff};
 use crate::billing::{PaymentRequest, RefundRequest};
 use crate::patient::NewPatient;
 use crate::queue::CheckIn;
+use crate::read_audit::ReadKind;
 use crate::registration::NewRegistration;
 use crate::{Hospital, HospitalError};
 
@@ -50,12 +57,18 @@ pub struct AppState {
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
+    // A pushed bundle may be as large as the default bundle limits (1 MiB of manifest, 64 MiB of
+    // payload, and the container; the agent enforces the configured ones on what it reads);
+    // every other body is JSON, at most 64 KiB, its nesting bounded by serde_json's recursion
+    // limit.
+    let bundle_limit = (65 << 20) + 64 * 1024;
     Router::new()
         .merge(clinic::routes())
         .merge(staff::routes())
         .merge(patients::routes())
         .merge(closing::routes())
         .merge(screens::routes())
+        .merge(reads::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/sessions", post(login))
@@ -78,7 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tickets/{id}/{action}", post(ticket_action))
         .route("/api/v1/audit/{entity}/{id}", get(audit))
         .route("/api/v1/rules", get(rules))
-        .route("/api/v1/updates", post(push_update))
+        .route(
+            "/api/v1/updates",
+            post(push_update).layer(axum::extract::DefaultBodyLimit::max(bundle_limit)),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -87,6 +103,7 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint".into(),
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
@@ -99,6 +116,8 @@ pub struct ApiError {
     message: String,
     /// The record a duplicate would have repeated.
     existing_id: Option<i64>,
+    /// Seconds a throttled client should wait (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -109,6 +128,7 @@ impl ApiError {
             field,
             message,
             existing_id: None,
+            retry_after: None,
         }
     }
 }
@@ -120,7 +140,13 @@ impl IntoResponse for ApiError {
         if let Some(id) = self.existing_id {
             body["error"]["existing_id"] = id.into();
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -140,6 +166,22 @@ impl From<HospitalError> for ApiError {
             error.existing_id = Some(*existing_id);
             return error;
         }
+        if let HospitalError::Throttled {
+            retry_after_secs, ..
+        } = &e
+        {
+            let mut error =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", None, message);
+            error.retry_after = Some(*retry_after_secs);
+            return error;
+        }
+        // PostgreSQL refuses text holding the NUL character (22021; a Rust string is otherwise
+        // always valid UTF-8): the request is malformed, not the server failing.
+        if let HospitalError::Db(sqlx::Error::Database(d)) = &e
+            && d.code().as_deref() == Some("22021")
+        {
+            return bad_request("a text value holds the NUL character (\\u0000)".into());
+        }
         let (status, code, field) = match &e {
             HospitalError::Invalid { field, .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -155,8 +197,17 @@ impl From<HospitalError> for ApiError {
             HospitalError::Refused { .. } => (StatusCode::CONFLICT, "refused", None),
             HospitalError::QuotaExhausted { .. } => (StatusCode::CONFLICT, "quota-exhausted", None),
             HospitalError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            HospitalError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled", None),
             HospitalError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             HospitalError::Rule(_) => (StatusCode::SERVICE_UNAVAILABLE, "rule-unavailable", None),
+            HospitalError::ReadAudit(_) => {
+                tracing::error!(error = %e, "a read was not recorded");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read-audit-unavailable",
+                    None,
+                )
+            }
             HospitalError::Db(_)
             | HospitalError::Sqlite(_)
             | HospitalError::Migrate(_)
@@ -249,8 +300,18 @@ fn bad_query(rejection: &QueryRejection) -> ApiError {
     bad_request(rejection.body_text())
 }
 
-/// The authenticated caller, from `Authorization: Bearer <token>`, and the token's id.
-pub struct Caller(Staff, i64);
+/// The authenticated caller, from `Authorization: Bearer <token>`; the token's id; and the
+/// address the request came from, as the read audit records it.
+pub struct Caller(Staff, i64, String);
+
+/// What an auditor may reach: the audits, and their own account.
+const AUDITOR_PATHS: &[&str] = &[
+    "/api/v1/read-audit",
+    "/api/v1/audit/{entity}/{id}",
+    "/api/v1/me",
+    "/api/v1/me/password",
+    "/api/v1/sessions/current",
+];
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -267,8 +328,51 @@ impl FromRequestParts<AppState> for Caller {
                 ))
             })?;
         let (token_id, staff) = hospital.token_owner(token).await?;
-        Ok(Caller(staff, token_id))
+        // An auditor is refused everywhere else here, whatever a handler's own list says.
+        if staff.role == Role::Auditor {
+            let path = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            if !path.is_some_and(|p| AUDITOR_PATHS.contains(&p)) {
+                return Err(HospitalError::Forbidden(format!(
+                    "{} is an auditor, who reads the audits and nothing else",
+                    staff.username
+                ))
+                .into());
+            }
+        }
+        let client = client_of(parts, hospital);
+        Ok(Caller(staff, token_id, client))
     }
+}
+
+/// The client's address, as the read audit records it (a trusted proxy's `X-Forwarded-For`
+/// believed), before anyone has signed in.
+pub(crate) struct ClientAddress(pub(crate) String);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_of(parts, &state.hospital)))
+    }
+}
+
+/// The client's address of a request: the peer, or what a trusted proxy forwarded.
+fn client_of(parts: &Parts, hospital: &Hospital) -> String {
+    // Absent when the router is served without connect info (a test's own server).
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    hospital.client_address(peer, forwarded.as_deref())
 }
 
 impl Caller {
@@ -290,6 +394,19 @@ impl Caller {
 }
 
 impl Caller {
+    /// Records in the read audit that the caller saw `patients` by a read of `kind` of the
+    /// record `target`. Called before the answer is sent: if it fails, the answer is not.
+    pub(crate) async fn saw(
+        &self,
+        h: &Hospital,
+        kind: ReadKind,
+        target: Option<i64>,
+        patients: impl IntoIterator<Item = i64>,
+    ) -> Result<(), ApiError> {
+        Ok(h.record_read(&self.0, kind, target, &self.2, patients)
+            .await?)
+    }
+
     /// A doctor whose account names a practitioner acts only in that practitioner's sessions.
     pub(crate) async fn own_session(
         &self,
@@ -335,9 +452,10 @@ struct Login {
 
 async fn login(
     State(AppState { hospital: h, .. }): State<AppState>,
+    ClientAddress(address): ClientAddress,
     Body(l): Body<Login>,
 ) -> ApiResult<serde_json::Value> {
-    let (token, staff) = h.login(&l.username, &l.password).await?;
+    let (token, staff) = h.login_from(&address, &l.username, &l.password).await?;
     Ok(Json(
         json!({"token": token, "username": staff.username, "role": staff.role}),
     ))
@@ -455,7 +573,15 @@ async fn quote_payment(
     Body(q): Body<SplitOf>,
 ) -> ApiResult<crate::billing::SplitQuote> {
     c.allow(&[Role::Cashier, Role::Kiosk, Role::Admin])?;
-    Ok(Json(h.quote_payment(q.invoice_id, q.patient_id).await?))
+    let quote = h.quote_payment(q.invoice_id, q.patient_id).await?;
+    c.saw(
+        &h,
+        ReadKind::PaymentQuote,
+        Some(q.invoice_id),
+        [q.patient_id],
+    )
+    .await?;
+    Ok(Json(quote))
 }
 
 async fn cancel(
@@ -512,7 +638,10 @@ async fn invoice(
     Ids(id): Ids<i64>,
 ) -> ApiResult<crate::InvoiceView> {
     c.allow(&[Role::Cashier, Role::Clerk, Role::Admin, Role::Kiosk])?;
-    Ok(Json(h.invoice(id).await?))
+    let invoice = h.invoice(id).await?;
+    c.saw(&h, ReadKind::Invoice, Some(id), [invoice.patient_id])
+        .await?;
+    Ok(Json(invoice))
 }
 
 #[derive(Deserialize)]
@@ -570,6 +699,13 @@ async fn queue(
     c.allow(&[Role::Doctor, Role::Clerk, Role::Admin])?;
     p.check()?;
     let (items, total) = h.queue(id, p.limit, p.offset).await?;
+    c.saw(
+        &h,
+        ReadKind::Queue,
+        Some(id),
+        items.iter().map(|e| e.patient_id),
+    )
+    .await?;
     Ok(Json(
         json!({"items": items, "limit": p.limit, "offset": p.offset, "total": total}),
     ))
@@ -594,7 +730,14 @@ async fn doctor_day(
         c.may_see(id, mine)?;
     }
     let date = d.date.unwrap_or_else(|| h.business_date().to_string());
-    Ok(Json(h.doctor_day(id, &date).await?))
+    let day = h.doctor_day(id, &date).await?;
+    let shown: Vec<i64> = day
+        .sessions
+        .iter()
+        .flat_map(|s| s.queue.iter().map(|e| e.patient_id))
+        .collect();
+    c.saw(&h, ReadKind::DoctorDay, Some(id), shown).await?;
+    Ok(Json(day))
 }
 
 /// The waiting-room screen: who is called to which room, and who waits, by surname only.
@@ -615,6 +758,13 @@ async fn waiting_room(
     c.allow(ALL)?;
     p.check()?;
     let (entries, total) = h.board(id, p.limit, p.offset).await?;
+    c.saw(
+        &h,
+        ReadKind::WaitingRoom,
+        Some(id),
+        entries.iter().map(|e| e.patient_id),
+    )
+    .await?;
     let items: Vec<Board> = entries
         .into_iter()
         .map(|e| Board {
@@ -657,10 +807,13 @@ async fn audit(
     c: Caller,
     Ids((entity, id)): Ids<(String, i64)>,
 ) -> ApiResult<serde_json::Value> {
-    c.allow(&[Role::Admin])?;
-    let items: Vec<_> = h
-        .audit_trail(&entity, id)
-        .await?
+    c.allow(&[Role::Admin, Role::Auditor])?;
+    let trail = h.audit_trail(&entity, id).await?;
+    // A patient's trail names what was corrected and why (and the masked ID number).
+    if entity == "patient" && !trail.is_empty() {
+        c.saw(&h, ReadKind::ChangeAudit, Some(id), [id]).await?;
+    }
+    let items: Vec<_> = trail
         .into_iter()
         .map(|(actor, action, detail)| json!({"actor": actor, "action": action, "detail": detail}))
         .collect();

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{ALL, ApiResult, AppState, Body, Caller, Ids, Params, default_limit};
 use crate::patient::{PatientCorrection, PatientDetail, PatientSearch};
-use crate::{HospitalError, Role};
+use crate::{HospitalError, ReadKind, Role};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -83,6 +83,13 @@ pub(super) async fn search(
     };
     page.check()?;
     let (items, total) = h.search_patients(&s.by()?, s.limit, s.offset).await?;
+    c.saw(
+        &h,
+        ReadKind::PatientSearch,
+        None,
+        items.iter().map(|p| p.id),
+    )
+    .await?;
     Ok(Json(
         json!({"items": items, "limit": s.limit, "offset": s.offset, "total": total}),
     ))
@@ -96,7 +103,9 @@ async fn patient(
     Ids(id): Ids<i64>,
 ) -> ApiResult<PatientDetail> {
     c.allow(DESKS)?;
-    Ok(Json(h.patient(id).await?))
+    let patient = h.patient(id).await?;
+    c.saw(&h, ReadKind::Patient, Some(id), [id]).await?;
+    Ok(Json(patient))
 }
 
 async fn correct(
@@ -115,7 +124,9 @@ async fn visits(
     Ids(id): Ids<i64>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(DESKS)?;
-    Ok(Json(json!({"items": h.visits(id).await?})))
+    let visits = h.visits(id).await?;
+    c.saw(&h, ReadKind::Visits, Some(id), [id]).await?;
+    Ok(Json(json!({ "items": visits })))
 }
 
 #[derive(Deserialize)]
@@ -131,9 +142,9 @@ async fn invoices(
     Params(q): Params<InvoiceStatus>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(DESKS)?;
-    Ok(Json(
-        json!({"items": h.patient_invoices(id, q.status.as_deref()).await?}),
-    ))
+    let invoices = h.patient_invoices(id, q.status.as_deref()).await?;
+    c.saw(&h, ReadKind::Invoices, Some(id), [id]).await?;
+    Ok(Json(json!({ "items": invoices })))
 }
 
 async fn revisions(
@@ -142,5 +153,7 @@ async fn revisions(
     Ids(id): Ids<i64>,
 ) -> ApiResult<serde_json::Value> {
     c.allow(&[Role::Admin])?;
-    Ok(Json(json!({"items": h.patient_revisions(id).await?})))
+    let revisions = h.patient_revisions(id).await?;
+    c.saw(&h, ReadKind::Revisions, Some(id), [id]).await?;
+    Ok(Json(json!({ "items": revisions })))
 }

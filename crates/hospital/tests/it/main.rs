@@ -3,7 +3,9 @@
 
 mod billing;
 mod conformance;
+mod fuzz;
 mod queue;
+mod read_audit;
 mod setup;
 mod upgrade;
 

@@ -10,6 +10,7 @@ async fn the_load_generator_finds_every_acknowledged_record_exactly_once() {
         desks: 4,
         doctors: 2,
         screens: 1,
+        trust: None,
     })
     .await
     .unwrap();

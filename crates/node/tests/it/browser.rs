@@ -39,6 +39,7 @@ async fn the_hospital_pages_work_in_a_real_browser() {
     let server = nonstop_server::start(nonstop_server::ServerConfig {
         data_dir: server_dir.path().to_owned(),
         listen: "127.0.0.1:0".into(),
+        tls: nonstop_tls::TlsConfig::off(),
         ..Default::default()
     })
     .await
@@ -71,6 +72,7 @@ async fn the_hospital_pages_work_in_a_real_browser() {
         &server_url,
         &[],
         added["enrolment_token"].as_str().unwrap(),
+        None,
         dir.path(),
     )
     .await
@@ -107,6 +109,7 @@ async fn the_hospital_pages_work_in_a_real_browser() {
         ("cashier", "cashier", None),
         ("doctor", "doctor", night["practitioner_id"].as_i64()),
         ("kiosk", "kiosk", None),
+        ("auditor", "auditor", None),
     ] {
         admin
             .ok(

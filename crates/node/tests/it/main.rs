@@ -2,7 +2,9 @@
 
 mod api;
 mod browser;
+mod read_audit;
 mod screens;
+mod security;
 mod setup;
 
 /// A valid 18-character ID number for someone born on `birth` (`YYYYMMDD`), number `seq`.

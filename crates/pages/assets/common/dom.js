@@ -390,3 +390,26 @@ export function confirmDialog({ titleKey, titleArgs, body, okKey = 'common.confi
     (first || ok).focus();
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The certificate line of a sign-in page: whether the connection is encrypted, and the
+// fingerprint of the certificate the server says it serves, to compare with the one it printed
+// at start (and the browser's own certificate viewer) before typing a password.
+
+/** A line that fills itself from GET /api/v1/certificate (strings cert.tls and cert.plain). */
+export function certificateLine() {
+  const el = h('p', { class: 'muted small certificate', testid: 'login-certificate' });
+  fetch('/api/v1/certificate')
+    .then((r) => (r.ok ? r.json() : null))
+    .then((c) => {
+      if (!c) return;
+      el.dataset.tls = String(!!c.tls);
+      if (c.tls && c.fingerprint) {
+        fill(el, tx('cert.tls'), ' ', h('code', { class: 'fingerprint', testid: 'login-fingerprint', text: c.fingerprint }));
+      } else {
+        fill(el, tx('cert.plain'));
+      }
+    })
+    .catch(() => {});
+  return el;
+}

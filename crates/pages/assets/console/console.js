@@ -14,7 +14,7 @@
 import { t, getLang, setLang } from './i18n.js';
 import {
   L, tr, setT, h, tx, fill, applyI18n, field, keepFocus, enumText, clockSeconds, dateTime,
-  ApiError, apiClient, query, errorBox, notify, confirmDialog,
+  ApiError, apiClient, query, errorBox, notify, confirmDialog, certificateLine,
 } from '/dom.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -494,7 +494,8 @@ function renderLogin(main, wanted) {
     h('h1', { t: 'login.title' }),
     h('p', { class: 'muted', t: 'login.subtitle' }),
     notice ? h('p', { class: 'info-box', role: 'status', testid: 'login-notice', t: notice }) : null,
-    form));
+    form,
+    certificateLine()));
   user.focus();
 }
 

@@ -59,6 +59,8 @@ export const STRINGS = {
     'error.missingEndpoint': '服务器尚未提供此功能',
 
     'login.title': '登录',
+    'cert.tls': '连接已加密。服务器证书指纹（与启动时打印的核对）：',
+    'cert.plain': '连接未加密：仅限本机访问。',
     'login.subtitle': '更新服务器控制台：节点、版本发布、灰度推送、审计',
     'login.username': '用户名',
     'login.password': '密码',
@@ -359,6 +361,8 @@ export const STRINGS = {
     'error.missingEndpoint': 'The server does not offer this yet',
 
     'login.title': 'Sign in',
+    'cert.tls': 'Encrypted. The server\'s certificate fingerprint (compare it with the one printed at start):',
+    'cert.plain': 'Not encrypted: this machine only.',
     'login.subtitle': 'Update server console: fleet, releases, rollouts, audit',
     'login.username': 'Username',
     'login.password': 'Password',

@@ -1,5 +1,5 @@
 // The hospital's single-page app: sign-in, registration desk, cashier, doctor's workstation,
-// administration and kiosk, on hash routes (#/desk, #/cashier, ...). Plain ES module, no build
+// administration, kiosk and the read audit, on hash routes (#/desk, #/cashier, ...). Plain ES module, no build
 // step, no dependencies; served under a strict CSP, so no inline scripts, handlers or styles:
 // every listener is added here and every look is a class in app.css.
 //
@@ -8,7 +8,7 @@
 import { t, getLang, setLang, has } from './i18n.js';
 import {
   L, tr, setT, h, tx, fill, applyI18n, field, keepFocus, enumText, p2, clockSeconds, dateTime, uid,
-  ApiError, apiClient, query, errorBox, notify, confirmDialog,
+  ApiError, apiClient, query, errorBox, notify, confirmDialog, certificateLine,
 } from '/dom.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -260,8 +260,8 @@ async function pollRules() {
 
 function startRules() {
   stopRules();
-  // the rules are for staff; a kiosk may not read them (and has no footer)
-  if (state.me && state.me.role === 'kiosk') return;
+  // the rules are for staff; a kiosk or an auditor may not read them (and has no footer)
+  if (state.me && ['kiosk', 'auditor'].includes(state.me.role)) return;
   pollRules();
   state.rulesTimer = setInterval(pollRules, 10000);
 }
@@ -289,14 +289,16 @@ const ROUTES = {
   doctor: { roles: ['doctor', 'admin'], render: renderDoctor },
   admin: { roles: ['admin'], render: renderAdmin },
   kiosk: { roles: ['kiosk', 'admin'], render: renderKiosk },
+  audit: { roles: ['auditor', 'admin'], render: renderReadAudit },
 };
-const HOME = { clerk: 'desk', cashier: 'cashier', doctor: 'doctor', admin: 'admin', kiosk: 'kiosk' };
+const HOME = { clerk: 'desk', cashier: 'cashier', doctor: 'doctor', admin: 'admin', kiosk: 'kiosk', auditor: 'audit' };
 const NAV = {
   clerk: ['desk'],
   cashier: ['cashier'],
   doctor: ['doctor'],
   kiosk: ['kiosk'],
-  admin: ['admin', 'desk', 'cashier', 'doctor', 'kiosk'],
+  auditor: ['audit'],
+  admin: ['admin', 'desk', 'cashier', 'doctor', 'kiosk', 'audit'],
 };
 
 function currentRoute() {
@@ -501,7 +503,8 @@ function renderLogin(main, wanted) {
     h('h1', { t: 'login.title' }),
     h('p', { class: 'muted', t: 'login.subtitle' }),
     notice ? h('p', { class: 'info-box', role: 'status', testid: 'login-notice', t: notice }) : null,
-    form));
+    form,
+    certificateLine()));
   user.focus();
 }
 
@@ -2238,7 +2241,7 @@ function renderAdmin(main) {
     box.el,
     create);
 
-  const pages = ['desk', 'cashier', 'doctor', 'kiosk'];
+  const pages = ['desk', 'cashier', 'doctor', 'kiosk', 'audit'];
   main.append(h('div', { class: 'admin-grid' },
     h('section', { class: 'panel', 'aria-labelledby': 'admin-title' },
       h('h1', { id: 'admin-title', class: 'panel-title', t: 'admin.title' }),
@@ -2410,6 +2413,90 @@ function renderAdmin(main) {
     box.show(err);
   });
   loadScreens();
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read audit (访问审计): who saw which patient's data, when, by which read and from where. For an
+// auditor, whose only page it is, and an administrator. Newest first, a page at a time.
+
+const READ_AUDIT_PAGE = 50;
+
+function renderReadAudit(main) {
+  const box = errorBox('read-audit-error');
+  const patient = h('input', { name: 'patient_id', testid: 'read-audit-patient', inputmode: 'numeric', autocomplete: 'off', 'data-autofocus': true });
+  const staff = h('input', { name: 'staff', testid: 'read-audit-staff', autocomplete: 'off', tPlaceholder: 'readAudit.staffPlaceholder' });
+  const since = h('input', { type: 'datetime-local', name: 'since', testid: 'read-audit-since', step: '1' });
+  const until = h('input', { type: 'datetime-local', name: 'until', testid: 'read-audit-until', step: '1' });
+  const search = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'read-audit-search', t: 'readAudit.search' });
+  const more = h('button', { type: 'button', class: 'btn', testid: 'read-audit-more', t: 'readAudit.more', hidden: true });
+  const slot = h('div', { class: 'read-audit-list', testid: 'read-audit-entries' }, h('p', { class: 'muted', t: 'common.loading' }));
+  const form = h('form', { class: 'read-audit-filters', testid: 'read-audit-form', novalidate: true },
+    field('readAudit.patient', patient), field('readAudit.staff', staff),
+    field('readAudit.since', since), field('readAudit.until', until),
+    h('div', { class: 'button-row' }, search));
+  main.append(h('section', { class: 'panel', testid: 'read-audit', 'aria-labelledby': 'read-audit-title' },
+    h('h1', { id: 'read-audit-title', class: 'panel-title', t: 'readAudit.title' }),
+    h('p', { class: 'muted small', t: 'readAudit.hint' }),
+    form, box.el, slot, h('div', { class: 'button-row' }, more)));
+
+  let filters = {};
+  let entries = [];
+  let next = null;
+  let seq = 0;
+  const ms = (input) => {
+    const v = input.value ? new Date(input.value).getTime() : NaN;
+    return Number.isFinite(v) ? v : undefined;
+  };
+
+  async function load(further) {
+    const mine = ++seq;
+    try {
+      const page = await api('GET', `/read-audit${query({ ...filters, limit: READ_AUDIT_PAGE, after: further ? next : undefined })}`);
+      if (mine !== seq) return;
+      entries = further ? entries.concat(page.items) : page.items;
+      next = page.next;
+      more.hidden = next == null;
+      render();
+    } catch (err) {
+      if (mine !== seq) return;
+      box.show(err, form);
+    }
+  }
+
+  function render() {
+    if (!entries.length) {
+      fill(slot, h('p', { class: 'muted', testid: 'read-audit-none', t: 'readAudit.none' }));
+      return;
+    }
+    fill(slot, h('table', { class: 'table compact' },
+      h('thead', null, h('tr', null,
+        h('th', { scope: 'col', t: 'readAudit.at' }), h('th', { scope: 'col', t: 'readAudit.who' }),
+        h('th', { scope: 'col', t: 'readAudit.kind' }), h('th', { scope: 'col', class: 'num', t: 'readAudit.patientCol' }),
+        h('th', { scope: 'col', t: 'readAudit.client' }))),
+      h('tbody', null, entries.map((e) => h('tr', { testid: 'read-audit-entry', dataset: { patientId: String(e.patient_id), username: e.username, kind: e.kind } },
+        h('td', { class: 'small', text: dateTime(e.at) }),
+        h('td', null, h('strong', { text: e.username }), ' ', h('span', { class: 'muted small' }, enumText('role', e.role))),
+        h('td', null, enumText('readAudit.kind', e.kind), e.target == null ? null : h('span', { class: 'muted small', text: ` #${e.target}` })),
+        h('td', { class: 'num', text: String(e.patient_id) }),
+        h('td', { class: 'mono small', text: e.client }))))));
+  }
+
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    box.clear();
+    const id = patient.value.trim();
+    if (id && !/^\d+$/.test(id)) {
+      box.show('readAudit.badPatient');
+      box.mark(patient);
+      patient.focus();
+      return;
+    }
+    filters = { patient_id: id, staff: staff.value.trim(), since: ms(since), until: ms(until) };
+    load(false);
+  });
+  more.addEventListener('click', () => load(true));
+  load(false);
   return null;
 }
 

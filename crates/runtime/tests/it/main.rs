@@ -1,6 +1,7 @@
 //! Integration tests of the runtime against the real rule modules in `modules/dist/`.
 
 mod checks;
+mod fuzz;
 mod live;
 
 use std::path::PathBuf;

@@ -36,6 +36,7 @@ fn the_store_survives_sigkill_at_any_moment() {
     eprintln!(
         "crash test: seed {seed}, {kills} kills (NONSTOP_CRASH_SEED / NONSTOP_CRASH_KILLS to change)"
     );
+    let _alone = crate::CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let intent_path = dir.path().join("intent.jsonl");

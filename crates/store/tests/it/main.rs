@@ -2,12 +2,17 @@
 
 mod crash;
 mod disk_full;
+mod fuzz;
 mod model;
 mod ops;
 
 use nonstop_bundle::{
     BundleLimits, ComponentKind, Draft, Intent, SecretKey, TrustedKeys, VerifiedBundle, Verifier,
 };
+
+/// Held by the tests that would starve the crash test's child of the CPU time it needs to make
+/// progress between kills (the fuzz targets), and by the crash test itself.
+pub static CPU_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The payload of `component` at `version`: distinct per version, so a test can tell exactly which
 /// version a file holds. `len` bytes.
