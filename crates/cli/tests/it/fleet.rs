@@ -21,10 +21,18 @@ struct Fleet {
     token: String,
     client: Client,
     vendor: SecretKey,
+    /// The server's certificate, pinned by this client and the nodes, when it serves HTTPS.
+    pin: Option<nonstop_tls::ServerPin>,
 }
 
 impl Fleet {
+    /// A server on plain HTTP (loopback).
     async fn new() -> Fleet {
+        Fleet::start(false).await
+    }
+
+    /// A server with TLS (its generated certificate, pinned) or without.
+    async fn start(tls: bool) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let vendor = SecretKey::generate();
         let keys = dir.path().join("server/trusted-keys");
@@ -35,13 +43,21 @@ impl Fleet {
             listen: "127.0.0.1:0".into(),
             dispatch_ms: 200,
             heartbeat_secs: 1,
-            tls: nonstop_tls::TlsConfig::off(),
+            tls: if tls {
+                nonstop_tls::TlsConfig::default()
+            } else {
+                nonstop_tls::TlsConfig::off()
+            },
             ..ServerConfig::default()
         })
         .await
         .unwrap();
-        let base = format!("http://{}", server.addr);
-        let client = Client::new();
+        let base = server.url.clone();
+        let pin = server
+            .tls
+            .as_ref()
+            .map(|t| nonstop_tls::ServerPin::fingerprint(&t.fingerprint).unwrap());
+        let client = nonstop_tls::http_client(pin.as_ref()).unwrap();
         let password =
             std::fs::read_to_string(server.admin_password_file.as_ref().unwrap()).unwrap();
         let v: Value = client
@@ -60,6 +76,7 @@ impl Fleet {
             base,
             client,
             vendor,
+            pin,
         }
     }
 
@@ -118,7 +135,7 @@ impl Fleet {
         )
         .unwrap();
         if let Some(token) = token {
-            nonstop_node::link::enrol(&self.base, &[], token, None, &data)
+            nonstop_node::link::enrol(&self.base, &[], token, self.pin.clone(), &data)
                 .await
                 .unwrap();
         }
@@ -967,151 +984,49 @@ fn nonstop_now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_link_is_tls_and_trusts_only_the_pinned_server_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let vendor = SecretKey::generate();
-    let keys = dir.path().join("server/trusted-keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::write(keys.join("vendor.pub"), vendor.public().to_file_text()).unwrap();
-    let server = nonstop_server::start(ServerConfig {
-        data_dir: dir.path().join("server"),
-        listen: "127.0.0.1:0".into(),
-        dispatch_ms: 200,
-        heartbeat_secs: 1,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let tls = server
-        .tls
-        .clone()
-        .expect("the server serves HTTPS by default");
-    assert!(server.url.starts_with("https://"), "{}", server.url);
-    let pin = nonstop_tls::ServerPin::fingerprint(&tls.fingerprint).unwrap();
-    let client = nonstop_tls::http_client(Some(&pin)).unwrap();
-    let base = server.url.clone();
-    let password = std::fs::read_to_string(server.admin_password_file.as_ref().unwrap()).unwrap();
-    let login: Value = client
-        .post(format!("{base}/api/v1/sessions"))
-        .json(&json!({"username": "admin", "password": password.trim()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
-    let add = |name: &'static str| {
-        let (client, base, token) = (client.clone(), base.clone(), token.clone());
-        async move {
-            let v: Value = client
-                .post(format!("{base}/api/v1/nodes"))
-                .bearer_auth(&token)
-                .json(&json!({"name": name}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["enrolment_token"].as_str().unwrap().to_owned()
-        }
-    };
+    let fleet = Fleet::start(true).await;
+    let tls = fleet.server.tls.clone().expect("the server serves HTTPS");
+    assert!(fleet.base.starts_with("https://"), "{}", fleet.base);
     // A plain client gets nothing from the server; a node cannot enrol without a pin, with the
     // wrong one, or over plain HTTP to another machine, and each refusal says why.
     assert!(
-        reqwest::get(format!("http://{}/health", server.addr))
+        reqwest::get(format!("http://{}/health", fleet.server.addr))
             .await
             .is_err()
     );
-    let data = dir.path().join("a");
-    std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
-    std::fs::write(
-        data.join("trusted-keys/vendor.pub"),
-        vendor.public().to_file_text(),
-    )
-    .unwrap();
-    let enrolment_token = add("a").await;
-    let e = nonstop_node::link::enrol(&base, &[], &enrolment_token, None, &data)
+    let token = fleet.add("a").await;
+    let data = fleet.node_dir("a");
+    let e = nonstop_node::link::enrol(&fleet.base, &[], &token, None, &data)
         .await
         .unwrap_err();
     assert!(e.contains("--server-fingerprint"), "{e}");
     let wrong = nonstop_tls::ServerPin::fingerprint(&format!("sha256:{}", "0".repeat(64))).unwrap();
-    let e = nonstop_node::link::enrol(&base, &[], &enrolment_token, Some(wrong), &data)
+    let e = nonstop_node::link::enrol(&fleet.base, &[], &token, Some(wrong), &data)
         .await
         .unwrap_err();
     assert!(e.contains("not the pinned"), "{e}");
-    let e = nonstop_node::link::enrol("http://192.0.2.1:9090", &[], &enrolment_token, None, &data)
+    let e = nonstop_node::link::enrol("http://192.0.2.1:9090", &[], &token, None, &data)
         .await
         .unwrap_err();
     assert!(e.contains("must be https://"), "{e}");
     // With the right pin it enrols (the token was not spent by the refusals), connects over wss,
     // and a release goes live through it.
-    nonstop_node::link::enrol(&base, &[], &enrolment_token, Some(pin.clone()), &data)
-        .await
-        .unwrap();
-    let node = nonstop_node::start(quick_node(data)).await.unwrap();
-    let mut draft = Draft::new(
-        "fees",
-        ComponentKind::WasmComponent,
-        "2.0.0".parse().unwrap(),
-        "fees.wasm",
-    )
-    .unwrap();
-    draft.checks = serde_json::from_str::<CandidateChecks>(
-        &std::fs::read_to_string(modules().join("fees-v2/checks.json")).unwrap(),
-    )
-    .unwrap();
-    let payload = std::fs::read(modules().join("dist/fees-v2.wasm")).unwrap();
-    let bundle = nonstop_bundle::create(&draft, &payload, &vendor).unwrap();
-    let published = client
-        .post(format!("{base}/api/v1/releases"))
-        .bearer_auth(&token)
-        .body(bundle)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(published.status(), StatusCode::CREATED);
-    let started: Value = client
-        .post(format!("{base}/api/v1/rollouts"))
-        .bearer_auth(&token)
-        .json(&json!({"release": "fees@2.0.0", "targets": {"nodes": ["a"]}, "waves": "rest"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r: Value = client
-            .get(format!("{base}/api/v1/rollouts/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["state"] == "completed" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(live_version(&node, "fees"), "2.0.0");
+    let a = fleet.start_node("a", Some(&token)).await;
+    fleet.wait_connected(1).await;
+    let (s, v) = fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = fleet
+        .rollout("fees@2.0.0", json!({"nodes": ["a"]}), "rest")
+        .await;
+    fleet.wait_rollout(id, |r| r["state"] == "completed").await;
+    assert_eq!(live_version(&a, "fees"), "2.0.0");
     // The server's certificate endpoint shows what was pinned.
-    let cert: Value = client
-        .get(format!("{base}/api/v1/certificate"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, cert) = fleet.call("GET", "/api/v1/certificate", None).await;
     assert_eq!(cert["fingerprint"], tls.fingerprint.as_str());
-    node.stop().await;
-    server.stop().await;
+    a.stop().await;
+    fleet.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
