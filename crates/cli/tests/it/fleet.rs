@@ -127,6 +127,16 @@ impl Fleet {
 
     /// Starts a node process-equivalent (its own data directory, database and port), enrolled.
     async fn start_node(&self, name: &str, token: Option<&str>) -> RunningNode {
+        self.start_node_with(name, token, |_| {}).await
+    }
+
+    /// [`Fleet::start_node`], with `tune` changing the node's configuration first.
+    async fn start_node_with(
+        &self,
+        name: &str,
+        token: Option<&str>,
+        tune: impl FnOnce(&mut NodeConfig),
+    ) -> RunningNode {
         let data = self.node_dir(name);
         std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
         std::fs::write(
@@ -139,7 +149,9 @@ impl Fleet {
                 .await
                 .unwrap();
         }
-        nonstop_node::start(quick_node(data)).await.unwrap()
+        let mut config = quick_node(data);
+        tune(&mut config);
+        nonstop_node::start(config).await.unwrap()
     }
 
     fn bundle(&self, component: &str, version: &str, module: &str, checks_of: &str) -> Vec<u8> {
@@ -839,19 +851,9 @@ async fn traffic_for(node: &RunningNode, secs: f64) -> u64 {
 async fn an_operator_sees_a_nodes_traffic_before_and_after_each_update() {
     let fleet = Fleet::new().await;
     let token = fleet.add("a").await;
-    let data = fleet.node_dir("a");
-    std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
-    std::fs::write(
-        data.join("trusted-keys/vendor.pub"),
-        fleet.vendor.public().to_file_text(),
-    )
-    .unwrap();
-    nonstop_node::link::enrol(&fleet.base, &[], &token, None, &data)
-        .await
-        .unwrap();
-    let mut config = quick_node(data);
-    config.link.sample_secs = 1;
-    let a = nonstop_node::start(config).await.unwrap();
+    let a = fleet
+        .start_node_with("a", Some(&token), |c| c.link.sample_secs = 1)
+        .await;
     fleet.wait_connected(1).await;
     let started = nonstop_now_ms();
     let mut sent = traffic_for(&a, 3.0).await;
