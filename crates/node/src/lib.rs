@@ -265,10 +265,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         "/metrics",
         axum::routing::get(metrics::serve).with_state(metrics.clone()),
     )
-    .route(
-        "/api/v1/certificate",
-        axum::routing::get(certificate).with_state(tls.clone()),
-    )
+    .merge(nonstop_tls::certificate_route(tls.clone()))
     .merge(nonstop_pages::hospital())
     .layer(axum::middleware::from_fn_with_state(
         metrics.clone(),
@@ -316,18 +313,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         shutdown: Some(tx),
         sweep: (sweep, stop_sweeping),
     })
-}
-
-/// `GET /api/v1/certificate`, without signing in: whether this node serves HTTPS and the
-/// fingerprint of its certificate, which the sign-in page shows beside the one the node printed
-/// at start, so staff can tell it is the hospital's node they give their password to.
-async fn certificate(
-    axum::extract::State(tls): axum::extract::State<Option<nonstop_tls::ListenerTls>>,
-) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "tls": tls.is_some(),
-        "fingerprint": tls.as_ref().map(|t| t.fingerprint.clone()),
-    }))
 }
 
 /// Writes a secret (a password, a credential) to `path`, readable by its owner only, and syncs it.

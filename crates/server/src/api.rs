@@ -251,17 +251,6 @@ async fn nodes(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "items": s.nodes().await? })))
 }
 
-/// `GET /api/v1/certificate`, without signing in: whether this server serves HTTPS and its
-/// certificate's fingerprint (what nodes pin at enrolment; the console's sign-in shows it).
-pub(crate) async fn certificate(
-    State(tls): State<Option<nonstop_tls::ListenerTls>>,
-) -> Json<Value> {
-    Json(json!({
-        "tls": tls.is_some(),
-        "fingerprint": tls.as_ref().map(|t| t.fingerprint.clone()),
-    }))
-}
-
 async fn traffic(
     State(s): State<Server>,
     o: Operator,

@@ -339,10 +339,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(url) = url.filter(|_| server.backend() == Backend::Postgres) {
         tasks.push(tokio::spawn(server.clone().listen(url)));
     }
-    let app = api::router(server.clone()).route(
-        "/api/v1/certificate",
-        axum::routing::get(api::certificate).with_state(tls.clone()),
-    );
+    let app = api::router(server.clone()).merge(nonstop_tls::certificate_route(tls.clone()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serving_tls = tls.clone();
     let limits = server.inner.config.connections.clone();

@@ -298,6 +298,20 @@ pub async fn serve(
     }
 }
 
+/// `GET /api/v1/certificate`, without signing in: whether this listener serves HTTPS and its
+/// certificate's fingerprint, which the sign-in pages show beside the one printed at start (and
+/// which nodes pin at enrolment). The node and the update server both serve it.
+pub fn certificate_route(tls: Option<ListenerTls>) -> axum::Router {
+    let answer = serde_json::json!({
+        "tls": tls.is_some(),
+        "fingerprint": tls.as_ref().map(|t| t.fingerprint.clone()),
+    });
+    axum::Router::new().route(
+        "/api/v1/certificate",
+        axum::routing::get(move || async move { axum::Json(answer) }),
+    )
+}
+
 /// What a node trusts its update server by, given at enrolment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

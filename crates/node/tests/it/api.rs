@@ -788,15 +788,17 @@ fn the_openapi_document_lists_every_route_and_its_answer() {
             .collect()
     };
     let mut routes = routes_in(&source);
-    // The node adds API routes of its own (the certificate); `/metrics` is Prometheus's.
-    let node =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-            .unwrap();
-    routes.extend(
-        routes_in(&node)
-            .into_iter()
-            .filter(|r| r.starts_with("/api/")),
-    );
+    // The node adds API routes of its own and the listener's (the certificate); `/metrics` is
+    // Prometheus's.
+    for file in ["src/lib.rs", "../tls/src/lib.rs"] {
+        let source =
+            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        routes.extend(
+            routes_in(&source)
+                .into_iter()
+                .filter(|r| r.starts_with("/api/")),
+        );
+    }
     routes.sort();
     let doc: Value = serde_json::from_str(nonstop_hospital::api::OPENAPI).unwrap();
     let mut documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();

@@ -24,6 +24,20 @@ async fn the_data_directory_and_its_secrets_are_the_nodes_alone() {
     // HTTPS, so that its key is made too.
     config.tls = nonstop_tls::TlsConfig::default();
     let node = start(config).await.unwrap();
+    // It serves HTTPS, and says which certificate to anyone who asks before signing in.
+    let fingerprint = node.tls.as_ref().unwrap().fingerprint.clone();
+    let pin = nonstop_tls::ServerPin::fingerprint(&fingerprint).unwrap();
+    let cert: serde_json::Value = nonstop_tls::http_client(Some(&pin))
+        .unwrap()
+        .get(format!("{}/api/v1/certificate", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cert["tls"], true);
+    assert_eq!(cert["fingerprint"], fingerprint.as_str());
     assert_eq!(mode(&data), 0o700, "the data directory");
     for file in ["hospital.db", "admin-password", "tls/key.pem"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
