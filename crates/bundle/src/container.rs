@@ -26,7 +26,7 @@ pub const MAGIC: &[u8; 8] = b"NSBUNDLE";
 /// signature can never be replayed as a signature over some other kind of nonstop message.
 const SIGNING_DOMAIN: &[u8] = b"nonstop update bundle\0";
 
-const MAX_SIGNATURES: usize = 8;
+pub(crate) const MAX_SIGNATURES: usize = 8;
 
 /// A bundle split into its parts, signatures not yet checked.
 pub(crate) struct RawBundle<'a> {

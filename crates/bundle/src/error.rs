@@ -76,6 +76,28 @@ pub enum BundleError {
         key_id: KeyId,
     },
 
+    /// The bundle is signed by a key the root of trust has revoked: refused, however long ago
+    /// it was signed.
+    #[error("bundle is signed by key {key_id}, which {by} revoked: it is no longer trusted")]
+    Revoked {
+        /// The revoked key.
+        key_id: KeyId,
+        /// What revoked it (`root version 3`).
+        by: String,
+    },
+
+    /// Fewer distinct trusted keys signed the bundle than the root of trust requires.
+    #[error(
+        "bundle has {valid} valid signature(s) by trusted keys but needs {needed}: it must be \
+         co-signed (`nonstop bundle sign`) by more of the publisher keys"
+    )]
+    TooFewSignatures {
+        /// Distinct trusted keys whose signatures verify.
+        valid: usize,
+        /// The threshold.
+        needed: usize,
+    },
+
     /// A signature by a trusted key does not verify: the manifest was altered or the signature forged.
     #[error(
         "bundle signature by key {key_id} does not verify: the manifest was altered or not signed by that key"

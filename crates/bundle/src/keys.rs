@@ -108,7 +108,9 @@ impl SecretKey {
         KeyId::of(&self.key.verifying_key())
     }
 
-    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs `message`. Every kind of signed nonstop document puts its own domain prefix in
+    /// `message`, so a signature over one kind can never pass for another.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
 
@@ -147,8 +149,27 @@ impl PublicKey {
         KeyId::of(&self.key)
     }
 
-    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
-        &self.key
+    /// Whether `signature` is this key's over `message` (strict ed25519 verification).
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        let sig = ed25519_dalek::Signature::from_bytes(signature);
+        self.key.verify_strict(message, &sig).is_ok()
+    }
+
+    /// The key's 32 bytes, base64: how documents that list keys (a root of trust) write it.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.key.as_bytes())
+    }
+
+    /// Parses [`PublicKey::to_base64`]'s form.
+    pub fn from_base64(text: &str) -> Result<Self, String> {
+        let bytes: [u8; 32] = B64
+            .decode(text)
+            .map_err(|e| format!("not base64: {e}"))?
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("{} bytes, expected 32", b.len()))?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(|key| PublicKey { key })
+            .map_err(|e| format!("not a valid ed25519 public key: {e}"))
     }
 
     /// The key file text (JSON).
@@ -235,10 +256,14 @@ fn check_id(path: &Path, claimed: KeyId, actual: KeyId) -> Result<(), BundleErro
     Ok(())
 }
 
-/// The public keys a node accepts bundles from, by key id.
+/// The public keys a node accepts bundles from, by key id, and how many of them must sign a
+/// bundle (its threshold, at least 1). Keys a root of trust once listed and no longer does are
+/// kept as revoked, so a bundle they signed is refused for that reason by name.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: BTreeMap<KeyId, PublicKey>,
+    threshold: usize,
+    revoked: BTreeMap<KeyId, String>,
 }
 
 impl TrustedKeys {
@@ -247,8 +272,36 @@ impl TrustedKeys {
         Self::default()
     }
 
+    /// How many distinct trusted keys must sign a bundle (at least 1).
+    pub fn threshold(&self) -> usize {
+        self.threshold.max(1)
+    }
+
+    /// Requires `threshold` distinct trusted signatures on every bundle.
+    pub fn set_threshold(&mut self, threshold: usize) {
+        self.threshold = threshold;
+    }
+
+    /// Marks `id` revoked: a bundle it signed is refused with `why` (e.g. `root version 3`),
+    /// and it is no longer trusted.
+    pub fn revoke(&mut self, id: KeyId, why: String) {
+        self.keys.remove(&id);
+        self.revoked.insert(id, why);
+    }
+
+    /// Why `id` was revoked, if it was.
+    pub fn revoked(&self, id: &KeyId) -> Option<&str> {
+        self.revoked.get(id).map(String::as_str)
+    }
+
+    /// The trusted keys' ids, in order.
+    pub fn ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+        self.keys.keys().copied()
+    }
+
     /// Adds `key` to the set.
     pub fn add(&mut self, key: PublicKey) {
+        self.revoked.remove(&key.key_id());
         self.keys.insert(key.key_id(), key);
     }
 

@@ -183,17 +183,59 @@ pub fn inspect(bytes: &[u8], limits: &BundleLimits) -> Result<InspectedBundle, B
     })
 }
 
-/// Opens bundles for a node: the trusted keys and the limits.
+/// Adds `key`'s signature to a bundle (a second publisher co-signing a release whose root of
+/// trust asks for more than one signature). The bundle's framing is checked, nothing else: the
+/// signer vouches for the manifest as it reads it.
+pub fn cosign(
+    bytes: &[u8],
+    key: &SecretKey,
+    limits: &BundleLimits,
+) -> Result<Vec<u8>, BundleError> {
+    let raw = container::decode(bytes, limits)?;
+    let mut signatures = raw.signatures.clone();
+    if signatures.iter().any(|(id, _)| *id == key.key_id()) {
+        return Err(BundleError::SignatureBlock(
+            "the bundle is already signed by this key",
+        ));
+    }
+    if signatures.len() >= container::MAX_SIGNATURES {
+        return Err(BundleError::SignatureBlock(
+            "the bundle carries the most signatures it can",
+        ));
+    }
+    signatures.push((
+        key.key_id(),
+        key.sign(&container::signed_message(raw.manifest)),
+    ));
+    Ok(container::encode(raw.manifest, &signatures, raw.payload))
+}
+
+/// Opens bundles for a node: the trusted keys and the limits. Clones share their trusted keys,
+/// so a key rotation ([`Verifier::set_trusted`]) reaches every holder at once.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    trusted: TrustedKeys,
+    trusted: std::sync::Arc<arc_swap::ArcSwap<TrustedKeys>>,
     limits: BundleLimits,
 }
 
 impl Verifier {
     /// A verifier trusting `trusted`, enforcing `limits`.
     pub fn new(trusted: TrustedKeys, limits: BundleLimits) -> Self {
-        Verifier { trusted, limits }
+        Verifier {
+            trusted: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(trusted)),
+            limits,
+        }
+    }
+
+    /// Trusts `trusted` from now on, in this verifier and every clone of it: a bundle opened
+    /// after this returns is checked against these keys and this threshold only.
+    pub fn set_trusted(&self, trusted: TrustedKeys) {
+        self.trusted.store(std::sync::Arc::new(trusted));
+    }
+
+    /// The keys trusted now.
+    pub fn trusted(&self) -> std::sync::Arc<TrustedKeys> {
+        self.trusted.load_full()
     }
 
     /// The limits enforced.
@@ -220,15 +262,16 @@ impl Verifier {
         live: Option<&semver::Version>,
     ) -> Result<VerifiedBundle, BundleError> {
         let raw = container::decode(bytes, &self.limits)?;
-        let signer = self.check_signatures(&raw)?;
-        // The manifest is parsed only once a trusted key has vouched for its bytes.
+        let signers = self.check_signatures(&raw)?;
+        // The manifest is parsed only once enough trusted keys have vouched for its bytes.
         let manifest = Manifest::from_signed_bytes(raw.manifest)?;
-        if manifest.key_id != signer {
+        if !signers.contains(&manifest.key_id) {
             return Err(BundleError::KeyMismatch {
                 claimed: manifest.key_id,
-                signer,
+                signer: signers[0],
             });
         }
+        let signer = manifest.key_id;
         let actual_size = raw.payload.len() as u64;
         if actual_size != manifest.payload.size {
             return Err(BundleError::SizeMismatch {
@@ -247,27 +290,51 @@ impl Verifier {
         Ok(VerifiedBundle {
             manifest,
             signer,
+            signers,
             payload: raw.payload.to_vec(),
             bytes: bytes.to_vec(),
         })
     }
 
-    /// The key id of the first trusted signature, once it verifies. A signature by an untrusted key
-    /// is skipped (it may be a new key during rotation); a bad signature by a trusted key fails.
-    fn check_signatures(&self, raw: &container::RawBundle<'_>) -> Result<KeyId, BundleError> {
+    /// The distinct trusted keys whose signatures verify, once there are as many as the
+    /// threshold. A signature by an unknown key is skipped (a key being added by a rotation);
+    /// one by a trusted key that does not verify fails at once (the manifest was altered); a
+    /// revoked key is named as such when it is the reason the threshold is not met.
+    fn check_signatures(&self, raw: &container::RawBundle<'_>) -> Result<Vec<KeyId>, BundleError> {
+        let trusted = self.trusted.load();
         let msg = container::signed_message(raw.manifest);
+        let mut valid: Vec<KeyId> = Vec::new();
         for (id, sig) in &raw.signatures {
-            if let Some(key) = self.trusted.get(id) {
-                let sig = ed25519_dalek::Signature::from_bytes(sig);
-                return key
-                    .verifying_key()
-                    .verify_strict(&msg, &sig)
-                    .map(|()| *id)
-                    .map_err(|_| BundleError::BadSignature { key_id: *id });
+            let Some(key) = trusted.get(id) else { continue };
+            if !key.verify(&msg, sig) {
+                return Err(BundleError::BadSignature { key_id: *id });
+            }
+            if !valid.contains(id) {
+                valid.push(*id);
             }
         }
-        Err(BundleError::UnknownKey {
-            key_id: raw.signatures[0].0,
+        let needed = trusted.threshold();
+        if valid.len() >= needed {
+            return Ok(valid);
+        }
+        if let Some((id, why)) = raw
+            .signatures
+            .iter()
+            .find_map(|(id, _)| trusted.revoked(id).map(|why| (*id, why)))
+        {
+            return Err(BundleError::Revoked {
+                key_id: id,
+                by: why.to_string(),
+            });
+        }
+        if valid.is_empty() {
+            return Err(BundleError::UnknownKey {
+                key_id: raw.signatures[0].0,
+            });
+        }
+        Err(BundleError::TooFewSignatures {
+            valid: valid.len(),
+            needed,
         })
     }
 }
@@ -342,6 +409,7 @@ pub fn read_bounded(path: &Path, limits: &BundleLimits) -> Result<Vec<u8>, Bundl
 pub struct VerifiedBundle {
     manifest: Manifest,
     signer: KeyId,
+    signers: Vec<KeyId>,
     payload: Vec<u8>,
     bytes: Vec<u8>,
 }
@@ -352,9 +420,14 @@ impl VerifiedBundle {
         &self.manifest
     }
 
-    /// The trusted key whose signature verified.
+    /// The publisher key the manifest names, whose signature verified.
     pub fn signer(&self) -> KeyId {
         self.signer
+    }
+
+    /// Every trusted key whose signature verified (as many as the threshold, or more).
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
     }
 
     /// The payload, matching the manifest's digest.

@@ -1,0 +1,3 @@
+//! The root of trust's rules, from a holder's side.
+
+mod roots;
