@@ -18,6 +18,15 @@ pub enum Command {
     },
     /// Check a bundle exactly as a node would before staging it.
     Verify(VerifyArgs),
+    /// Add your signature to a bundle, in place: when the root of trust asks for more than one
+    /// publisher's signature on each release (k of n).
+    Sign {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// Your secret key (`nonstop keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -79,7 +88,30 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Create(args) => create(args),
         Command::Inspect { bundle } => inspect(&bundle),
         Command::Verify(args) => verify(&args),
+        Command::Sign { bundle, key } => cosign(&bundle, &key),
     }
+}
+
+fn cosign(path: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    let key = SecretKey::read(key)?;
+    let limits = nonstop_bundle::BundleLimits::default();
+    let bytes = nonstop_bundle::read_bounded(path, &limits)?;
+    let signed = nonstop_bundle::cosign(&bytes, &key, &limits)?;
+    let tmp = path.with_extension("nsb.signing");
+    std::fs::write(&tmp, &signed).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let signers = nonstop_bundle::inspect(&signed, &limits)?.signers;
+    println!(
+        "signed {} with {}; signed by: {}",
+        path.display(),
+        key.key_id(),
+        signers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod node_cmd;
 mod rules_cmd;
 mod server_cmd;
 mod store_cmd;
+mod trust_cmd;
 
 use std::path::PathBuf;
 
@@ -49,7 +50,11 @@ enum Command {
     Audit(server_cmd::AuditCommand),
     /// Create an ed25519 publisher key pair (<OUT>.key, secret; <OUT>.pub, to give to nodes).
     Keygen(keygen::Args),
-    /// Create, inspect and verify signed update bundles.
+    /// Make, sign and check roots of trust (publisher keys, k of n, rotation, revocation), and
+    /// give the next one to the update server.
+    #[command(subcommand)]
+    Trust(trust_cmd::Command),
+    /// Create, inspect, co-sign and verify signed update bundles.
     #[command(subcommand)]
     Bundle(bundle_cmd::Command),
     /// Look at and change a node's version store (live / candidate / standby).
@@ -98,6 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(cmd) => server_cmd::audit(cmd),
         Command::Keygen(args) => keygen::run(&args),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
+        Command::Trust(cmd) => trust_cmd::run(cmd),
         Command::Store(cmd) => store_cmd::run(cmd),
         Command::Rules(cmd) => rules_cmd::run(cmd),
         Command::Node(args) => node_cmd::run(&args),
@@ -109,5 +115,23 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM (what `systemctl stop` and container runtimes send), and says
+/// which: the node and the server drain, flush and stop the same way on either.
+pub(crate) async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupted";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
     }
 }

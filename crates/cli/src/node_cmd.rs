@@ -30,6 +30,10 @@ pub struct Args {
     /// How to trust the update server's certificate (kept with the enrolment).
     #[command(flatten)]
     trust: crate::server_cmd::ServerTrust,
+    /// A root of trust to start from (`nonstop trust root`), used when the node holds none yet;
+    /// later roots come from the update server.
+    #[arg(long)]
+    trust_root: Option<PathBuf>,
     /// Do not seed the demo hospital into an empty database.
     #[arg(long)]
     no_seed: bool,
@@ -55,6 +59,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if args.no_seed {
         config.seed_demo = false;
+    }
+    if let Some(root) = &args.trust_root {
+        config.trust_root.file = Some(root.clone());
     }
     if args.no_tls {
         config.tls = nonstop_tls::TlsConfig::off();
@@ -102,7 +109,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let hospital = node.hospital.clone();
         tokio::select! {
             () = node_wait(node) => {}
-            _ = tokio::signal::ctrl_c() => println!("stopping"),
+            signal = crate::stop_signal() => println!("{signal}: stopping"),
         }
         // The reads still queued for the read audit are written before the process ends.
         hospital

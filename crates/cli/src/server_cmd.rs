@@ -55,7 +55,7 @@ impl ServerTrust {
 }
 
 impl Client {
-    fn call(
+    pub(crate) fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -95,7 +95,7 @@ impl Client {
         })
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None, None)
     }
 
@@ -127,6 +127,9 @@ struct RunArgs {
     /// Trusted publisher keys (`*.pub` files or directories), beside `<data-dir>/trusted-keys`.
     #[arg(long)]
     trust: Vec<PathBuf>,
+    /// A root of trust to start from (`nonstop trust root`), used when the server holds none.
+    #[arg(long)]
+    trust_root: Option<PathBuf>,
     /// Serve plain HTTP instead of HTTPS (`[tls] mode = "off"`): refused unless --listen is a
     /// loopback address.
     #[arg(long)]
@@ -264,6 +267,9 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         config.data_dir = dir.clone();
     }
     config.trust.extend(args.trust.iter().cloned());
+    if let Some(root) = &args.trust_root {
+        config.trust_root = Some(root.clone());
+    }
     if args.no_tls {
         config.tls = nonstop_tls::TlsConfig::off();
     }
@@ -294,7 +300,7 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         }
         tokio::select! {
             () = server.wait() => {}
-            _ = tokio::signal::ctrl_c() => println!("stopping"),
+            signal = crate::stop_signal() => println!("{signal}: stopping"),
         }
         Ok(())
     })

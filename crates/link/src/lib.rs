@@ -6,8 +6,11 @@
 //!   [`NodeMessage::Step`] for every step of every update as it happens, and
 //!   [`NodeMessage::Samples`] of its traffic (requests, errors, p99) every few seconds, so the
 //!   server can show what each update cost;
-//! - the server pushes [`ServerMessage::Install`] (fetch this bundle and install it) and
-//!   [`ServerMessage::Rollback`] (return this component to its standby).
+//! - the server pushes [`ServerMessage::Install`] (fetch this bundle and install it),
+//!   [`ServerMessage::Rollback`] (return this component to its standby), [`ServerMessage::Roots`]
+//!   (the roots of trust newer than the node's, in order) and [`ServerMessage::Timestamp`] (a
+//!   fresh signed statement of what is current); the node answers a root or statement it
+//!   refuses with [`NodeMessage::TrustRefused`].
 //!
 //! *Not* here: transport, authentication, what either end does with a message.
 
@@ -48,6 +51,16 @@ pub enum NodeMessage {
     Hello {
         /// Every component the node's store holds.
         components: Vec<ComponentVersions>,
+        /// The version of the root of trust the node holds (0: none, its trusted keys alone).
+        #[serde(default)]
+        root_version: u64,
+    },
+    /// The node refused a root of trust or a statement the server sent, and why.
+    TrustRefused {
+        /// `root` or `timestamp statement`.
+        what: String,
+        /// Why, as the node's trust holder said.
+        reason: String,
     },
     /// One step of one update, sent as it happens.
     Step {
@@ -200,6 +213,17 @@ pub enum ServerMessage {
         version: String,
         /// Why, as the operator gave it.
         reason: String,
+    },
+    /// Roots of trust newer than the one the node said it holds, oldest first, as files
+    /// (`nonstop trust`): the node accepts each only if the one before signed it.
+    Roots {
+        /// The root files' text.
+        roots: Vec<String>,
+    },
+    /// A signed statement of what is current, sent on connecting and every few minutes.
+    Timestamp {
+        /// The statement file's text.
+        statement: String,
     },
 }
 

@@ -11,6 +11,7 @@
 
 pub mod link;
 pub mod metrics;
+pub mod trust;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use nonstop_bundle::{BundleLimits, ComponentName, TrustedKeys, Verifier};
 use nonstop_runtime::{CheckConfig, RuleEngine, Rules, RuntimeConfig};
 use nonstop_store::{Store, at_rest};
 use serde::Deserialize;
+pub use trust::{NodeTrust, TrustConfig};
 
 use nonstop_hospital::api::{AppState, router};
 use nonstop_hospital::{Hospital, Policy, Role};
@@ -74,6 +76,8 @@ pub struct NodeConfig {
     pub tls: nonstop_tls::TlsConfig,
     /// Time limits on client connections (TLS handshake, request headers, drain on stop).
     pub connections: nonstop_tls::ConnectionLimits,
+    /// The root of trust to start from and how fresh the update server's statements must be.
+    pub trust_root: TrustConfig,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +97,7 @@ impl Default for NodeConfig {
             link: link::LinkConfig::default(),
             tls: nonstop_tls::TlsConfig::default(),
             connections: nonstop_tls::ConnectionLimits::default(),
+            trust_root: TrustConfig::default(),
         }
     }
 }
@@ -171,9 +176,23 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
     for path in &config.trust {
         trusted.load(path).map_err(|e| e.to_string())?;
     }
-    let verifier = Verifier::new(trusted, config.bundle_limits.clone());
+    let verifier = Verifier::new(trusted.clone(), config.bundle_limits.clone());
+    // The keys above are the implicit root; a root of trust, once held, decides instead.
+    let trust = Arc::new(NodeTrust::open(
+        data,
+        &trusted,
+        &config.trust_root,
+        verifier.clone(),
+    )?);
     let mut store = Store::init(&data.join("store")).map_err(|e| e.to_string())?;
-    install_factory_rules(&mut store, &verifier)?;
+    // The shipped rule modules are part of this program, so they are checked against the key
+    // they were built with, whatever the root of trust says of publishers.
+    let mut shipped = TrustedKeys::new();
+    shipped.add(nonstop_bundle::release_key());
+    install_factory_rules(
+        &mut store,
+        &Verifier::new(shipped, config.bundle_limits.clone()),
+    )?;
 
     let engine = RuleEngine::new(config.runtime.clone()).map_err(|e| e.to_string())?;
     let rules = Rules::new();
@@ -266,6 +285,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         axum::routing::get(metrics::serve).with_state(metrics.clone()),
     )
     .merge(nonstop_tls::certificate_route(tls.clone()))
+    .route(
+        "/api/v1/trust",
+        axum::routing::get(trust::serve).with_state(trust.clone()),
+    )
     .merge(nonstop_pages::hospital())
     .layer(axum::middleware::from_fn_with_state(
         metrics.clone(),
@@ -283,6 +306,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
             config.link.clone(),
             agent,
             metrics,
+            trust,
             store_root,
             data.join("downloads"),
         ))),

@@ -221,6 +221,7 @@ struct Shared {
     config: LinkConfig,
     agent: Arc<Agent>,
     metrics: Arc<crate::metrics::Metrics>,
+    trust: Arc<crate::NodeTrust>,
     store_root: PathBuf,
     downloads: PathBuf,
     http: reqwest::Client,
@@ -242,6 +243,7 @@ pub async fn run(
     config: LinkConfig,
     agent: Arc<Agent>,
     metrics: Arc<crate::metrics::Metrics>,
+    trust: Arc<crate::NodeTrust>,
     store_root: PathBuf,
     downloads: PathBuf,
 ) {
@@ -268,6 +270,7 @@ pub async fn run(
         config,
         agent,
         metrics,
+        trust,
         store_root,
         downloads,
         http,
@@ -407,9 +410,7 @@ async fn serve(
     unsent: &mut VecDeque<NodeMessage>,
 ) {
     let (mut tx, mut rx) = ws.split();
-    let hello = NodeMessage::Hello {
-        components: versions(&shared.store_root),
-    };
+    let hello = hello(shared);
     // A hello describes the store now, so it goes first; steps held back follow in order.
     unsent.retain(|m| !matches!(m, NodeMessage::Hello { .. }));
     unsent.push_front(hello);
@@ -496,8 +497,39 @@ pub fn versions(store_root: &Path) -> Vec<ComponentVersions> {
     }
 }
 
+/// What the node says on connecting, and again when its versions or its root change.
+fn hello(shared: &Shared) -> NodeMessage {
+    NodeMessage::Hello {
+        components: versions(&shared.store_root),
+        root_version: shared.trust.root_version(),
+    }
+}
+
 fn handle(shared: &Arc<Shared>, message: ServerMessage) {
+    let refused = |what: &str, reason: String| {
+        tracing::warn!(what, %reason, "refused what the update server sent");
+        let _ = shared.outbox.send(NodeMessage::TrustRefused {
+            what: what.into(),
+            reason,
+        });
+    };
     match message {
+        ServerMessage::Roots { roots } => match shared.trust.accept_roots(&roots) {
+            Ok(true) => {
+                let _ = shared.outbox.send(hello(shared));
+            }
+            Ok(false) => {}
+            Err(reason) => {
+                // Roots accepted before the refused one stand; the server hears both.
+                let _ = shared.outbox.send(hello(shared));
+                refused("root", reason);
+            }
+        },
+        ServerMessage::Timestamp { statement } => {
+            if let Err(reason) = shared.trust.accept_statement(&statement) {
+                refused("timestamp statement", reason);
+            }
+        }
         ServerMessage::Install {
             rollout,
             component,
@@ -564,9 +596,7 @@ impl Push {
         });
         if last {
             // Versions changed (or may have): say so.
-            let _ = shared.outbox.send(NodeMessage::Hello {
-                components: versions(&shared.store_root),
-            });
+            let _ = shared.outbox.send(hello(shared));
         }
     }
 }

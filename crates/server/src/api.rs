@@ -47,6 +47,8 @@ pub fn router(server: Server) -> Router {
                 .get(releases),
         )
         .route("/api/v1/releases/{id}", get(release))
+        .route("/api/v1/trust", get(trust))
+        .route("/api/v1/trust/roots", post(add_root))
         .route("/api/v1/nodes", post(add_node).get(nodes))
         .route("/api/v1/nodes/{name}/traffic", get(traffic))
         .route("/api/v1/enrolments", post(enrol))
@@ -205,6 +207,22 @@ async fn publish(
     o.allow(&[Admin, Publisher], "publish releases")?;
     let release = s.publish(&o.actor(), &body).await?;
     Ok((StatusCode::CREATED, Json(json!(release))))
+}
+
+async fn trust(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {
+    o.allow(EVERYONE, "read the root of trust")?;
+    Ok(Json(json!(s.trust_info())))
+}
+
+/// The body is the root file exactly as signed: its signatures are over those bytes.
+async fn add_root(
+    State(s): State<Server>,
+    o: Operator,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    o.allow(&[Admin], "change the root of trust")?;
+    let info = s.add_root(&o.actor(), &body).await?;
+    Ok((StatusCode::CREATED, Json(json!(info))))
 }
 
 async fn releases(State(s): State<Server>, o: Operator) -> ApiResult<Json<Value>> {

@@ -52,7 +52,7 @@ impl Connections {
         }
     }
 
-    fn send(&self, node: i64, m: ServerMessage) -> bool {
+    pub(crate) fn send(&self, node: i64, m: ServerMessage) -> bool {
         self.by_node
             .lock()
             .expect("connections")
@@ -60,7 +60,7 @@ impl Connections {
             .is_some_and(|(_, tx)| tx.send(m).is_ok())
     }
 
-    fn ids(&self) -> Vec<i64> {
+    pub(crate) fn ids(&self) -> Vec<i64> {
         self.by_node
             .lock()
             .expect("connections")
@@ -128,7 +128,10 @@ impl Server {
 
     async fn on_message(&self, node: &NodeIdentity, m: NodeMessage) -> Result<(), ServerError> {
         match m {
-            NodeMessage::Hello { components } => {
+            NodeMessage::Hello {
+                components,
+                root_version,
+            } => {
                 let versions = serde_json::to_string(&components).unwrap_or_default();
                 // Only a change is written: a fleet reconnecting after a server restart says
                 // hello ten thousand times with what the database already holds, and a commit
@@ -142,8 +145,30 @@ impl Server {
                 if changed.rows_affected() > 0 {
                     self.inner.writes.changed();
                 }
+                sqlx::query(
+                    "UPDATE node SET root_version = $2 WHERE id = $1 AND root_version <> $2",
+                )
+                .bind(node.id)
+                .bind(root_version as i64)
+                .execute(&self.inner.pool)
+                .await?;
+                // The roots it lacks and the newest statement, before any install: an install
+                // signed as a newer root asks would be refused without them.
+                self.send_trust(node.id, root_version).await?;
                 // What it was sent and has not finished, and what is due, goes (again) now.
                 self.dispatch(Some(node.id)).await
+            }
+            NodeMessage::TrustRefused { what, reason } => {
+                tracing::warn!(node = %node.name, %what, %reason, "a node refused what it was sent");
+                let mut w = self.write().await?;
+                w.audit(
+                    &format!("node:{}", node.name),
+                    "trust.refused",
+                    &what,
+                    &serde_json::json!({ "reason": reason }),
+                )
+                .await?;
+                w.commit().await
             }
             NodeMessage::Step {
                 rollout,
@@ -302,10 +327,20 @@ impl Server {
         let mut heartbeat =
             tokio::time::interval(Duration::from_secs(self.inner.config.heartbeat_secs.max(1)));
         let mut beats: u64 = 0;
+        let mut statements =
+            tokio::time::interval(Duration::from_secs(self.inner.config.statement_secs.max(1)));
         loop {
             tokio::select! {
                 () = self.inner.wake.notified() => {}
                 () = tokio::time::sleep(every) => {}
+                _ = statements.tick() => {
+                    // Roots another process added, then a fresh statement for every node here.
+                    if let Err(e) = self.sync_roots().await {
+                        tracing::warn!(error = %e, "cannot read the roots of trust");
+                    }
+                    self.refresh_statement().await;
+                    continue;
+                }
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.touch_connected().await {
                         tracing::warn!(error = %e, "cannot refresh the connected nodes");

@@ -8,6 +8,8 @@
 //! - [`rollouts`]: a release goes out in waves, halts on the first node that does not take it,
 //!   and can be paused, resumed, aborted or rolled back;
 //! - [`audit`]: an append-only hash chain of everything that happened;
+//! - [`trust`]: the root of trust (publisher keys, thresholds, rotation, revocation) and the
+//!   signed statements of what is current, carried to every node;
 //! - [`traffic`]: each node's requests, errors and p99 around its updates, from the samples it
 //!   sends over its link;
 //! - [`api`]: the HTTP API under `/api/v1`, and `/metrics`.
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod releases;
 pub mod rollouts;
 pub mod traffic;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -76,6 +79,12 @@ pub struct ServerConfig {
     pub tls: nonstop_tls::TlsConfig,
     /// Time limits on client connections (TLS handshake, request headers, drain on stop).
     pub connections: nonstop_tls::ConnectionLimits,
+    /// A root of trust to start from (`nonstop trust`), used when the server holds none yet.
+    pub trust_root: Option<PathBuf>,
+    /// Seconds between the signed statements of what is current sent to every node.
+    pub statement_secs: u64,
+    /// How long a statement holds: a node refuses it after this (a replayed old statement).
+    pub statement_valid_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +102,9 @@ impl Default for ServerConfig {
             sample_retention_hours: 168,
             tls: nonstop_tls::TlsConfig::default(),
             connections: nonstop_tls::ConnectionLimits::default(),
+            trust_root: None,
+            statement_secs: 60,
+            statement_valid_secs: 86_400,
         }
     }
 }
@@ -116,7 +128,7 @@ struct Inner {
     pool: AnyPool,
     backend: Backend,
     config: ServerConfig,
-    trusted: TrustedKeys,
+    trust: trust::ServerTrust,
     /// This process's name in `node.connected_to`.
     instance: String,
     connections: fleet::Connections,
@@ -176,6 +188,7 @@ impl Server {
         for path in &config.trust {
             trusted.load(path)?;
         }
+        let trust = trust::ServerTrust::open(&config, &trusted)?;
         let url = match &config.database_url {
             Some(url) => url.clone(),
             None => {
@@ -189,7 +202,7 @@ impl Server {
             inner: Arc::new(Inner {
                 pool,
                 backend,
-                trusted,
+                trust,
                 instance: format!("{}-{}", std::process::id(), &auth::random_secret()[..8]),
                 connections: fleet::Connections::default(),
                 writes: db::WriteLock::default(),
@@ -201,6 +214,7 @@ impl Server {
                 config,
             }),
         };
+        server.sync_roots().await?;
         Ok(server)
     }
 
@@ -316,15 +330,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .add_operator("server", "admin", OperatorRole::Admin, &password)
             .await?;
         let path = data.join("admin-password");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
-        writeln!(f, "{password}")
-            .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
+        write_private(&path, &format!("{password}\n"))?;
         Some(path)
     };
     let listener = std::net::TcpListener::bind(&listen)
@@ -362,4 +368,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tasks,
         shutdown: Some(tx),
     })
+}
+
+/// Writes a secret (a password, a key) to `path`, readable by its owner only, and syncs it.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), ServerError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))
 }

@@ -65,7 +65,7 @@ impl Server {
             .map_err(|e| ServerError::invalid("bundle", e))?;
         // Signature and digests first, whatever the version: a tampered or unsigned bundle is
         // refused for what it is, and learns nothing of what is published.
-        let verifier = Verifier::new(self.inner.trusted.clone(), limits);
+        let verifier = Verifier::new(self.inner.trust.release_keys(), limits);
         verifier.open(bytes, None)?;
         let mut w = self.write().await?;
         let versions: Vec<String> =
@@ -122,11 +122,14 @@ impl Server {
             &serde_json::json!({
                 "release": id, "bundle_digest": digest, "payload_digest": m.payload.digest.to_string(),
                 "signer": bundle.signer().to_string(), "size": bytes.len(),
+                "signers": bundle.signers().iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),
         )
         .await?;
         w.commit().await?;
         tracing::info!(component = %m.component, version = %m.version, %digest, "release published");
+        // Nodes hear at once that this is now current.
+        self.refresh_statement().await;
         self.release(id).await
     }
 

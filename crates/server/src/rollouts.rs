@@ -174,6 +174,14 @@ impl Server {
     /// Starts a rollout; the first wave is sent at once.
     pub async fn start_rollout(&self, actor: &str, r: &NewRollout) -> Result<Rollout, ServerError> {
         let release = self.find_release(&r.release).await?;
+        // Published under an earlier root, it must still be signed as the current root asks
+        // (a revoked publisher key, a higher threshold): nodes would refuse it anyway.
+        let bytes = self.bundle_bytes(&release.bundle_digest).await?;
+        nonstop_bundle::Verifier::new(
+            self.inner.trust.release_keys(),
+            self.inner.config.bundle_limits.clone(),
+        )
+        .open(&bytes, None)?;
         let plan = r.waves.clone().unwrap_or_else(|| "1,25%,rest".into());
         let mut w = self.write().await?;
         let nodes: Vec<(i64, String)> = match &r.targets {

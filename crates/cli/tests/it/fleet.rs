@@ -10,35 +10,40 @@ use nonstop_server::{RunningServer, ServerConfig};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-fn modules() -> PathBuf {
+pub(crate) fn modules() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../modules")
 }
 
-struct Fleet {
-    dir: tempfile::TempDir,
-    server: RunningServer,
-    base: String,
-    token: String,
-    client: Client,
-    vendor: SecretKey,
+pub(crate) struct Fleet {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) server: RunningServer,
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) client: Client,
+    pub(crate) vendor: SecretKey,
     /// The server's certificate, pinned by this client and the nodes, when it serves HTTPS.
-    pin: Option<nonstop_tls::ServerPin>,
+    pub(crate) pin: Option<nonstop_tls::ServerPin>,
 }
 
 impl Fleet {
     /// A server on plain HTTP (loopback).
-    async fn new() -> Fleet {
+    pub(crate) async fn new() -> Fleet {
         Fleet::start(false).await
     }
 
     /// A server with TLS (its generated certificate, pinned) or without.
-    async fn start(tls: bool) -> Fleet {
+    pub(crate) async fn start(tls: bool) -> Fleet {
+        Fleet::start_with(tls, |_| {}).await
+    }
+
+    /// [`Fleet::start`], with `tune` changing the server's configuration first.
+    pub(crate) async fn start_with(tls: bool, tune: impl FnOnce(&mut ServerConfig)) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let vendor = SecretKey::generate();
         let keys = dir.path().join("server/trusted-keys");
         std::fs::create_dir_all(&keys).unwrap();
         std::fs::write(keys.join("vendor.pub"), vendor.public().to_file_text()).unwrap();
-        let server = nonstop_server::start(ServerConfig {
+        let mut config = ServerConfig {
             data_dir: dir.path().join("server"),
             listen: "127.0.0.1:0".into(),
             dispatch_ms: 200,
@@ -49,9 +54,9 @@ impl Fleet {
                 nonstop_tls::TlsConfig::off()
             },
             ..ServerConfig::default()
-        })
-        .await
-        .unwrap();
+        };
+        tune(&mut config);
+        let server = nonstop_server::start(config).await.unwrap();
         let base = server.url.clone();
         let pin = server
             .tls
@@ -80,7 +85,12 @@ impl Fleet {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let url = format!("{}{path}", self.base);
         let mut req = match method {
             "GET" => self.client.get(url),
@@ -95,7 +105,7 @@ impl Fleet {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn publish(&self, bytes: Vec<u8>) -> (StatusCode, Value) {
+    pub(crate) async fn publish(&self, bytes: Vec<u8>) -> (StatusCode, Value) {
         let resp = self
             .client
             .post(format!("{}/api/v1/releases", self.base))
@@ -109,7 +119,7 @@ impl Fleet {
     }
 
     /// Adds a node on the server and returns its enrolment token.
-    async fn add(&self, name: &str) -> String {
+    pub(crate) async fn add(&self, name: &str) -> String {
         let (s, v) = self
             .call(
                 "POST",
@@ -121,17 +131,17 @@ impl Fleet {
         v["enrolment_token"].as_str().unwrap().to_owned()
     }
 
-    fn node_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn node_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Starts a node process-equivalent (its own data directory, database and port), enrolled.
-    async fn start_node(&self, name: &str, token: Option<&str>) -> RunningNode {
+    pub(crate) async fn start_node(&self, name: &str, token: Option<&str>) -> RunningNode {
         self.start_node_with(name, token, |_| {}).await
     }
 
     /// [`Fleet::start_node`], with `tune` changing the node's configuration first.
-    async fn start_node_with(
+    pub(crate) async fn start_node_with(
         &self,
         name: &str,
         token: Option<&str>,
@@ -154,7 +164,13 @@ impl Fleet {
         nonstop_node::start(config).await.unwrap()
     }
 
-    fn bundle(&self, component: &str, version: &str, module: &str, checks_of: &str) -> Vec<u8> {
+    pub(crate) fn bundle(
+        &self,
+        component: &str,
+        version: &str,
+        module: &str,
+        checks_of: &str,
+    ) -> Vec<u8> {
         let mut draft = Draft::new(
             component,
             ComponentKind::WasmComponent,
@@ -170,7 +186,7 @@ impl Fleet {
         nonstop_bundle::create(&draft, &payload, &self.vendor).unwrap()
     }
 
-    async fn rollout(&self, release: &str, targets: Value, waves: &str) -> i64 {
+    pub(crate) async fn rollout(&self, release: &str, targets: Value, waves: &str) -> i64 {
         let (s, v) = self
             .call(
                 "POST",
@@ -183,7 +199,7 @@ impl Fleet {
     }
 
     /// Polls a rollout until `done` holds, returning it; fails after 60 s.
-    async fn wait_rollout(&self, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_rollout(&self, id: i64, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
             let (_, r) = self
@@ -200,7 +216,7 @@ impl Fleet {
         }
     }
 
-    async fn wait_connected(&self, n: usize) {
+    pub(crate) async fn wait_connected(&self, n: usize) {
         let started = Instant::now();
         loop {
             let (_, s) = self.call("GET", "/api/v1/status", None).await;
@@ -236,7 +252,7 @@ pub fn quick_node(data: PathBuf) -> NodeConfig {
     config
 }
 
-fn state_of<'a>(rollout: &'a Value, node: &str) -> &'a str {
+pub(crate) fn state_of<'a>(rollout: &'a Value, node: &str) -> &'a str {
     rollout["targets"]
         .as_array()
         .unwrap()
@@ -247,7 +263,7 @@ fn state_of<'a>(rollout: &'a Value, node: &str) -> &'a str {
         .unwrap()
 }
 
-fn live_version(node: &RunningNode, component: &str) -> String {
+pub(crate) fn live_version(node: &RunningNode, component: &str) -> String {
     node.hospital
         .live_rules()
         .into_iter()

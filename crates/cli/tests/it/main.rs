@@ -5,6 +5,7 @@ mod fleet_postgres;
 mod node_crash;
 mod rules;
 mod store_flow;
+mod trust;
 
 use std::path::Path;
 use std::process::{Command, Output};
