@@ -275,7 +275,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         nonstop_tls::ListenerTls::prepare(&config.tls, addr, data).map_err(|e| e.to_string())?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let agent = Arc::new(agent);
-    let metrics = Arc::new(metrics::Metrics::new(rules.clone()));
+    let metrics = Arc::new(metrics::Metrics::new(rules.clone(), trust.clone()));
     let app = router(AppState {
         hospital: hospital.clone(),
         agent: Some(agent.clone()),

@@ -1,6 +1,7 @@
 //! The node's Prometheus metrics (`GET /metrics`), with `prometheus-client`: HTTP requests by
 //! route and status with latency, live rule calls, failures and refusals by component and
-//! version, and update steps with the time from a push's arrival to live.
+//! version, update steps with the time from a push's arrival to live, and the root of trust (its
+//! version, and whether a fresh statement of what is current has been heard).
 //!
 //! Beside them, a [`Window`] of the traffic since the last sample (requests, server errors, p99
 //! latency), which the link sends to the update server every few seconds so its console can
@@ -17,6 +18,7 @@ use nonstop_runtime::Rules;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -57,6 +59,10 @@ pub struct Metrics {
     seen: Mutex<HashMap<Rule, (u64, u64, u64)>>,
     rules: Rules,
     window: Window,
+    trust: std::sync::Arc<crate::NodeTrust>,
+    root_version: Gauge,
+    freshness: Gauge,
+    statement_age: Gauge,
 }
 
 /// The traffic since the last [`Window::take`]: counts, and the latencies in an HDR histogram
@@ -117,8 +123,8 @@ impl Window {
 }
 
 impl Metrics {
-    /// Metrics over `rules`.
-    pub fn new(rules: Rules) -> Metrics {
+    /// Metrics over `rules` and the node's root of trust.
+    pub fn new(rules: Rules, trust: std::sync::Arc<crate::NodeTrust>) -> Metrics {
         let mut registry = Registry::with_prefix("nonstop_node");
         let requests = Family::<Route, Counter>::default();
         let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
@@ -159,7 +165,29 @@ impl Metrics {
             "From a pushed update's arrival to live",
             push_to_live.clone(),
         );
+        let (root_version, freshness, statement_age) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "trust_root_version",
+            "The root of trust's version (0: none, the trusted keys alone)",
+            root_version.clone(),
+        );
+        registry.register(
+            "trust_freshness",
+            "1: a fresh signed statement of what is current was heard; 0: none within \
+             freshness_secs (updates may be withheld); -1: the root names no timestamp key",
+            freshness.clone(),
+        );
+        registry.register(
+            "trust_statement_age_seconds",
+            "Age of the newest signed statement of what is current (-1: none heard)",
+            statement_age.clone(),
+        );
         Metrics {
+            trust,
+            root_version,
+            freshness,
+            statement_age,
             registry,
             requests,
             latency,
@@ -217,6 +245,12 @@ impl Metrics {
             );
         }
         drop(seen);
+        let trust = self.trust.status();
+        self.root_version.set(trust.root_version as i64);
+        let f = &trust.freshness;
+        self.freshness
+            .set(if !f.checked { -1 } else { i64::from(f.fresh) });
+        self.statement_age.set(f.age_secs.unwrap_or(-1));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

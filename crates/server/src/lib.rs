@@ -164,6 +164,8 @@ pub struct NodeStatus {
     pub last_seen: Option<i64>,
     /// Its versions per component, as it last said.
     pub components: serde_json::Value,
+    /// The root of trust version it last said it holds (0: none, its trusted keys alone).
+    pub root_version: i64,
 }
 
 /// The fleet and its rollouts at a glance.
@@ -240,7 +242,7 @@ impl Server {
         let stale = db::now_ms() - 3 * 1000 * self.inner.config.heartbeat_secs.max(1) as i64;
         let rows = sqlx::query(
             "SELECT name, node_group, CASE WHEN credential_hash IS NULL THEN 0 ELSE 1 END, \
-             CASE WHEN connected_to IS NULL THEN 0 ELSE 1 END, last_seen, versions FROM node ORDER BY name",
+             CASE WHEN connected_to IS NULL THEN 0 ELSE 1 END, last_seen, versions, root_version FROM node ORDER BY name",
         )
         .fetch_all(&self.inner.pool)
         .await?;
@@ -256,6 +258,7 @@ impl Server {
                 connected: r.try_get::<i64, _>(3)? == 1 && last_seen.is_some_and(|t| t >= stale),
                 last_seen,
                 components: serde_json::from_str(&versions).unwrap_or_default(),
+                root_version: r.try_get(6)?,
             });
         }
         Ok(nodes)

@@ -736,7 +736,8 @@ function nodeVersions(n) {
   return h('div', { class: 'stack' },
     h('p', null,
       h('span', { class: ['badge', n.connected ? 'badge-connected' : 'badge-disconnected'], testid: 'node-connected', t: n.connected ? 'fleet.connected' : 'fleet.disconnected' }),
-      ' ', tx('fleet.group'), ': ', h('span', { text: n.group }), ' · ', tx('fleet.lastSeen'), ': ', ago(n.last_seen, 'node-last-seen')),
+      ' ', tx('fleet.group'), ': ', h('span', { text: n.group }), ' · ', tx('fleet.lastSeen'), ': ', ago(n.last_seen, 'node-last-seen'),
+      ' · ', tx('fleet.root'), ': ', h('span', { class: 'mono', testid: 'node-root-version', text: `v${n.root_version ?? 0}` })),
     comps.length
       ? tableWrap(h('table', { class: 'table compact versions' },
         h('thead', null, h('tr', null, th('fleet.component'), th('fleet.live'), th('fleet.candidate'), th('fleet.standby'))),
