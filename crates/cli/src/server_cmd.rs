@@ -473,7 +473,7 @@ fn print_nodes(nodes: &Value) {
             })
             .collect();
         println!(
-            "{:<16} {:<12} {:<13} {}",
+            "{:<16} {:<12} {:<13} {:<7} {}",
             n["name"].as_str().unwrap_or(""),
             n["group"].as_str().unwrap_or(""),
             if n["connected"] == true {
@@ -483,6 +483,7 @@ fn print_nodes(nodes: &Value) {
             } else {
                 "not enrolled"
             },
+            format!("root {}", n["root_version"].as_i64().unwrap_or(0)),
             versions.join(", ")
         );
     }

@@ -252,7 +252,13 @@ fn show(file: &Path, previous: Option<&Path>, trusted: &[PathBuf]) -> anyhow::Re
     let bytes = read(file)?;
     let draft = RootDraft::read(&bytes).with_context(|| format!("reading {}", file.display()))?;
     let body = draft.body();
-    println!("root version {} made {}", body.version, body.created_at);
+    println!(
+        "root version {} made {}",
+        body.version,
+        body.created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    );
     let name = |r: &Role| {
         let ids: BTreeSet<String> = r.keys.iter().map(KeyId::to_string).collect();
         format!(

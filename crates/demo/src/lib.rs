@@ -12,11 +12,17 @@
 //!    sessions; once it is live the hospital opens its level-4 community clinics, the module
 //!    fails on those real inputs, and the canary's watch window rolls it back by itself.
 //!
+//! Then a publisher key leaks: the fleet's root of trust (pushed to every node at the start)
+//! is rotated to root 2 without it, and a bundle the thief signs is refused by the update server
+//! and by a node it is pushed into directly ([`key_leak`]).
+//!
 //! It prints a timeline of every step on every node and ends with a report: requests, failed
 //! requests, acknowledged records against those found, and throughput and latency before, during
 //! and after each update. It fails if a request failed or a record was lost.
 
 #![deny(missing_docs)]
+
+pub mod key_leak;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -116,6 +122,8 @@ pub struct Report {
     pub updates: Vec<UpdateReport>,
     /// Whether the audit chain verified at the end.
     pub audit_chain_ok: bool,
+    /// The leaked publisher key, revoked, and the thief's bundle refused.
+    pub key_leak: key_leak::KeyLeakReport,
     /// Where the logs and databases are (when kept).
     pub dir: String,
 }
@@ -498,6 +506,7 @@ impl Lab {
 async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report, String> {
     let lab = Lab::start(&config.exe, dir, &NODES, NODE_CONFIG, &|line| t.say(line)).await?;
     t.say("all three nodes connected to the update server");
+    let root_keys = key_leak::first_root(&lab, &|line| t.say(line)).await?;
     let (server, key, targets) = (&lab.server, &lab.vendor, lab.nodes.clone());
 
     let load = nonstop_loadgen::start(&LoadConfig {
@@ -669,6 +678,7 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
         }
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
+    let key_leak = key_leak::leak(&lab, &root_keys, &|line| t.say(line)).await?;
     // The rest of the traffic, at least as long as asked.
     let left = config.duration.as_secs_f64() - load.elapsed();
     if left > 0.0 {
@@ -700,6 +710,7 @@ async fn run_in(config: &DemoConfig, t: &Timeline, dir: &Path) -> Result<Report,
         p99_ms: load_report.p99_ms,
         updates: reports,
         audit_chain_ok: chain["first_bad"].is_null(),
+        key_leak,
         dir: dir.display().to_string(),
     };
     lab.stop();
@@ -847,6 +858,11 @@ pub fn render(report: &Report) -> String {
     out.push_str(&format!(
         "records: {} acknowledged, {} found in the nodes' databases, {} invoices paid twice\n",
         report.records_acknowledged, report.records_found, report.invoices_paid_twice
+    ));
+    out.push_str(&format!(
+        "leaked key {}: revoked by root of trust {} on {} nodes; its bundle refused by the \
+         update server and by a node\n",
+        report.key_leak.revoked_key, report.key_leak.root_version, report.key_leak.nodes_on_root
     ));
     out.push_str(&format!(
         "audit chain: {}\n\n",

@@ -29,7 +29,13 @@ pub enum TrustError {
     /// Too few of the keys a role names signed the document.
     #[error(
         "{what} has {valid} valid signature(s) by the {role} keys of root version {root_version}, \
-         but needs {needed}"
+         but needs {needed}{}",
+        if *root_version == 0 {
+            " (root version 0 is the publisher keys trusted without a root: a first root must be \
+             signed by one of them, or installed with --trust-root)"
+        } else {
+            ""
+        }
     )]
     Threshold {
         /// `root version 3` or `timestamp statement`.
