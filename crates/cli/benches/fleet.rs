@@ -1,12 +1,16 @@
 //! The update server's numbers, measured from outside the processes measured, side by side in one
-//! run. `cargo bench -p nonstop-cli --bench fleet -- [cost|fanout] [--nodes N] [--seconds S]`
-//! (both by default).
+//! run. `cargo bench -p nonstop-cli --bench fleet -- [cost|tls|fanout] [--nodes N] [--seconds S]`
+//! (all by default).
 //!
 //! - **cost**: one node process under load from this process, with an update server process. The
 //!   load runs in alternating quarters: quiet, then a 100 KB rule module pushed through the
 //!   server every 2 s, quiet, updates. Reports throughput and p99 of each kind of quarter and
 //!   their ratio, failed requests, and each update's push-to-live with where the time went
 //!   (from the audit chain's timestamps of each step).
+//! - **tls**: what HTTPS costs the hospital: two node processes side by side under one load from
+//!   this process, one serving plain HTTP and one HTTPS (its generated certificate, pinned; the
+//!   clients keep their connections, as browsers do). Reports each node's throughput and
+//!   latency, and their ratio.
 //! - **fanout**: one server process and N (10,000) simulated nodes in this process, each a
 //!   WebSocket client speaking the real protocol. Reports the time from starting a rollout to
 //!   every node having been told, and to every node having downloaded the 100 KB bundle, and the
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use nonstop_demo::{Lab, bundle};
+use nonstop_demo::{Lab, StandaloneNode, bundle};
 use nonstop_loadgen::{LoadConfig, Target, window};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
@@ -69,7 +73,7 @@ fn main() {
         .iter()
         .skip(1)
         .map(String::as_str)
-        .filter(|a| ["cost", "fanout"].contains(a))
+        .filter(|a| ["cost", "tls", "fanout"].contains(a))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,6 +92,10 @@ fn main() {
             slices,
             updates,
         ));
+    }
+    if which.is_empty() || which.contains(&"tls") {
+        let seconds = arg(&args, "--tls-seconds", 40);
+        runtime.block_on(tls(&exe, &dir.path().join("tls"), seconds));
     }
     if which.is_empty() || which.contains(&"fanout") {
         let nodes = arg(&args, "--nodes", 10_000) as usize;
@@ -226,6 +234,52 @@ async fn cost(exe: &Path, dir: &Path, slice_secs: u64, slices: usize, with_updat
         );
     }
     lab.stop();
+}
+
+/// Two nodes, plain HTTP and HTTPS, under one load that gives each the same desks, doctors and
+/// screens at the same time; the first 5 s (connections, caches) are left out.
+async fn tls(exe: &Path, dir: &Path, secs: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let plain = StandaloneNode::start(exe, dir, "plain", "", false)
+        .await
+        .unwrap();
+    let https = StandaloneNode::start(exe, dir, "https", "", true)
+        .await
+        .unwrap();
+    let pin = nonstop_tls::ServerPin::fingerprint(https.fingerprint.as_deref().unwrap()).unwrap();
+    let load = nonstop_loadgen::start(&LoadConfig {
+        target: Target::Nodes(vec![plain.target.clone(), https.target.clone()]),
+        duration: Duration::from_secs(secs),
+        desks: 8,
+        doctors: 2,
+        screens: 2,
+        trust: Some(pin),
+    })
+    .await
+    .unwrap();
+    let (report, timeline) = load.finish().await.unwrap();
+    let end = timeline.iter().map(|s| s.at).fold(0.0, f64::max);
+    let (p, t) = (
+        window(&timeline, 5.0, end, Some(0)),
+        window(&timeline, 5.0, end, Some(1)),
+    );
+    println!("== what TLS costs (two node processes side by side; load from this process)");
+    for (name, w) in [("plain HTTP", &p), ("HTTPS (TLS 1.3)", &t)] {
+        println!(
+            "  {name:<16} {:>7.0} req/s  p50 {:>5.2} ms  p99 {:>6.2} ms  failed {}",
+            w.requests_per_second, w.p50_ms, w.p99_ms, w.failed
+        );
+    }
+    println!(
+        "  HTTPS / plain: throughput {:.3}, p50 {:.3}, p99 {:.3}; failed requests {}; records {} of {} found",
+        t.requests_per_second / p.requests_per_second,
+        t.p50_ms / p.p50_ms,
+        t.p99_ms / p.p99_ms,
+        report.errors,
+        report.records.registrations_found + report.records.payments_found,
+        report.acknowledged.0 + report.acknowledged.1
+    );
+    drop((plain, https));
 }
 
 /// Polls until the rollout's node reports live (or the rollout ends); when it happened.

@@ -247,6 +247,76 @@ fn spawn(exe: &Path, args: &[&str], log: &Path, what: &str) -> Result<Started, S
     }
 }
 
+/// A `nonstop node` process on loopback, on its own (not enrolled): what the benchmarks that
+/// compare two nodes side by side run.
+pub struct StandaloneNode {
+    /// Its URL and an administrator's token.
+    pub target: NodeTarget,
+    /// Its certificate's fingerprint, when it serves HTTPS.
+    pub fingerprint: Option<String>,
+    procs: Processes,
+}
+
+impl StandaloneNode {
+    /// Starts `exe node` with its data in `dir/name` and the configuration `config` (TOML),
+    /// serving HTTPS with a generated certificate when `tls`, else plain HTTP.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        tls: bool,
+    ) -> Result<StandaloneNode, String> {
+        let extra: &[&str] = if tls { &[] } else { &["--no-tls"] };
+        Self::start_with(exe, dir, name, config, extra).await
+    }
+
+    async fn start_with(
+        exe: &Path,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        extra: &[&str],
+    ) -> Result<StandaloneNode, String> {
+        let data = dir.join(name);
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let config_file = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_file, config).map_err(|e| e.to_string())?;
+        let (config_arg, data_arg) = (
+            config_file.to_string_lossy().into_owned(),
+            data.to_string_lossy().into_owned(),
+        );
+        let mut args = vec![
+            "node",
+            "--config",
+            &config_arg,
+            "--data-dir",
+            &data_arg,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let started = spawn(exe, &args, &dir.join(format!("{name}.log")), name)?;
+        let procs = Processes(vec![(name.into(), started.child)]);
+        let pin = started
+            .fingerprint
+            .as_deref()
+            .map(nonstop_tls::ServerPin::fingerprint)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let client = nonstop_tls::http_client(pin.as_ref()).map_err(|e| e.to_string())?;
+        let admin_token = login(&client, &started.url, &data.join("admin-password")).await?;
+        Ok(StandaloneNode {
+            target: NodeTarget {
+                url: started.url,
+                admin_token,
+            },
+            fingerprint: started.fingerprint,
+            procs,
+        })
+    }
+}
+
 /// A client of the update server's API, signed in as its administrator.
 pub struct Api {
     client: reqwest::Client,
@@ -376,7 +446,6 @@ impl Lab {
     ) -> Result<Lab, String> {
         let key = SecretKey::generate();
         let vendor_pub = key.public().to_file_text();
-        let client = reqwest::Client::new();
         let mut procs = Processes(Vec::new());
         // The update server, trusting the vendor's key (and nonstop's release key).
         let server_dir = dir.join("server");
@@ -432,22 +501,16 @@ impl Lab {
                 .as_str()
                 .ok_or("no enrolment token")?
                 .to_owned();
-            let data = dir.join(name);
-            std::fs::create_dir_all(data.join("trusted-keys")).map_err(|e| e.to_string())?;
-            std::fs::write(data.join("trusted-keys/vendor.pub"), &vendor_pub)
+            std::fs::create_dir_all(dir.join(name).join("trusted-keys"))
                 .map_err(|e| e.to_string())?;
-            let config_file = dir.join(format!("{name}.toml"));
-            std::fs::write(&config_file, node_config).map_err(|e| e.to_string())?;
-            let started = spawn(
+            std::fs::write(dir.join(name).join("trusted-keys/vendor.pub"), &vendor_pub)
+                .map_err(|e| e.to_string())?;
+            let mut node = StandaloneNode::start_with(
                 exe,
+                dir,
+                name,
+                node_config,
                 &[
-                    "node",
-                    "--config",
-                    &config_file.to_string_lossy(),
-                    "--data-dir",
-                    &data.to_string_lossy(),
-                    "--listen",
-                    "127.0.0.1:0",
                     // The nodes serve this machine only: plain HTTP on loopback, for the load.
                     "--no-tls",
                     "--server",
@@ -457,14 +520,11 @@ impl Lab {
                     "--enrol-token",
                     &token,
                 ],
-                &dir.join(format!("{name}.log")),
-                name,
-            )?;
-            procs.0.push(((*name).into(), started.child));
-            let url = started.url;
-            say(&format!("{name} serving on {url}, enrolled"));
-            let admin_token = login(&client, &url, &data.join("admin-password")).await?;
-            nodes.push(NodeTarget { url, admin_token });
+            )
+            .await?;
+            procs.0.append(&mut node.procs.0);
+            say(&format!("{name} serving on {}, enrolled", node.target.url));
+            nodes.push(node.target);
         }
         wait_connected(&server, names.len()).await?;
         Ok(Lab {
