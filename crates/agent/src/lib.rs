@@ -123,11 +123,27 @@ enum Request {
 pub struct Agent {
     tx: Option<Sender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    fell_back: Vec<FellBack>,
+}
+
+/// A component whose live version could not be loaded at start, and that started on its standby.
+#[derive(Debug, Clone, Serialize)]
+pub struct FellBack {
+    /// The component.
+    pub component: String,
+    /// The version that could not be loaded (now set aside as rejected).
+    pub damaged: semver::Version,
+    /// The version live instead (the standby).
+    pub live: semver::Version,
+    /// Why, as the store's log records it.
+    pub reason: String,
 }
 
 impl Agent {
     /// Loads every installed live and standby version into `rules`, rejects a candidate left by a
-    /// restart (its checks must run again from a new push), and starts the agent thread.
+    /// restart (its checks must run again from a new push), and starts the agent thread. A live
+    /// version that cannot be loaded (a damaged file) is rolled back to its standby, with the
+    /// reason in the store's log ([`Agent::fell_back`]); without a standby the start fails.
     pub fn start(
         mut store: Store,
         verifier: Verifier,
@@ -135,19 +151,45 @@ impl Agent {
         rules: Rules,
         checks: CheckConfig,
     ) -> Result<Agent, AgentError> {
+        let mut fell_back = Vec::new();
         for slot in rules.slots() {
             let name =
                 ComponentName::new(slot.component()).expect("rule component names are valid");
-            let Ok(state) = store.component(&name).cloned() else {
+            let Ok(mut state) = store.component(&name).cloned() else {
                 continue;
             };
             if let Some(live) = &state.live {
-                slot.load(
+                let loaded = slot.load(
                     &engine,
                     tag(&name, live),
                     &store.payload_path(&name, live),
                     false,
-                )?;
+                );
+                match loaded {
+                    Ok(()) => {}
+                    Err(e) if state.standby.is_some() => {
+                        let reason = format!(
+                            "live version {} could not be loaded at start: {e}",
+                            live.version
+                        );
+                        tracing::error!(component = %name, %reason, "starting on the standby");
+                        let now_live = store.rollback(&name, &reason)?;
+                        slot.load(
+                            &engine,
+                            tag(&name, &now_live),
+                            &store.payload_path(&name, &now_live),
+                            false,
+                        )?;
+                        fell_back.push(FellBack {
+                            component: name.to_string(),
+                            damaged: live.version.clone(),
+                            live: now_live.version.clone(),
+                            reason,
+                        });
+                        state = store.component(&name)?.clone();
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             if let Some(standby) = &state.standby {
                 slot.load(
@@ -183,7 +225,14 @@ impl Agent {
         Ok(Agent {
             tx: Some(tx),
             thread: Some(thread),
+            fell_back,
         })
+    }
+
+    /// The components that started on their standby because their live version could not be
+    /// loaded.
+    pub fn fell_back(&self) -> &[FellBack] {
+        &self.fell_back
     }
 
     /// Queues a pushed bundle; the report arrives when the update has ended (after the watch

@@ -103,6 +103,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        for line in &node.fell_back {
+            println!("started on the standby: {line}");
+        }
         if let Some(path) = &node.admin_password_file {
             println!("administrator: user admin, password in {}", path.display());
         }

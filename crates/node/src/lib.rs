@@ -125,6 +125,9 @@ pub struct RunningNode {
     pub rules: Rules,
     /// Where the administrator's first password was written, if this start created it.
     pub admin_password_file: Option<PathBuf>,
+    /// Components that started on their standby because their live version was damaged or
+    /// could not be loaded: `component damaged -> live: reason`.
+    pub fell_back: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     link: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -184,7 +187,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         &config.trust_root,
         verifier.clone(),
     )?);
-    let mut store = Store::init(&data.join("store")).map_err(|e| e.to_string())?;
+    // A live version damaged on disk starts on its standby rather than keeping the hospital
+    // closed; the reason is in the store's log and in what `start` returns.
+    let (mut store, recovered) =
+        Store::init_recovering(&data.join("store")).map_err(|e| e.to_string())?;
+    let mut fell_back: Vec<String> = recovered
+        .iter()
+        .map(|r| format!("{} {} -> {}: {}", r.component, r.damaged, r.live, r.reason))
+        .collect();
     // The shipped rule modules are part of this program, so they are checked against the key
     // they were built with, whatever the root of trust says of publishers.
     let mut shipped = TrustedKeys::new();
@@ -205,6 +215,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         config.checks.clone(),
     )
     .map_err(|e| e.to_string())?;
+    fell_back.extend(
+        agent
+            .fell_back()
+            .iter()
+            .map(|f| format!("{} {} -> {}: {}", f.component, f.damaged, f.live, f.reason)),
+    );
 
     let url = match &config.database_url {
         Some(url) => url.clone(),
@@ -332,6 +348,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         hospital,
         rules,
         admin_password_file,
+        fell_back,
         server,
         link,
         shutdown: Some(tx),

@@ -53,6 +53,19 @@ pub struct Store {
     _lock: File,
 }
 
+/// A component [`Store::init_recovering`] rolled back because its live payload was damaged.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The component.
+    pub component: ComponentName,
+    /// The version whose payload was damaged (now rejected).
+    pub damaged: semver::Version,
+    /// The version live instead (the standby it had).
+    pub live: semver::Version,
+    /// Why, as the store's log records it.
+    pub reason: String,
+}
+
 impl Store {
     /// Opens the store at `root`, creating it if `root` does not exist or is empty.
     pub fn init(root: &Path) -> Result<Store, StoreError> {
@@ -65,10 +78,28 @@ impl Store {
         Store::open(root)
     }
 
+    /// [`Store::init`], except that a component whose live payload no longer matches its digest
+    /// (a damaged disk, a file changed by hand) is rolled back to its standby, when the standby
+    /// is intact, instead of refusing the whole store: the bad version is set aside as rejected
+    /// with the reason, which is also returned. What a node starts with, so one damaged file
+    /// does not keep a hospital from opening.
+    pub fn init_recovering(root: &Path) -> Result<(Store, Vec<Recovered>), StoreError> {
+        Store::init(root)
+            .map(|s| (s, Vec::new()))
+            .or_else(|e| match e {
+                StoreError::Damaged { .. } => Store::open_with(root, true),
+                e => Err(e),
+            })
+    }
+
     /// Opens an existing store, takes its lock, and recovers every component: interrupted stages
     /// are removed, interrupted moves finished, a torn log mended, and each live payload checked
     /// against its digest. A directory that is not a store is refused, never cleaned up.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Store::open_with(root, false).map(|(store, _)| store)
+    }
+
+    fn open_with(root: &Path, recover: bool) -> Result<(Store, Vec<Recovered>), StoreError> {
         if !root.join(MARKER).is_file() {
             return Err(StoreError::NotAStore(root.to_owned()));
         }
@@ -86,6 +117,7 @@ impl Store {
             }
         }
         let mut components = BTreeMap::new();
+        let mut damaged = Vec::new();
         let dir = root.join("components");
         for entry in fs::read_dir(&dir).map_err(|e| StoreError::io("reading", &dir, e))? {
             let entry = entry.map_err(|e| StoreError::io("reading", &dir, e))?;
@@ -98,7 +130,17 @@ impl Store {
             match read_state(&cdir, &name)? {
                 Some(state) => {
                     settle(&cdir, &state)?;
-                    verify(&cdir, &state)?;
+                    match verify(&cdir, &state) {
+                        Ok(()) => {}
+                        Err(e)
+                            if recover
+                                && state.standby.is_some()
+                                && live_damaged(&cdir, &state) =>
+                        {
+                            damaged.push((name.clone(), e.to_string()));
+                        }
+                        Err(e) => return Err(e),
+                    }
                     components.insert(name, state);
                 }
                 // A first stage that crashed before its state record was written left nothing
@@ -112,12 +154,26 @@ impl Store {
                 }
             }
         }
-        Ok(Store {
+        let mut store = Store {
             root: root.to_owned(),
             components,
             unsettled: Vec::new(),
             _lock: lock,
-        })
+        };
+        let mut recovered = Vec::new();
+        for (name, why) in damaged {
+            let bad = store.component(&name)?.live.clone().map(|e| e.version);
+            let reason = format!("the live payload was damaged at start: {why}");
+            let now_live = store.rollback(&name, &reason)?;
+            tracing::error!(component = %name, %reason, live = %now_live.version, "started on the standby");
+            recovered.push(Recovered {
+                component: name,
+                damaged: bad.unwrap_or_else(|| semver::Version::new(0, 0, 0)),
+                live: now_live.version,
+                reason,
+            });
+        }
+        Ok((store, recovered))
     }
 
     /// The store's root directory.
@@ -705,6 +761,18 @@ fn reconcile(cdir: &Path, state: &ComponentState) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Whether the live payload is what fails [`verify`] (and nothing else it checks).
+fn live_damaged(cdir: &Path, state: &ComponentState) -> bool {
+    let Some(live) = &state.live else {
+        return false;
+    };
+    let path = cdir
+        .join("versions")
+        .join(live.version.to_string())
+        .join(live.file.as_str());
+    check_digest(&path, &state.component, live).is_err()
 }
 
 /// Checks that every installed version's directory is there and that the live payload matches its

@@ -391,3 +391,58 @@ fn an_operator_rollback_during_the_watch_window_is_not_kept_waiting() {
     let tally = traffic.stop();
     assert_eq!((tally.failed, tally.covered), (0, 0), "{tally:?}");
 }
+
+#[test]
+fn a_live_version_this_engine_cannot_load_starts_on_its_standby_and_says_why() {
+    let node = start(None);
+    node.agent
+        .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
+        .unwrap();
+    let dir = node.dir;
+    drop(node.agent);
+    // A version made live behind the agent's back (its checks never ran) that no engine can
+    // compile: what a node finds when a newer runtime refuses what an older one ran.
+    {
+        let mut store = nonstop_store::Store::open(&dir.path().join("store")).unwrap();
+        let mut trusted = nonstop_bundle::TrustedKeys::new();
+        trusted.add(crate::publisher().public());
+        let verifier = nonstop_bundle::Verifier::new(trusted, Default::default());
+        let draft = nonstop_bundle::Draft::new(
+            "fees",
+            nonstop_bundle::ComponentKind::WasmComponent,
+            "2.0.0".parse().unwrap(),
+            "rules.wasm",
+        )
+        .unwrap();
+        let bytes =
+            nonstop_bundle::create(&draft, b"\0asm not a component", &crate::publisher()).unwrap();
+        let b = verifier.open(&bytes, None).unwrap();
+        store.stage(&b).unwrap();
+        store
+            .promote(&nonstop_bundle::ComponentName::new("fees").unwrap(), None)
+            .unwrap();
+    }
+    let node = start(Some(dir));
+    assert_eq!(live(&node), "1.0.0", "the standby serves");
+    let fell = node.agent.fell_back();
+    assert_eq!(fell.len(), 1, "{fell:?}");
+    assert_eq!(fell[0].damaged.to_string(), "2.0.0");
+    assert!(
+        fell[0].reason.contains("could not be loaded at start"),
+        "{fell:?}"
+    );
+    let state = store_state(&node);
+    assert_eq!(state.live.as_ref().unwrap().version.to_string(), "1.0.0");
+    assert_eq!(state.rejected[0].entry.version.to_string(), "2.0.0");
+    assert_eq!(state.rejected[0].reason, fell[0].reason);
+    // It keeps answering.
+    let traffic = Traffic::start(&node.rules, MIXED, None);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let tally = traffic.stop();
+    assert!(
+        tally.calls > 0 && tally.failed == 0,
+        "{} calls, {} failed",
+        tally.calls,
+        tally.failed
+    );
+}

@@ -305,6 +305,52 @@ fn a_damaged_live_payload_is_reported_on_open_with_its_digest() {
 }
 
 #[test]
+fn a_node_opening_a_store_whose_live_payload_is_damaged_starts_on_the_standby() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::init(dir.path()).unwrap();
+    store.stage(&bundle("fees", "1.0.0", 64)).unwrap();
+    store.promote(&comp("fees"), None).unwrap();
+    store.stage(&bundle("fees", "2.0.0", 64)).unwrap();
+    store.promote(&comp("fees"), None).unwrap();
+    drop(store);
+    fs::write(
+        dir.path().join("components/fees/versions/2.0.0/rules.wasm"),
+        b"tampered",
+    )
+    .unwrap();
+    let (store, recovered) = Store::init_recovering(dir.path()).unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].damaged.to_string(), "2.0.0");
+    assert_eq!(recovered[0].live.to_string(), "1.0.0");
+    let state = store.component(&comp("fees")).unwrap();
+    assert_eq!(state.live.as_ref().unwrap().version.to_string(), "1.0.0");
+    assert_eq!(state.rejected[0].reason, recovered[0].reason);
+    assert!(
+        recovered[0].reason.contains("expected sha256:"),
+        "{recovered:?}"
+    );
+    let log = store.log(&comp("fees")).unwrap();
+    assert!(
+        log.iter()
+            .rev()
+            .take(2)
+            .all(|e| e.reason == recovered[0].reason)
+    );
+    drop(store);
+    // With no intact standby there is nothing to start on: the store is refused, as by `init`.
+    fs::write(
+        dir.path().join("components/fees/versions/1.0.0/rules.wasm"),
+        b"tampered too",
+    )
+    .unwrap();
+    let err = Store::init_recovering(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.starts_with("store is damaged for component fees"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_torn_log_line_is_cut_and_the_transition_restored_from_the_state_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::init(dir.path()).unwrap();
