@@ -55,6 +55,12 @@ pub enum NodeMessage {
         #[serde(default)]
         root_version: u64,
     },
+    /// Sent once after the first hello of a run: components that started on their standby
+    /// because their live version was damaged or could not be loaded.
+    FellBack {
+        /// `component damaged -> live: reason`, one per component.
+        components: Vec<String>,
+    },
     /// The node refused a root of trust or a statement the server sent, and why.
     TrustRefused {
         /// `root` or `timestamp statement`.

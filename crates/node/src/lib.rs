@@ -323,6 +323,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
             agent,
             metrics,
             trust,
+            fell_back.clone(),
             store_root,
             data.join("downloads"),
         ))),

@@ -244,6 +244,7 @@ pub async fn run(
     agent: Arc<Agent>,
     metrics: Arc<crate::metrics::Metrics>,
     trust: Arc<crate::NodeTrust>,
+    fell_back: Vec<String>,
     store_root: PathBuf,
     downloads: PathBuf,
 ) {
@@ -265,6 +266,12 @@ pub async fn run(
         None => None,
     };
     let (outbox, mut inbox) = mpsc::unbounded_channel();
+    if !fell_back.is_empty() {
+        // Queued before any connection: it follows the first hello.
+        let _ = outbox.send(NodeMessage::FellBack {
+            components: fell_back,
+        });
+    }
     let shared = Arc::new(Shared {
         enrolment,
         config,

@@ -158,6 +158,18 @@ impl Server {
                 // What it was sent and has not finished, and what is due, goes (again) now.
                 self.dispatch(Some(node.id)).await
             }
+            NodeMessage::FellBack { components } => {
+                tracing::error!(node = %node.name, ?components, "a node started on its standby");
+                let mut w = self.write().await?;
+                w.audit(
+                    &format!("node:{}", node.name),
+                    "node.fell-back",
+                    &format!("node {}", node.name),
+                    &serde_json::json!({ "components": components }),
+                )
+                .await?;
+                w.commit().await
+            }
             NodeMessage::TrustRefused { what, reason } => {
                 tracing::warn!(node = %node.name, %what, %reason, "a node refused what it was sent");
                 let mut w = self.write().await?;

@@ -1091,3 +1091,58 @@ async fn oversized_or_deeply_nested_bodies_are_refused_and_a_large_bundle_is_not
     assert_eq!(s, StatusCode::OK);
     fleet.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_live_rule_is_damaged_on_disk_starts_on_its_standby_and_tells_the_server() {
+    let fleet = Fleet::new().await;
+    let token = fleet.add("ward").await;
+    let node = fleet.start_node("ward", Some(&token)).await;
+    fleet.wait_connected(1).await;
+    fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
+    let id = fleet.rollout("fees@2.0.0", json!("all"), "rest").await;
+    fleet.wait_rollout(id, |r| r["state"] == "completed").await;
+    node.stop().await;
+    // The disk damages fees 2.0.0's payload while the node is down.
+    let payload = fleet
+        .node_dir("ward")
+        .join("store/components/fees/versions/2.0.0/fees.wasm");
+    let mut bytes = std::fs::read(&payload).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&payload, bytes).unwrap();
+    let node = fleet.start_node("ward", None).await;
+    assert_eq!(live_version(&node, "fees"), "1.0.0", "the standby serves");
+    assert_eq!(node.fell_back.len(), 1, "{:?}", node.fell_back);
+    assert!(
+        node.fell_back[0].starts_with("fees 2.0.0 -> 1.0.0: the live payload was damaged"),
+        "{:?}",
+        node.fell_back
+    );
+    // The server hears why, in its audit.
+    let started = Instant::now();
+    loop {
+        let (_, audit) = fleet
+            .call("GET", "/api/v1/audit?contains=node:ward", None)
+            .await;
+        let told = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "node.fell-back");
+        if let Some(e) = told {
+            assert!(
+                e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("fees 2.0.0 -> 1.0.0"),
+                "{e}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+    fleet.server.stop().await;
+}
