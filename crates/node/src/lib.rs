@@ -320,12 +320,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         Some(enrolment) => Some(tokio::spawn(link::run(
             enrolment,
             config.link.clone(),
-            agent,
-            metrics,
-            trust,
-            fell_back.clone(),
-            store_root,
-            data.join("downloads"),
+            link::NodeParts {
+                agent,
+                metrics,
+                trust,
+                fell_back: fell_back.clone(),
+                store_root,
+                downloads: data.join("downloads"),
+            },
         ))),
         None => None,
     };

@@ -237,17 +237,32 @@ struct Shared {
     sampled: tokio::sync::Notify,
 }
 
+/// The parts of the node the link works with.
+pub struct NodeParts {
+    /// Installs what the server pushes.
+    pub agent: Arc<Agent>,
+    /// Where the traffic samples come from.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Takes the roots and statements the server sends.
+    pub trust: Arc<crate::NodeTrust>,
+    /// Components that started on their standby (told to the server once).
+    pub fell_back: Vec<String>,
+    /// The version store, read for the hello.
+    pub store_root: PathBuf,
+    /// Where bundles are downloaded to.
+    pub downloads: PathBuf,
+}
+
 /// Runs the link until the task is aborted.
-pub async fn run(
-    enrolment: Enrolment,
-    config: LinkConfig,
-    agent: Arc<Agent>,
-    metrics: Arc<crate::metrics::Metrics>,
-    trust: Arc<crate::NodeTrust>,
-    fell_back: Vec<String>,
-    store_root: PathBuf,
-    downloads: PathBuf,
-) {
+pub async fn run(enrolment: Enrolment, config: LinkConfig, node: NodeParts) {
+    let NodeParts {
+        agent,
+        metrics,
+        trust,
+        fell_back,
+        store_root,
+        downloads,
+    } = node;
     let http = match enrolment.http_client() {
         Ok(http) => http,
         Err(e) => {
