@@ -79,11 +79,11 @@ pub(crate) async fn connect(
                     reason: "an in-memory SQLite database cannot be shared with the node's writer: name a file".into(),
                 });
             }
-            Writer::sqlite(&file)?
+            Writer::sqlite(&file, crate::write::WRITE_QUEUE)?
         }
         Backend::Postgres => {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Writer::Postgres(pool.clone())
+            Writer::postgres(pool.clone())
         }
     };
     Ok((pool, backend, writer))

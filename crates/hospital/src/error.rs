@@ -4,6 +4,14 @@
 /// Errors of the hospital core.
 #[derive(Debug, thiserror::Error)]
 pub enum HospitalError {
+    /// More writes are waiting than the node takes: refused at once, to be retried.
+    #[error("the node is overloaded ({what}): retry in {retry_after_secs} s")]
+    Overloaded {
+        /// What is full.
+        what: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// A field of the request is invalid.
     #[error("invalid {field}: {reason}")]
     Invalid {

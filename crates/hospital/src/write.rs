@@ -16,9 +16,16 @@
 //! - **PostgreSQL** locks rows and commits in parallel: each write is its own transaction, run
 //!   on a blocking thread that drives sqlx's statements one by one.
 //!
-//! A write, once handed over, runs to its end even if its caller goes away (a client that
-//! disconnects): it is committed or undone as its closure says, never cut off half-way. Reads
-//! that need no transaction stay on the async sqlx pool.
+//! A write, once started, runs to its end even if its caller goes away (a client that
+//! disconnects): it is committed or undone as its closure says, never cut off half-way. A write
+//! whose caller has gone before it starts is not run at all: nobody would see its answer, and a
+//! client that retries (with its idempotency key) gets one outcome either way.
+//!
+//! Load the node cannot serve is shed, not queued without end: at most [`WRITE_QUEUE`] writes
+//! wait for the SQLite writer (on PostgreSQL, four per pooled connection run or wait at once);
+//! past that a write is refused at once with [`HospitalError::Overloaded`] (503 with
+//! `Retry-After`), so the writes it accepts keep their latency. Reads that need no transaction
+//! stay on the async sqlx pool.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -33,6 +40,20 @@ use crate::HospitalError;
 
 /// Requests one SQLite commit makes durable at most: bounds how long the first of them waits.
 const MAX_GROUP: usize = 64;
+
+/// Writes that may wait for the SQLite writer. At about 1 ms a write, the last of them waits
+/// some 250 ms; past it a write is refused at once rather than waiting longer.
+pub(crate) const WRITE_QUEUE: usize = 256;
+
+/// Writes running or waiting at once per PostgreSQL pool connection.
+const PG_WRITES_PER_CONNECTION: usize = 4;
+
+fn overloaded(what: &str) -> HospitalError {
+    HospitalError::Overloaded {
+        what: what.to_owned(),
+        retry_after_secs: 1,
+    }
+}
 
 /// A value bound to a statement's `$n` parameter.
 #[derive(Debug, Clone)]
@@ -324,10 +345,10 @@ pub(crate) fn any_query<'q>(
 /// Where write transactions run.
 #[derive(Clone)]
 pub(crate) enum Writer {
-    /// The SQLite writer thread's queue.
-    Sqlite(mpsc::Sender<Job>),
-    /// PostgreSQL: a transaction per write from the pool.
-    Postgres(AnyPool),
+    /// The SQLite writer thread's queue, bounded.
+    Sqlite(mpsc::SyncSender<Job>),
+    /// PostgreSQL: a transaction per write from the pool, as many at once as the permits.
+    Postgres(AnyPool, std::sync::Arc<tokio::sync::Semaphore>),
 }
 
 /// A write queued for the SQLite writer: runs in its savepoint, says whether to keep it, and
@@ -342,8 +363,18 @@ pub(crate) struct Ran {
 }
 
 impl Writer {
-    /// Starts the writer thread of the SQLite database at `path` (after migrations ran).
-    pub(crate) fn sqlite(path: &Path) -> Result<Writer, HospitalError> {
+    /// PostgreSQL writes on `pool`, at most four per connection at once.
+    pub(crate) fn postgres(pool: AnyPool) -> Writer {
+        let permits = pool.options().get_max_connections() as usize * PG_WRITES_PER_CONNECTION;
+        Writer::Postgres(
+            pool,
+            std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+        )
+    }
+
+    /// Starts the writer thread of the SQLite database at `path` (after migrations ran), with
+    /// at most `queue` writes waiting for it.
+    pub(crate) fn sqlite(path: &Path, queue: usize) -> Result<Writer, HospitalError> {
         let conn = rusqlite::Connection::open(path)?;
         // As the sqlx connections (see `db.rs`): WAL, FULL sync, foreign keys; a busy timeout
         // for another process (the CLI) writing.
@@ -352,7 +383,7 @@ impl Writer {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(128);
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(queue);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || write_groups(&conn, &queue))
@@ -373,7 +404,13 @@ impl Writer {
     {
         let pending = match self {
             Writer::Sqlite(jobs) => Pending::Queued(queue(jobs, write)),
-            Writer::Postgres(pool) => Pending::Postgres(pool.clone(), write),
+            Writer::Postgres(pool, permits) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Pending::Postgres(pool.clone(), write, permit),
+                Err(_) => Pending::Queued(Err(overloaded(&format!(
+                    "all {} PostgreSQL writes are taken",
+                    pool.options().get_max_connections() as usize * PG_WRITES_PER_CONNECTION
+                )))),
+            },
         };
         async move {
             match pending {
@@ -383,9 +420,12 @@ impl Writer {
                             .into(),
                     )
                 })?,
-                Pending::Postgres(pool, write) => {
+                Pending::Postgres(pool, write, permit) => {
                     let runtime = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || postgres_write(&pool, &runtime, write))
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        postgres_write(&pool, &runtime, write)
+                    })
                         .await
                         .map_err(|e| HospitalError::Commit(format!("the write failed: {e}")))?
                 }
@@ -398,13 +438,13 @@ impl Writer {
 enum Pending<T, F> {
     /// Queued for the SQLite writer: its answer, or why it could not be queued.
     Queued(Result<oneshot::Receiver<Result<T, HospitalError>>, HospitalError>),
-    /// To run on PostgreSQL.
-    Postgres(AnyPool, F),
+    /// To run on PostgreSQL, holding one of its permits.
+    Postgres(AnyPool, F, tokio::sync::OwnedSemaphorePermit),
 }
 
 /// Queues a write for the SQLite writer thread.
 fn queue<T, F>(
-    jobs: &mpsc::Sender<Job>,
+    jobs: &mpsc::SyncSender<Job>,
     write: F,
 ) -> Result<oneshot::Receiver<Result<T, HospitalError>>, HospitalError>
 where
@@ -423,6 +463,13 @@ where
                 }),
             };
         };
+        if reply.is_closed() {
+            // Its caller has gone (the client disconnected) before it started: not run.
+            return Ran {
+                keep: false,
+                answer: Box::new(|_| {}),
+            };
+        }
         let result = write(tx);
         let keep = result.is_ok() && !tx.discard;
         Ran {
@@ -435,8 +482,14 @@ where
             }),
         }
     });
-    jobs.send(job)
-        .map_err(|_| HospitalError::Commit("the SQLite writer has stopped".into()))?;
+    jobs.try_send(job).map_err(|e| match e {
+        mpsc::TrySendError::Full(_) => overloaded(&format!(
+            "{WRITE_QUEUE} writes are waiting for the database already"
+        )),
+        mpsc::TrySendError::Disconnected(_) => {
+            HospitalError::Commit("the SQLite writer has stopped".into())
+        }
+    })?;
     Ok(answer)
 }
 
@@ -564,6 +617,10 @@ mod tests {
 
     /// A writer on a new database with `t (n, parent)`, whose foreign key is checked at commit.
     fn writer() -> (Writer, PathBuf, tempfile::TempDir) {
+        writer_with(WRITE_QUEUE)
+    }
+
+    fn writer_with(queue: usize) -> (Writer, PathBuf, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         rusqlite::Connection::open(&path)
@@ -575,7 +632,7 @@ mod tests {
                      parent INTEGER REFERENCES parent (n) DEFERRABLE INITIALLY DEFERRED);",
             )
             .unwrap();
-        (Writer::sqlite(&path).unwrap(), path, dir)
+        (Writer::sqlite(&path, queue).unwrap(), path, dir)
     }
 
     /// What another connection sees: only committed rows.
@@ -740,5 +797,62 @@ mod tests {
         assert_eq!(row, (5, "a".into(), 6));
         let missing = w.run(|tx| tx.one::<i64>("SELECT $3", args![1])).await;
         assert!(missing.unwrap_err().to_string().contains("$3"));
+    }
+
+    /// Past the queue's bound a write is refused at once (to be retried), not queued; the
+    /// writes queued before it are all kept, and there is room again once they are done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_a_write_at_once_and_keeps_every_queued_one() {
+        let (w, path, _dir) = writer_with(4);
+        let (open, first) = hold(&w);
+        // The held write has left the queue once the writer runs it.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let queued: Vec<_> = (0..4).map(|n| w.run(move |tx| insert(tx, n))).collect();
+        let refused = w.run(|tx| insert(tx, 99)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(HospitalError::Overloaded {
+                    retry_after_secs: 1,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        open.send(()).unwrap();
+        first.await.unwrap();
+        for q in queued {
+            q.await.unwrap();
+        }
+        w.run(|tx| insert(tx, 5)).await.unwrap();
+        assert_eq!(committed(&path), [0, 1, 2, 3, 5]);
+    }
+
+    /// A write whose caller went away (its client disconnected) before the writer reached it
+    /// is not run; the writes around it are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_whose_caller_has_gone_before_it_starts_is_not_run() {
+        let (w, path, _dir) = writer();
+        let (open, first) = hold(&w);
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let before = w.run(|tx| insert(tx, 1));
+        let gone = {
+            let ran = ran.clone();
+            w.run(move |tx| {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                insert(tx, 2)
+            })
+        };
+        let after = w.run(|tx| insert(tx, 3));
+        drop(gone);
+        open.send(()).unwrap();
+        first.await.unwrap();
+        before.await.unwrap();
+        after.await.unwrap();
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "the abandoned write ran"
+        );
+        assert_eq!(committed(&path), [1, 3]);
     }
 }

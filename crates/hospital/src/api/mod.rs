@@ -175,6 +175,15 @@ impl From<HospitalError> for ApiError {
             error.retry_after = Some(*retry_after_secs);
             return error;
         }
+        if let HospitalError::Overloaded {
+            retry_after_secs, ..
+        } = &e
+        {
+            let mut error =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", None, message);
+            error.retry_after = Some(*retry_after_secs);
+            return error;
+        }
         // PostgreSQL refuses text holding the NUL character (22021; a Rust string is otherwise
         // always valid UTF-8): the request is malformed, not the server failing.
         if let HospitalError::Db(sqlx::Error::Database(d)) = &e
@@ -198,6 +207,9 @@ impl From<HospitalError> for ApiError {
             HospitalError::QuotaExhausted { .. } => (StatusCode::CONFLICT, "quota-exhausted", None),
             HospitalError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             HospitalError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled", None),
+            HospitalError::Overloaded { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", None)
+            }
             HospitalError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             HospitalError::Rule(_) => (StatusCode::SERVICE_UNAVAILABLE, "rule-unavailable", None),
             HospitalError::ReadAudit(_) => {
