@@ -249,7 +249,7 @@ async fn tls(exe: &Path, dir: &Path, secs: u64) {
     let pin = nonstop_tls::ServerPin::fingerprint(https.fingerprint.as_deref().unwrap()).unwrap();
     let load = nonstop_loadgen::start(&LoadConfig {
         target: Target::Nodes(vec![plain.target.clone(), https.target.clone()]),
-        duration: Duration::from_secs(secs),
+        duration: Duration::ZERO,
         desks: 8,
         doctors: 2,
         screens: 2,
@@ -257,6 +257,7 @@ async fn tls(exe: &Path, dir: &Path, secs: u64) {
     })
     .await
     .unwrap();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
     let (report, timeline) = load.finish().await.unwrap();
     let end = timeline.iter().map(|s| s.at).fold(0.0, f64::max);
     let (p, t) = (
