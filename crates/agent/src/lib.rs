@@ -117,6 +117,11 @@ struct Replies {
 enum Request {
     Install(Vec<u8>, Replies),
     Rollback(String, String, Sender<Result<VersionTag, String>>),
+    Follow(
+        String,
+        semver::Version,
+        Sender<Option<Receiver<InstallReport>>>,
+    ),
 }
 
 /// Handle to the agent thread. Dropping it stops the thread after the current update.
@@ -208,6 +213,7 @@ impl Agent {
                 )?;
             }
         }
+        let watches = resume_watches(&store, &rules);
         let (tx, rx) = channel();
         let mut worker = Worker {
             store,
@@ -215,7 +221,7 @@ impl Agent {
             engine,
             rules,
             checks,
-            watches: Vec::new(),
+            watches,
             pending: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
@@ -227,6 +233,19 @@ impl Agent {
             thread: Some(thread),
             fell_back,
         })
+    }
+
+    /// Follows the open watch window of `component` at `version` (one resumed after a restart,
+    /// or one of an install under way): the receiver gets its report when it closes. `None` when
+    /// no window is open for that version.
+    pub fn follow(
+        &self,
+        component: &str,
+        version: &semver::Version,
+    ) -> Result<Option<Receiver<InstallReport>>, AgentError> {
+        let (tx, rx) = channel();
+        self.send(Request::Follow(component.to_owned(), version.clone(), tx))?;
+        rx.recv().map_err(|_| AgentError::Stopped)
     }
 
     /// The components that started on their standby because their live version could not be
@@ -369,6 +388,63 @@ pub fn precheck(
     result
 }
 
+/// The watch windows a restart cut short, reopened for the time they had left (closing at once
+/// if it ran out while the node was down), counting the calls made from now on. A kept window
+/// whose version is no longer live is forgotten.
+fn resume_watches(store: &Store, rules: &Rules) -> Vec<Watch> {
+    let mut watches = Vec::new();
+    let Ok(entries) = std::fs::read_dir(store.root().join("watches")) else {
+        return watches;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(component) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|_| path.extension().is_some_and(|e| e == "json"))
+            .and_then(|s| ComponentName::new(s).ok())
+        else {
+            continue;
+        };
+        let kept: Option<KeptWatch> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let live = rules
+            .slot(component.as_str())
+            .ok()
+            .and_then(|slot| slot.live_counts());
+        match (kept, live) {
+            (Some(kept), Some((tag, counts))) if tag.version == kept.version => {
+                let left = Duration::from_millis((kept.until_ms - now_ms()).max(0) as u64);
+                tracing::info!(component = %component, version = %kept.version, left_ms = left.as_millis() as u64, "resuming the watch window a restart cut short");
+                watches.push(Watch {
+                    component: component.clone(),
+                    version: kept.version.clone(),
+                    start: counts,
+                    baseline_refusal_rate: kept.baseline_refusal_rate,
+                    until: Instant::now() + left,
+                    report: InstallReport {
+                        component: Some(component.to_string()),
+                        version: Some(kept.version),
+                        outcome: Outcome::Live {
+                            vectors: 0,
+                            shadow: None,
+                            watched_calls: 0,
+                            watched_failures: 0,
+                            watch_open: true,
+                        },
+                    },
+                    replies: Vec::new(),
+                });
+            }
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    watches
+}
+
 fn tag(component: &ComponentName, entry: &VersionEntry) -> VersionTag {
     VersionTag {
         component: component.to_string(),
@@ -400,7 +476,53 @@ struct Watch {
     baseline_refusal_rate: f64,
     until: Instant,
     report: InstallReport,
-    reply: Sender<InstallReport>,
+    /// Who hears how it ends: the install's caller, and whoever follows it after a restart.
+    replies: Vec<Sender<InstallReport>>,
+}
+
+/// An open watch window as kept on disk (`<store>/watches/<component>.json`), so that a node
+/// restarted in the middle of one resumes it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct KeptWatch {
+    version: semver::Version,
+    /// When the window closes, milliseconds since the Unix epoch.
+    until_ms: i64,
+    baseline_refusal_rate: f64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn watch_file(store_root: &std::path::Path, component: &str) -> std::path::PathBuf {
+    store_root.join("watches").join(format!("{component}.json"))
+}
+
+/// Keeps an open watch on disk (written whole: a temporary file renamed over the old).
+fn keep_watch(store_root: &std::path::Path, w: &Watch) {
+    let dir = store_root.join("watches");
+    let kept = KeptWatch {
+        version: w.version.clone(),
+        until_ms: now_ms()
+            + w.until
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i64,
+        baseline_refusal_rate: w.baseline_refusal_rate,
+    };
+    let path = watch_file(store_root, w.component.as_str());
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(&kept).unwrap_or_default()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(component = %w.component, error = %e, "cannot keep the watch window on disk; a restart would forget it");
+    }
+}
+
+fn forget_watch(store_root: &std::path::Path, component: &str) {
+    let _ = std::fs::remove_file(watch_file(store_root, component));
 }
 
 enum Verdict {
@@ -443,9 +565,23 @@ impl Worker {
                                 reason: format!("{reason}; {e}"),
                             },
                         };
-                        let _ = w.reply.send(w.report);
+                        forget_watch(self.store.root(), &component);
+                        for r in &w.replies {
+                            let _ = r.send(w.report.clone());
+                        }
                     }
                     let _ = reply.send(result);
+                }
+                Ok(Request::Follow(component, version, reply)) => {
+                    let watch = self
+                        .watches
+                        .iter_mut()
+                        .find(|w| w.component.as_str() == component && w.version == version);
+                    let _ = reply.send(watch.map(|w| {
+                        let (tx, rx) = channel();
+                        w.replies.push(tx);
+                        rx
+                    }));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -492,8 +628,9 @@ impl Worker {
                             baseline_refusal_rate,
                             until: Instant::now() + Duration::from_secs(self.checks.watch_secs),
                             report: report.clone(),
-                            reply,
+                            replies: vec![reply],
                         });
+                        keep_watch(self.store.root(), self.watches.last().expect("just pushed"));
                         if let Some(live) = live {
                             let _ = live.send(report);
                         }
@@ -667,7 +804,10 @@ impl Worker {
                 Verdict::Open => unreachable!("open watches are kept above"),
             }
             log_end(&w.report);
-            let _ = w.reply.send(w.report);
+            forget_watch(self.store.root(), w.component.as_str());
+            for r in &w.replies {
+                let _ = r.send(w.report.clone());
+            }
         }
     }
 

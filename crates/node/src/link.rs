@@ -631,13 +631,34 @@ async fn install(shared: &Arc<Shared>, push: &Push, bundle_digest: &str, size: u
         .find(|c| c.component == push.component)
         .and_then(|c| c.live);
     if live.is_some_and(|l| l.version == push.version) {
-        push.report(
-            shared,
-            Step::Healthy {
+        // If its watch window is open (the node restarted in the middle of it, and resumed it),
+        // the update ends when the window closes, healthy or rolled back.
+        let agent = shared.agent.clone();
+        let (component, version) = (push.component.clone(), push.version.clone());
+        let ended = tokio::task::spawn_blocking(move || {
+            let version = semver::Version::parse(&version).ok()?;
+            agent.follow(&component, &version).ok()??.recv().ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        let step = match ended.map(|r| r.outcome) {
+            Some(Outcome::RolledBack { reason }) => Step::RolledBack { reason },
+            Some(Outcome::RollbackFailed { reason }) => Step::Failed { reason },
+            Some(Outcome::Live {
+                watched_calls,
+                watched_failures,
+                ..
+            }) => Step::Healthy {
+                calls: watched_calls,
+                failures: watched_failures,
+            },
+            _ => Step::Healthy {
                 calls: 0,
                 failures: 0,
             },
-        );
+        };
+        push.report(shared, step);
         return;
     }
     let bytes = match download(shared, bundle_digest, size, path).await {

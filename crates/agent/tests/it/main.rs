@@ -51,7 +51,7 @@ pub fn start_with(checks: CheckConfig) -> Node {
     start_on(tempfile::tempdir().unwrap(), checks)
 }
 
-fn start_on(dir: tempfile::TempDir, checks: CheckConfig) -> Node {
+pub fn start_on(dir: tempfile::TempDir, checks: CheckConfig) -> Node {
     let store = Store::init(&dir.path().join("store")).unwrap();
     let mut trusted = TrustedKeys::new();
     trusted.add(publisher().public());

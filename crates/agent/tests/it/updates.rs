@@ -446,3 +446,71 @@ fn a_live_version_this_engine_cannot_load_starts_on_its_standby_and_says_why() {
         tally.failed
     );
 }
+
+#[test]
+fn a_restart_in_the_middle_of_a_watch_window_resumes_it_and_rolls_back_what_fails_after() {
+    let node = start(None);
+    node.agent
+        .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
+        .unwrap();
+    let dir = node.dir;
+    drop(node.agent);
+    // A long window, judged on at least 20 calls, so that it is still open when the node stops.
+    let long = nonstop_runtime::CheckConfig {
+        watch_secs: 60,
+        watch_calls: 1_000_000,
+        min_calls_for_rate: 20,
+        ..crate::checks()
+    };
+    let node = crate::start_on(dir, long.clone());
+    // General visits only: neither the shadow check nor the window sees the night-clinic trap.
+    let traffic = Traffic::start(&node.rules, GENERAL_ONLY, None);
+    let report = node
+        .agent
+        .install_until_live(bundle("bad-trap", "fees", "1.1.0"))
+        .unwrap();
+    traffic.stop();
+    assert!(
+        matches!(
+            report.outcome,
+            Outcome::Live {
+                watch_open: true,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    let kept = node.dir.path().join("store/watches/fees.json");
+    assert!(kept.is_file(), "the open window is kept on disk");
+    // The node stops with the window open, and starts again.
+    let dir = node.dir;
+    drop(node.agent);
+    let node = crate::start_on(dir, long);
+    assert_eq!(live(&node), "1.1.0");
+    let ended = node
+        .agent
+        .follow("fees", &"1.1.0".parse().unwrap())
+        .unwrap()
+        .expect("the window was resumed");
+    // Night-clinic visits now: the version fails them, the standby answers, the window rolls
+    // it back as it would have without the restart.
+    let traffic = Traffic::start(&node.rules, MIXED, None);
+    let report = ended
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    let tally = traffic.stop();
+    match &report.outcome {
+        Outcome::RolledBack { reason } => assert!(reason.starts_with("watch window: "), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert_eq!(live(&node), "1.0.0");
+    assert!(!kept.exists(), "a closed window is forgotten");
+    assert!(
+        node.agent
+            .follow("fees", &"1.0.0".parse().unwrap())
+            .unwrap()
+            .is_none(),
+        "no window is open"
+    );
+}
