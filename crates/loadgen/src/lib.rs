@@ -60,6 +60,26 @@ pub struct LoadConfig {
     pub trust: Option<nonstop_tls::ServerPin>,
 }
 
+/// Ids per record-check request: with ids of up to 12 digits, a body well under the node's
+/// 64 KiB limit on JSON bodies.
+const IDS_PER_CHECK: usize = 4000;
+
+/// The bodies of the record checks for these ids, each with at most [`IDS_PER_CHECK`] of them;
+/// at least one, so an empty run still checks for invoices paid twice.
+fn record_check_bodies(registrations: &[i64], payments: &[i64]) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    let (mut r, mut p) = (registrations, payments);
+    loop {
+        let take_r = r.len().min(IDS_PER_CHECK);
+        let take_p = p.len().min(IDS_PER_CHECK - take_r);
+        bodies.push(json!({"registrations": &r[..take_r], "payments": &p[..take_p]}));
+        (r, p) = (&r[take_r..], &p[take_p..]);
+        if r.is_empty() && p.is_empty() {
+            return bodies;
+        }
+    }
+}
+
 /// Latency of one endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointReport {
@@ -700,20 +720,26 @@ impl Load {
         for (i, node) in self.nodes.iter().enumerate() {
             let registrations = tally.registrations.get(&i).cloned().unwrap_or_default();
             let payments = tally.payments.get(&i).cloned().unwrap_or_default();
-            let found: RecordCheck = serde_json::from_value(
-                call(
-                    &self.client,
-                    &node.base,
-                    &node.admin,
-                    "/api/v1/records/check",
-                    json!({"registrations": registrations, "payments": payments}),
+            // In parts: a node takes JSON bodies of at most 64 KiB.
+            let mut paid_twice = 0;
+            for body in record_check_bodies(&registrations, &payments) {
+                let found: RecordCheck = serde_json::from_value(
+                    call(
+                        &self.client,
+                        &node.base,
+                        &node.admin,
+                        "/api/v1/records/check",
+                        body,
+                    )
+                    .await?,
                 )
-                .await?,
-            )
-            .map_err(|e| format!("{}: the record check's answer: {e}", node.base))?;
-            records.registrations_found += found.registrations_found;
-            records.payments_found += found.payments_found;
-            records.invoices_paid_twice += found.invoices_paid_twice;
+                .map_err(|e| format!("{}: the record check's answer: {e}", node.base))?;
+                records.registrations_found += found.registrations_found;
+                records.payments_found += found.payments_found;
+                // Counted over the whole database by every call: taken once per node.
+                paid_twice = found.invoices_paid_twice;
+            }
+            records.invoices_paid_twice += paid_twice;
         }
         let mut all = Vec::new();
         let mut endpoints = Vec::new();
@@ -866,4 +892,37 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long run's ids go in parts that each fit the node's 64 KiB body limit, every id once.
+    #[test]
+    fn record_checks_of_a_long_run_fit_the_nodes_body_limit() {
+        let registrations: Vec<i64> = (100_000_000_000..100_000_030_000).collect();
+        let payments: Vec<i64> = (200_000_000_000..200_000_025_000).collect();
+        let bodies = record_check_bodies(&registrations, &payments);
+        let (mut r, mut p) = (Vec::new(), Vec::new());
+        for b in &bodies {
+            assert!(serde_json::to_vec(b).unwrap().len() < 64 * 1024);
+            r.extend(
+                b["registrations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap()),
+            );
+            p.extend(
+                b["payments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap()),
+            );
+        }
+        assert_eq!((r, p), (registrations, payments));
+        assert_eq!(record_check_bodies(&[], &[]).len(), 1);
+    }
 }
