@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use nonstop_node::{NodeConfig, start};
+use nonstop_node::{NodeConfig, start_on};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,7 +80,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     .context("enrolling with the update server")?;
             println!("enrolled with {server} as node {}", e.node);
         }
-        let node = start(config)
+        // A socket handed over by systemd (deploy/systemd/nonstop-node.socket): it stays open
+        // across this process's restarts.
+        let handed = listenfd::ListenFd::from_env()
+            .take_tcp_listener(0)
+            .context("taking the listening socket handed over in LISTEN_FDS")?;
+        if let Some(l) = &handed {
+            println!(
+                "serving on the socket handed over ({})",
+                l.local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string())
+            );
+        }
+        let node = start_on(config, handed)
             .await
             .map_err(anyhow::Error::msg)
             .context("starting the node")?;
@@ -110,9 +122,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             println!("administrator: user admin, password in {}", path.display());
         }
         let hospital = node.hospital.clone();
+        // Under systemd (Type=notify): serving now. Elsewhere NOTIFY_SOCKET is unset: nothing.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tokio::select! {
             () = node_wait(node) => {}
-            signal = crate::stop_signal() => println!("{signal}: stopping"),
+            signal = crate::stop_signal() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                println!("{signal}: stopping");
+            }
         }
         // The reads still queued for the read audit are written before the process ends.
         hospital

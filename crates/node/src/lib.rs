@@ -157,8 +157,18 @@ impl RunningNode {
     }
 }
 
-/// Starts a node: store, rules, agent, database, API.
+/// Starts a node: store, rules, agent, database, API, listening on `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
+    start_on(config, None).await
+}
+
+/// [`start`], serving on `listener` when one is given: a socket someone else holds open across
+/// the node's restarts (systemd's socket activation, `deploy/systemd/`), so that connections
+/// arriving between two node processes wait instead of being refused.
+pub async fn start_on(
+    config: NodeConfig,
+    listener: Option<std::net::TcpListener>,
+) -> Result<RunningNode, String> {
     let data = &config.data_dir;
     // Data at rest: the data directory is the node's alone; the program's own directory, the
     // trusted keys and the store must not be writable by others (checked where they are read).
@@ -284,8 +294,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, String> {
         }
     });
 
-    let listener = std::net::TcpListener::bind(&config.listen)
-        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind(&config.listen)
+            .map_err(|e| format!("listening on {}: {e}", config.listen))?,
+    };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let tls =
         nonstop_tls::ListenerTls::prepare(&config.tls, addr, data).map_err(|e| e.to_string())?;

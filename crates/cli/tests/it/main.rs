@@ -4,6 +4,7 @@ mod fleet;
 mod fleet_postgres;
 mod node_crash;
 mod rules;
+mod service;
 mod store_flow;
 mod trust;
 
