@@ -130,6 +130,8 @@ pub struct RunningNode {
     pub fell_back: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     link: Option<tokio::task::JoinHandle<()>>,
+    /// The agent, to know when every holder has let it go (and with it the store's lock).
+    agent: std::sync::Weak<Agent>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     sweep: (
         tokio::task::JoinHandle<()>,
@@ -143,10 +145,13 @@ impl RunningNode {
         let _ = self.server.await;
     }
 
-    /// Stops serving (requests in flight finish first).
+    /// Stops serving (requests in flight finish first), stops the link and its updates under
+    /// way, and returns once the agent has stopped and the version store is unlocked (another
+    /// node may open it at once).
     pub async fn stop(mut self) {
         if let Some(link) = self.link.take() {
             link.abort();
+            let _ = link.await;
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -154,6 +159,10 @@ impl RunningNode {
         let _ = self.server.await;
         let _ = self.sweep.1.send(true);
         let _ = self.sweep.0.await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.agent.strong_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -304,6 +313,7 @@ pub async fn start_on(
         nonstop_tls::ListenerTls::prepare(&config.tls, addr, data).map_err(|e| e.to_string())?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let agent = Arc::new(agent);
+    let agent_weak = Arc::downgrade(&agent);
     let metrics = Arc::new(metrics::Metrics::new(rules.clone(), trust.clone()));
     let app = router(AppState {
         hospital: hospital.clone(),
@@ -367,6 +377,7 @@ pub async fn start_on(
         fell_back,
         server,
         link,
+        agent: agent_weak,
         shutdown: Some(tx),
         sweep: (sweep, stop_sweeping),
     })

@@ -229,6 +229,8 @@ struct Shared {
     outbox: mpsc::UnboundedSender<NodeMessage>,
     /// `(rollout, component, version)` of installs under way: a repeated push is not started twice.
     busy: Mutex<HashSet<(i64, String, String)>>,
+    /// The install and rollback tasks under way: they end with the link.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The TLS configuration that trusts the server as pinned (`https://` servers).
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Traffic samples not yet sent, oldest first.
@@ -298,6 +300,7 @@ pub async fn run(enrolment: Enrolment, config: LinkConfig, node: NodeParts) {
         http,
         outbox,
         busy: Mutex::new(HashSet::new()),
+        tasks: Mutex::new(Vec::new()),
         samples: Mutex::new(VecDeque::new()),
         sampled: tokio::sync::Notify::new(),
         tls,
@@ -305,6 +308,8 @@ pub async fn run(enrolment: Enrolment, config: LinkConfig, node: NodeParts) {
     let sampler = tokio::spawn(sample(shared.clone()));
     // The sampler ends with the link (this task is aborted, never returns otherwise).
     let _sampler = AbortOnDrop(sampler);
+    // So do the installs and rollbacks it started: a stopped node holds nothing of its agent.
+    let _tasks = AbortTasks(shared.clone());
     // Messages a closed connection could not send, first in line for the next one.
     let mut unsent: VecDeque<NodeMessage> = VecDeque::new();
     let mut failures: u32 = 0;
@@ -328,6 +333,25 @@ pub async fn run(enrolment: Enrolment, config: LinkConfig, node: NodeParts) {
         }
         tokio::time::sleep(backoff(&shared.config, failures)).await;
     }
+}
+
+/// Aborts the link's install and rollback tasks when dropped.
+struct AbortTasks(Arc<Shared>);
+
+impl Drop for AbortTasks {
+    fn drop(&mut self) {
+        for task in self.0.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a task that ends with the link.
+fn spawn_task(shared: &Shared, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    let handle = tokio::spawn(task).abort_handle();
+    let mut tasks = shared.tasks.lock().expect("tasks");
+    tasks.retain(|t| !t.is_finished());
+    tasks.push(handle);
 }
 
 /// Aborts a task when dropped.
@@ -564,8 +588,9 @@ fn handle(shared: &Arc<Shared>, message: ServerMessage) {
             if !shared.busy.lock().expect("busy set").insert(key.clone()) {
                 return;
             }
-            let shared = shared.clone();
-            tokio::spawn(async move {
+            let task_shared = shared.clone();
+            spawn_task(shared, async move {
+                let shared = task_shared;
                 let push = Push {
                     rollout,
                     component,
@@ -581,14 +606,14 @@ fn handle(shared: &Arc<Shared>, message: ServerMessage) {
             version,
             reason,
         } => {
-            let shared = shared.clone();
-            tokio::spawn(async move {
+            let task_shared = shared.clone();
+            spawn_task(shared, async move {
                 let push = Push {
                     rollout,
                     component,
                     version,
                 };
-                rollback(&shared, &push, reason).await;
+                rollback(&task_shared, &push, reason).await;
             });
         }
     }

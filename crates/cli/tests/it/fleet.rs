@@ -1146,3 +1146,36 @@ async fn a_node_whose_live_rule_is_damaged_on_disk_starts_on_its_standby_and_tel
     node.stop().await;
     fleet.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_during_a_watch_window_finishes_it_before_the_server_hears_healthy() {
+    let fleet = Fleet::new().await;
+    let token = fleet.add("ward").await;
+    let watch = |c: &mut NodeConfig| c.checks.watch_secs = 8;
+    let node = fleet.start_node_with("ward", Some(&token), watch).await;
+    fleet.wait_connected(1).await;
+    fleet
+        .publish(fleet.bundle("fees", "2.0.0", "fees-v2", "fees-v2"))
+        .await;
+    let id = fleet.rollout("fees@2.0.0", json!("all"), "rest").await;
+    fleet
+        .wait_rollout(id, |r| state_of(r, "ward") == "live")
+        .await;
+    // Stopped and started again in the middle of its 8-second window.
+    node.stop().await;
+    let restarted = Instant::now();
+    let node = fleet.start_node_with("ward", None, watch).await;
+    let r = fleet
+        .wait_rollout(id, |r| state_of(r, "ward") != "live")
+        .await;
+    assert_eq!(state_of(&r, "ward"), "healthy", "{r}");
+    assert!(
+        restarted.elapsed() >= Duration::from_secs(2),
+        "healthy only once the resumed window closed, not at once: {:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(r["state"], "completed", "{r}");
+    assert_eq!(live_version(&node, "fees"), "2.0.0");
+    node.stop().await;
+    fleet.server.stop().await;
+}
