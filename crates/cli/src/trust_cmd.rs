@@ -168,6 +168,14 @@ fn print_revoked(v: &Value) {
     }
 }
 
+/// Key ids as a comma-separated list.
+fn joined(ids: &[KeyId]) -> String {
+    ids.iter()
+        .map(KeyId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -238,12 +246,7 @@ fn sign(file: &Path, key: &Path) -> anyhow::Result<()> {
         "signed root version {} with {}; signed by: {}",
         draft.body().version,
         key.key_id(),
-        draft
-            .signers()
-            .iter()
-            .map(KeyId::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        joined(&draft.signers())
     );
     Ok(())
 }
@@ -273,15 +276,7 @@ fn show(file: &Path, previous: Option<&Path>, trusted: &[PathBuf]) -> anyhow::Re
         Some(r) => println!("  timestamp  {}", name(r)),
         None => println!("  timestamp  none (nodes will not check freshness)"),
     }
-    println!(
-        "  signed by  {}",
-        draft
-            .signers()
-            .iter()
-            .map(KeyId::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("  signed by  {}", joined(&draft.signers()));
     let verdict = match previous {
         Some(p) => {
             let prev =

@@ -13,9 +13,7 @@ pub mod link;
 pub mod metrics;
 pub mod trust;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,7 +270,7 @@ pub async fn start_on(
             .await
             .map_err(|e| e.to_string())?;
         let path = data.join("admin-password");
-        write_private(&path, &format!("{password}\n"))?;
+        at_rest::write_private(&path, &format!("{password}\n"))?;
         Some(path)
     };
 
@@ -381,20 +379,6 @@ pub async fn start_on(
         shutdown: Some(tx),
         sweep: (sweep, stop_sweeping),
     })
-}
-
-/// Writes a secret (a password, a credential) to `path`, readable by its owner only, and syncs it.
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Installs each shipped rule module whose component has no live version yet: verified (signature,

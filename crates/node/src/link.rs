@@ -83,7 +83,7 @@ impl Enrolment {
             .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
         let path = data_dir.join(ENROLMENT_FILE);
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        crate::write_private(&path, &text)
+        nonstop_store::at_rest::write_private(&path, &text)
     }
 }
 

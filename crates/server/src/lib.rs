@@ -34,9 +34,7 @@ pub mod traffic;
 pub mod trust;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -375,14 +373,5 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
 /// Writes a secret (a password, a key) to `path`, readable by its owner only, and syncs it.
 pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), ServerError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))
+    nonstop_store::at_rest::write_private(path, text).map_err(ServerError::Io)
 }

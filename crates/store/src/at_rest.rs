@@ -29,6 +29,22 @@ pub fn private_file(path: &Path) -> Result<bool, String> {
     }
 }
 
+/// Writes a secret (a password, a credential, a key) to `path`, created 0600 (an existing file
+/// keeps its mode, which [`private_file`] tightens), and syncs it before returning.
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
 /// Refuses a directory that others than its owner can write (the directory of the running
 /// program: whoever can write there can replace it).
 pub fn refuse_writable_by_others(dir: &Path, what: &str) -> Result<(), String> {

@@ -410,25 +410,17 @@ async fn replayed_and_mixed_up_bundles_are_refused_and_a_node_left_without_state
     )
     .unwrap();
     root.sign(&fleet.vendor);
-    let resp = fleet
-        .client
-        .post(format!("{}/api/v1/trust/roots", fleet.base))
-        .bearer_auth(&fleet.token)
-        .body(root.to_text())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    let add_root = || {
+        fleet
+            .client
+            .post(format!("{}/api/v1/trust/roots", fleet.base))
+            .bearer_auth(&fleet.token)
+            .body(root.to_text())
+            .send()
+    };
+    assert_eq!(add_root().await.unwrap().status(), StatusCode::CREATED);
     // The same root again is a conflict, not a second rotation.
-    let again = fleet
-        .client
-        .post(format!("{}/api/v1/trust/roots", fleet.base))
-        .bearer_auth(&fleet.token)
-        .body(root.to_text())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(add_root().await.unwrap().status(), StatusCode::CONFLICT);
     wait_trust(&fleet.client, &node, |t| t["freshness"]["fresh"] == true).await;
 
     // fees 2.0.0 goes live through the server; its bundle is what an attacker replays later.
