@@ -255,8 +255,18 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// How long a stopping listener keeps its connections as they are after it stops accepting:
+/// one accepted just before the stop has this long to send its first request, which is then
+/// answered. (hyper closes a connection that has not sent a byte yet as soon as a graceful
+/// shutdown begins, and its client could not tell that nothing was done: this is why the accept
+/// loop is ours and not axum-server's.)
+const LINGER: Duration = Duration::from_millis(500);
+
 /// Serves `app` on `listener` (HTTPS with `tls`, else plain HTTP) until `stop` resolves, then
-/// drains. Handlers can read the client's address as `ConnectInfo<SocketAddr>`.
+/// stops accepting, lets connections accepted just before send their request, finishes every
+/// request in flight (closing keep-alive connections as each answer is sent) within
+/// `drain_secs`, and returns. Handlers can read the client's address as
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: axum::Router,
@@ -265,36 +275,115 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let handle = axum_server::Handle::new();
-    let drain = Duration::from_secs(limits.drain_secs);
-    let on_stop = handle.clone();
-    tokio::spawn(async move {
-        stop.await;
-        on_stop.graceful_shutdown(Some(drain));
-    });
-    let header = Duration::from_secs(limits.header_secs.max(1));
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     let body = Duration::from_secs(limits.body_secs.max(1));
-    let make = app
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        Some(tls) => {
-            let handshake = Duration::from_secs(limits.handshake_secs.max(1));
-            let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.config.clone());
-            let mut server = axum_server::from_tcp_rustls(listener, config)?
-                .map(|a| a.handshake_timeout(handshake))
-                .first_request_timeout(header)
-                .handle(handle);
-            server.http_builder().http1().header_read_timeout(header);
-            server.serve(make).await
-        }
-        None => {
-            let mut server = axum_server::from_tcp(listener)?
-                .first_request_timeout(header)
-                .handle(handle);
-            server.http_builder().http1().header_read_timeout(header);
-            server.serve(make).await
-        }
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body));
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_secs.max(1)));
+    let http = std::sync::Arc::new(http);
+    let handshake = Duration::from_secs(limits.handshake_secs.max(1));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    let stop = std::pin::pin!(stop);
+    let mut stop = stop;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, a connection reset before it was taken: wait a
+                    // moment rather than spin, and go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            // Finished connections are reaped as they go, so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let http = http.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        let first_request = Duration::from_secs(limits.header_secs.max(1));
+        connections.spawn(async move {
+            // Set once a first request's headers have arrived: hyper's header timeout covers the
+            // requests after it (and an idle keep-alive), not the wait for the first one.
+            let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let saw = seen.clone();
+            let service = hyper_util::service::TowerToHyperService::new(
+                tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
+                    saw.store(true, std::sync::atomic::Ordering::Relaxed);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                }),
+            );
+            let served = match acceptor {
+                Some(acceptor) => {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(handshake, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = http
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+                    first_request_within(watcher.watch(conn.into_owned()), &seen, first_request)
+                        .await
+                }
+                None => {
+                    let conn = http.serve_connection_with_upgrades(
+                        hyper_util::rt::TokioIo::new(stream),
+                        service,
+                    );
+                    first_request_within(watcher.watch(conn.into_owned()), &seen, first_request)
+                        .await
+                }
+            };
+            if let Some(Err(e)) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting: connections that arrive now wait in the socket's queue, for whichever
+    // process holds it next (a restarted node under systemd), or are refused if none does.
+    drop(listener);
+    tokio::time::sleep(LINGER).await;
+    let drain = Duration::from_secs(limits.drain_secs);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = limits.drain_secs,
+            "connections still open after the drain; closing them"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Runs a connection, closing it (by dropping it) if no request has arrived within `within`.
+async fn first_request_within<F: Future>(
+    conn: F,
+    seen: &std::sync::atomic::AtomicBool,
+    within: Duration,
+) -> Option<F::Output> {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        out = &mut conn => return Some(out),
+        () = tokio::time::sleep(within) => {}
+    }
+    if seen.load(std::sync::atomic::Ordering::Relaxed) {
+        Some(conn.await)
+    } else {
+        None
     }
 }
 

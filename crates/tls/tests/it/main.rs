@@ -155,7 +155,10 @@ async fn a_client_that_sends_nothing_or_half_a_request_is_cut_off() {
             let mut buf = Vec::new();
             // The server closes the connection (EOF, perhaps after a 408) well before our 20 s.
             let read = s.read_to_end(&mut buf);
-            results.push((read.is_ok(), String::from_utf8_lossy(&buf).into_owned()));
+            results.push((
+                read.is_ok(),
+                format!("{opening:?}: {}", String::from_utf8_lossy(&buf)),
+            ));
         }
         results
     })
