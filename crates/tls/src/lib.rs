@@ -255,18 +255,15 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// How long a stopping listener keeps its connections as they are after it stops accepting:
-/// one accepted just before the stop has this long to send its first request, which is then
-/// answered. (hyper closes a connection that has not sent a byte yet as soon as a graceful
-/// shutdown begins, and its client could not tell that nothing was done: this is why the accept
-/// loop is ours and not axum-server's.)
-const LINGER: Duration = Duration::from_millis(500);
-
 /// Serves `app` on `listener` (HTTPS with `tls`, else plain HTTP) until `stop` resolves, then
-/// stops accepting, lets connections accepted just before send their request, finishes every
-/// request in flight (closing keep-alive connections as each answer is sent) within
-/// `drain_secs`, and returns. Handlers can read the client's address as
+/// stops accepting and drains within `drain_secs`: a request in flight is finished, a
+/// connection accepted before the stop that has not sent its request yet is answered when it
+/// does, and each connection closes after its answer. Handlers can read the client's address as
 /// `ConnectInfo<SocketAddr>`.
+///
+/// The accept loop is ours, not axum-server's: on a graceful shutdown hyper closes at once a
+/// connection that has not sent a byte yet, so a client that connected in the instant a node
+/// stopped lost its request. Here each connection decides for itself when to shut down.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: axum::Router,
@@ -284,12 +281,12 @@ pub async fn serve(
     http.http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_secs.max(1)));
-    let http = std::sync::Arc::new(http);
+    let http = Arc::new(http);
     let handshake = Duration::from_secs(limits.handshake_secs.max(1));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let first_request = Duration::from_secs(limits.header_secs.max(1));
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
-    let stop = std::pin::pin!(stop);
-    let mut stop = stop;
+    let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut stop => break,
@@ -307,46 +304,34 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let http = http.clone();
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
-        let first_request = Duration::from_secs(limits.header_secs.max(1));
+        let (app, http, acceptor) = (app.clone(), http.clone(), acceptor.clone());
+        let closing = closing_rx.clone();
         connections.spawn(async move {
-            // Set once a first request's headers have arrived: hyper's header timeout covers the
-            // requests after it (and an idle keep-alive), not the wait for the first one.
-            let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let saw = seen.clone();
+            let first = Arc::new(FirstRequest::default());
+            let saw = first.clone();
             let service = hyper_util::service::TowerToHyperService::new(
                 tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
-                    saw.store(true, std::sync::atomic::Ordering::Relaxed);
+                    saw.arrived();
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
                     req
                 }),
             );
-            let served = match acceptor {
+            let io = match acceptor {
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =
                         tokio::time::timeout(handshake, acceptor.accept(stream)).await
                     else {
                         return;
                     };
-                    let conn = http
-                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
-                    first_request_within(watcher.watch(conn.into_owned()), &seen, first_request)
-                        .await
+                    tokio_rustls::TlsStream::Server(tls).into()
                 }
-                None => {
-                    let conn = http.serve_connection_with_upgrades(
-                        hyper_util::rt::TokioIo::new(stream),
-                        service,
-                    );
-                    first_request_within(watcher.watch(conn.into_owned()), &seen, first_request)
-                        .await
-                }
+                None => Io::Plain(stream),
             };
-            if let Some(Err(e)) = served {
+            let conn = http
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
+                .into_owned();
+            if let Err(e) = run_connection(conn, &first, first_request, closing).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -354,14 +339,16 @@ pub async fn serve(
     // Stop accepting: connections that arrive now wait in the socket's queue, for whichever
     // process holds it next (a restarted node under systemd), or are refused if none does.
     drop(listener);
-    tokio::time::sleep(LINGER).await;
+    let _ = closing.send(true);
     let drain = Duration::from_secs(limits.drain_secs);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             secs = limits.drain_secs,
+            open = connections.len(),
             "connections still open after the drain; closing them"
         );
     }
@@ -369,21 +356,133 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs a connection, closing it (by dropping it) if no request has arrived within `within`.
-async fn first_request_within<F: Future>(
-    conn: F,
-    seen: &std::sync::atomic::AtomicBool,
-    within: Duration,
-) -> Option<F::Output> {
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        out = &mut conn => return Some(out),
-        () = tokio::time::sleep(within) => {}
+/// A connection's stream: TLS or plain.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl From<tokio_rustls::TlsStream<tokio::net::TcpStream>> for Io {
+    fn from(s: tokio_rustls::TlsStream<tokio::net::TcpStream>) -> Io {
+        Io::Tls(Box::new(s))
     }
-    if seen.load(std::sync::atomic::Ordering::Relaxed) {
-        Some(conn.await)
-    } else {
-        None
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Whether a connection's first request has arrived (its headers read), and a wake-up when it
+/// does.
+#[derive(Default)]
+struct FirstRequest {
+    arrived: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        self.arrived
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn has_arrived(&self) -> bool {
+        self.arrived.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Serves one connection: closed if no first request arrives within `first_request` (hyper's
+/// header timeout covers only the requests after it and an idle keep-alive); when the listener
+/// stops, shut down gracefully once it has had its first request (so one accepted just before
+/// the stop is still answered), finishing the request in flight.
+async fn run_connection<C>(
+    conn: C,
+    first: &FirstRequest,
+    first_request: Duration,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    let deadline = tokio::time::sleep(first_request);
+    let mut deadline = std::pin::pin!(deadline);
+    let mut stopping = *closing.borrow();
+    let mut shut = false;
+    loop {
+        if stopping && !shut && first.has_arrived() {
+            conn.as_mut().shut_down();
+            shut = true;
+        }
+        tokio::select! {
+            out = &mut conn => return out,
+            () = &mut deadline, if !first.has_arrived() => return Ok(()),
+            () = first.notify.notified(), if !first.has_arrived() => {}
+            changed = closing.changed(), if !stopping => stopping = changed.is_err() || *closing.borrow(),
+        }
+    }
+}
+
+/// A connection that can be told to finish what it has and close.
+trait GracefulConnection {
+    fn shut_down(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConnection
+    for hyper_util::server::conn::auto::UpgradeableConnection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 

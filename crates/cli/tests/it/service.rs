@@ -95,7 +95,7 @@ async fn a_node_restarted_on_the_socket_it_was_handed_refuses_no_connection() {
                     }
                     Err(e) => {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(e.to_string());
+                        errors.push(format!("{e:?}"));
                     }
                 }
             }
