@@ -124,13 +124,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let hospital = node.hospital.clone();
         // Under systemd (Type=notify): serving now. Elsewhere NOTIFY_SOCKET is unset: nothing.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        tokio::select! {
-            () = node_wait(node) => {}
-            signal = crate::stop_signal() => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-                println!("{signal}: stopping");
-            }
-        }
+        // On Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, then go.
+        node.serve_until(async {
+            let signal = crate::stop_signal().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            println!("{signal}: stopping");
+        })
+        .await;
         // The reads still queued for the read audit are written before the process ends.
         hospital
             .flush_reads()
@@ -138,8 +138,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .context("writing the read audit before stopping")?;
         Ok(())
     })
-}
-
-async fn node_wait(node: nonstop_node::RunningNode) {
-    node.wait().await;
 }

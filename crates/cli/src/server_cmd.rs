@@ -298,10 +298,13 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         if let Some(path) = &server.admin_password_file {
             println!("administrator: user admin, password in {}", path.display());
         }
-        tokio::select! {
-            () = server.wait() => {}
-            signal = crate::stop_signal() => println!("{signal}: stopping"),
-        }
+        // On Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, then go.
+        server
+            .serve_until(async {
+                let signal = crate::stop_signal().await;
+                println!("{signal}: stopping");
+            })
+            .await;
         Ok(())
     })
 }

@@ -68,6 +68,8 @@ pub struct Hospital {
     sign_ins: std::sync::Arc<throttle::SignInThrottle>,
     /// Moved by every committed write ([`Hospital::changes`]).
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Set when the node stops: long-lived streams end ([`Hospital::end_streams`]).
+    ending: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The hospital's own settings, beside the rules (which the rule modules hold).
@@ -135,6 +137,7 @@ impl Hospital {
             )),
             writer,
             changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            ending: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
         }
         .with_policy(&policy))
     }

@@ -197,4 +197,15 @@ impl Hospital {
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    /// Ends the long-lived streams (the waiting-room screens'): the node is stopping, and its
+    /// screens reconnect to whichever process serves next, which sends them the whole board.
+    pub fn end_streams(&self) {
+        self.ending.send_replace(true);
+    }
+
+    /// Becomes true when the streams must end ([`Hospital::end_streams`]).
+    pub fn ending(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ending.subscribe()
+    }
 }

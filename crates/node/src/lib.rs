@@ -143,6 +143,17 @@ impl RunningNode {
         let _ = self.server.await;
     }
 
+    /// Serves until `stop` resolves (a signal), then stops as [`RunningNode::stop`] does: no
+    /// new connection is accepted, requests in flight finish, the agent and its store are let
+    /// go. Returns at once if the server ends by itself.
+    pub async fn serve_until(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            _ = &mut self.server => return,
+            () = stop => {}
+        }
+        self.stop().await;
+    }
+
     /// Stops serving (requests in flight finish first), stops the link and its updates under
     /// way, and returns once the agent has stopped and the version store is unlocked (another
     /// node may open it at once).
@@ -154,6 +165,8 @@ impl RunningNode {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // The screens' streams end so that the drain does not wait for them.
+        self.hospital.end_streams();
         let _ = self.server.await;
         let _ = self.sweep.1.send(true);
         let _ = self.sweep.0.await;

@@ -479,23 +479,32 @@ async fn events(
     use axum::response::sse::{Event, KeepAlive, Sse};
     s.operator_by_token(&q.token).await?;
     let changes = s.changes();
+    // The stream ends when the server stops, so a stop does not wait for it to drain.
+    let closing = s.inner.closing.subscribe();
     let stream = futures_util::stream::unfold(
-        (s, changes, q.token, true),
-        |(s, mut changes, token, first)| async move {
+        (s, changes, closing, q.token, true),
+        |(s, mut changes, mut closing, token, first)| async move {
+            if *closing.borrow() {
+                return None;
+            }
             if !first {
                 loop {
-                    match tokio::time::timeout(RECHECK, changes.changed()).await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(_)) => return None,
-                        Err(_) if s.operator_by_token(&token).await.is_err() => return None,
-                        Err(_) => {}
+                    tokio::select! {
+                        changed = tokio::time::timeout(RECHECK, changes.changed()) => match changed {
+                            Ok(Ok(())) => break,
+                            Ok(Err(_)) => return None,
+                            Err(_) if s.operator_by_token(&token).await.is_err() => return None,
+                            Err(_) => {}
+                        },
+                        // It only ever changes to true.
+                        _ = closing.changed() => return None,
                     }
                 }
                 tokio::time::sleep(GATHER).await;
             }
             let n = *changes.borrow_and_update();
             let event = Event::default().event("change").data(n.to_string());
-            Some((Ok(event), (s, changes, token, false)))
+            Some((Ok(event), (s, changes, closing, token, false)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -304,16 +304,35 @@ impl RunningServer {
         }
     }
 
-    /// Stops serving and drops every node's link.
+    /// Stops serving and drops every node's link: no new connection is accepted, requests in
+    /// flight finish (within `drain_secs`), the dispatcher stops.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         self.server.inner.closing.send_replace(true);
+        // The last task is the listener: it drains by itself. The others are stopped.
+        if let Some(listener) = self.tasks.pop() {
+            let _ = listener.await;
+        }
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
         }
+    }
+
+    /// Serves until `stop` resolves (a signal), then stops as [`RunningServer::stop`] does.
+    /// Returns at once if the listener ends by itself.
+    pub async fn serve_until(mut self, stop: impl std::future::Future<Output = ()>) {
+        let Some(mut listener) = self.tasks.pop() else {
+            return;
+        };
+        tokio::select! {
+            _ = &mut listener => return,
+            () = stop => {}
+        }
+        self.tasks.push(listener);
+        self.stop().await;
     }
 }
 

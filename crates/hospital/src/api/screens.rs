@@ -119,15 +119,23 @@ async fn events(
     let ids = q.sessions(&h).await?;
     let token = q.token;
     let changes = h.changes();
+    let ending = h.ending();
     let stream = futures_util::stream::unfold(
-        (h, changes, String::new(), true),
-        move |(h, mut changes, last, first)| {
+        (h, changes, ending, String::new(), true),
+        move |(h, mut changes, mut ending, last, first)| {
             let (ids, token) = (ids.clone(), token.clone());
             async move {
                 let mut first = first;
                 loop {
+                    if *ending.borrow() {
+                        return None;
+                    }
                     if !first {
-                        let changed = tokio::time::timeout(RECHECK, changes.changed()).await;
+                        let changed = tokio::select! {
+                            changed = tokio::time::timeout(RECHECK, changes.changed()) => changed,
+                            // It only ever changes to true: the node is stopping.
+                            _ = ending.changed() => return None,
+                        };
                         if matches!(changed, Ok(Err(_))) || h.screen_of(&token).await.is_err() {
                             return None; // the node is stopping, or the screen was revoked
                         }
@@ -145,7 +153,7 @@ async fn events(
                     let data = json!({ "items": board }).to_string();
                     if data != last {
                         let event = Event::default().event("board").data(data.clone());
-                        return Some((Ok(event), (h, changes, data, false)));
+                        return Some((Ok(event), (h, changes, ending, data, false)));
                     }
                 }
             }

@@ -173,6 +173,36 @@ async fn a_waiting_room_screen_is_pushed_each_call_and_stops_when_revoked() {
     node.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_ends_its_screens_streams_rather_than_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, admin, clerk, ..) = node(dir.path()).await;
+    let schedule = night_clinic(&clerk, &node.hospital.business_date().to_string()).await;
+    let screen = admin
+        .ok("POST", "/api/v1/screens", json!({"name": "候诊区"}))
+        .await;
+    let mut events = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/board/events?token={}&schedules={schedule}",
+            node.addr,
+            screen["token"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    next_board(&mut events, &mut String::new()).await;
+    // The drain would wait 30 s for an open stream; the stream ends instead, and the screen
+    // reconnects to whichever process serves next.
+    tokio::time::timeout(Duration::from_secs(10), node.stop())
+        .await
+        .expect("the node stopped without waiting for its screen's stream");
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended");
+}
+
 #[tokio::test]
 async fn the_pages_are_served_by_the_node_and_talk_only_to_it() {
     let dir = tempfile::tempdir().unwrap();
