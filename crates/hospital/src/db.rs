@@ -83,7 +83,7 @@ pub(crate) async fn connect(
         }
         Backend::Postgres => {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Writer::postgres(pool.clone())
+            Writer::postgres(pool.clone(), crate::write::WRITE_QUEUE)
         }
     };
     Ok((pool, backend, writer))

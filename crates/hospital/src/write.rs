@@ -22,8 +22,7 @@
 //! client that retries (with its idempotency key) gets one outcome either way.
 //!
 //! Load the node cannot serve is shed, not queued without end: at most [`WRITE_QUEUE`] writes
-//! wait for the SQLite writer (on PostgreSQL, four per pooled connection run or wait at once);
-//! past that a write is refused at once with [`HospitalError::Overloaded`] (503 with
+//! wait for the database (the SQLite writer, or a PostgreSQL connection); past that a write is refused at once with [`HospitalError::Overloaded`] (503 with
 //! `Retry-After`), so the writes it accepts keep their latency. Reads that need no transaction
 //! stay on the async sqlx pool.
 
@@ -41,12 +40,11 @@ use crate::HospitalError;
 /// Requests one SQLite commit makes durable at most: bounds how long the first of them waits.
 const MAX_GROUP: usize = 64;
 
-/// Writes that may wait for the SQLite writer. At about 1 ms a write, the last of them waits
-/// some 250 ms; past it a write is refused at once rather than waiting longer.
-pub(crate) const WRITE_QUEUE: usize = 256;
-
-/// Writes running or waiting at once per PostgreSQL pool connection.
-const PG_WRITES_PER_CONNECTION: usize = 4;
+/// Writes that may wait for the database at once (for the SQLite writer, or running and waiting
+/// for a PostgreSQL connection). At about 1 ms a write, the last of them waits about a second;
+/// past it a write is refused at once rather than waiting longer. A burst of a few hundred
+/// registrations (an online booking window opening) is taken whole.
+pub(crate) const WRITE_QUEUE: usize = 1024;
 
 fn overloaded(what: &str) -> HospitalError {
     HospitalError::Overloaded {
@@ -363,12 +361,11 @@ pub(crate) struct Ran {
 }
 
 impl Writer {
-    /// PostgreSQL writes on `pool`, at most four per connection at once.
-    pub(crate) fn postgres(pool: AnyPool) -> Writer {
-        let permits = pool.options().get_max_connections() as usize * PG_WRITES_PER_CONNECTION;
+    /// PostgreSQL writes on `pool`, at most `queue` running or waiting at once.
+    pub(crate) fn postgres(pool: AnyPool, queue: usize) -> Writer {
         Writer::Postgres(
             pool,
-            std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+            std::sync::Arc::new(tokio::sync::Semaphore::new(queue)),
         )
     }
 
@@ -407,8 +404,7 @@ impl Writer {
             Writer::Postgres(pool, permits) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Pending::Postgres(pool.clone(), write, permit),
                 Err(_) => Pending::Queued(Err(overloaded(&format!(
-                    "all {} PostgreSQL writes are taken",
-                    pool.options().get_max_connections() as usize * PG_WRITES_PER_CONNECTION
+                    "{WRITE_QUEUE} writes are waiting for the database already"
                 )))),
             },
         };
