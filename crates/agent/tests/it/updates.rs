@@ -199,6 +199,23 @@ fn a_module_that_fails_in_production_is_rolled_back_by_itself_with_zero_failed_c
     );
 }
 
+/// Stages a bundle (verified, signed by the test publisher) in a stopped node's store, behind
+/// its agent's back; returns the store, to change more.
+fn stage_while_stopped(dir: &std::path::Path, bytes: &[u8]) -> nonstop_store::Store {
+    let mut store = nonstop_store::Store::open(&dir.join("store")).unwrap();
+    let live = store
+        .component(&ComponentName::new("fees").unwrap())
+        .ok()
+        .and_then(|s| s.live.as_ref().map(|e| e.version.clone()));
+    let mut trusted = nonstop_bundle::TrustedKeys::new();
+    trusted.add(crate::publisher().public());
+    let verifier = nonstop_bundle::Verifier::new(trusted, Default::default());
+    store
+        .stage(&verifier.open(bytes, live.as_ref()).unwrap())
+        .unwrap();
+    store
+}
+
 #[test]
 fn a_restart_reloads_the_live_version_and_rejects_an_unfinished_candidate() {
     let node = start(None);
@@ -215,19 +232,7 @@ fn a_restart_reloads_the_live_version_and_rejects_an_unfinished_candidate() {
     let dir = node.dir;
     drop(node.agent);
     // A candidate staged just before the node stopped.
-    {
-        let mut store = nonstop_store::Store::open(&dir.path().join("store")).unwrap();
-        let mut trusted = nonstop_bundle::TrustedKeys::new();
-        trusted.add(crate::publisher().public());
-        let verifier = nonstop_bundle::Verifier::new(trusted, Default::default());
-        let b = verifier
-            .open(
-                &bundle("fees-v2", "fees", "2.1.0"),
-                Some(&"2.0.0".parse().unwrap()),
-            )
-            .unwrap();
-        store.stage(&b).unwrap();
-    }
+    stage_while_stopped(dir.path(), &bundle("fees-v2", "fees", "2.1.0"));
     let node = start(Some(dir));
     assert_eq!(live(&node), "2.0.0");
     assert_eq!(
@@ -402,26 +407,18 @@ fn a_live_version_this_engine_cannot_load_starts_on_its_standby_and_says_why() {
     drop(node.agent);
     // A version made live behind the agent's back (its checks never ran) that no engine can
     // compile: what a node finds when a newer runtime refuses what an older one ran.
-    {
-        let mut store = nonstop_store::Store::open(&dir.path().join("store")).unwrap();
-        let mut trusted = nonstop_bundle::TrustedKeys::new();
-        trusted.add(crate::publisher().public());
-        let verifier = nonstop_bundle::Verifier::new(trusted, Default::default());
-        let draft = nonstop_bundle::Draft::new(
-            "fees",
-            nonstop_bundle::ComponentKind::WasmComponent,
-            "2.0.0".parse().unwrap(),
-            "rules.wasm",
-        )
+    let draft = nonstop_bundle::Draft::new(
+        "fees",
+        nonstop_bundle::ComponentKind::WasmComponent,
+        "2.0.0".parse().unwrap(),
+        "rules.wasm",
+    )
+    .unwrap();
+    let bytes =
+        nonstop_bundle::create(&draft, b"\0asm not a component", &crate::publisher()).unwrap();
+    stage_while_stopped(dir.path(), &bytes)
+        .promote(&ComponentName::new("fees").unwrap(), None)
         .unwrap();
-        let bytes =
-            nonstop_bundle::create(&draft, b"\0asm not a component", &crate::publisher()).unwrap();
-        let b = verifier.open(&bytes, None).unwrap();
-        store.stage(&b).unwrap();
-        store
-            .promote(&nonstop_bundle::ComponentName::new("fees").unwrap(), None)
-            .unwrap();
-    }
     let node = start(Some(dir));
     assert_eq!(live(&node), "1.0.0", "the standby serves");
     let fell = node.agent.fell_back();
