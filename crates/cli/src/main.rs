@@ -118,6 +118,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The listening socket systemd handed over (`LISTEN_FDS`, fd 3), if any; says so.
+pub(crate) fn handed_listener() -> anyhow::Result<Option<std::net::TcpListener>> {
+    use anyhow::Context;
+    let handed = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("taking the listening socket handed over in LISTEN_FDS")?;
+    if let Some(l) = &handed {
+        println!(
+            "serving on the socket handed over ({})",
+            l.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+    }
+    Ok(handed)
+}
+
 /// Waits for Ctrl-C or SIGTERM (what `systemctl stop` and container runtimes send), and says
 /// which: the node and the server drain, flush and stop the same way on either.
 pub(crate) async fn stop_signal() -> &'static str {

@@ -82,16 +82,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         // A socket handed over by systemd (deploy/systemd/nonstop-node.socket): it stays open
         // across this process's restarts.
-        let handed = listenfd::ListenFd::from_env()
-            .take_tcp_listener(0)
-            .context("taking the listening socket handed over in LISTEN_FDS")?;
-        if let Some(l) = &handed {
-            println!(
-                "serving on the socket handed over ({})",
-                l.local_addr()
-                    .map_or_else(|e| e.to_string(), |a| a.to_string())
-            );
-        }
+        let handed = crate::handed_listener()?;
         let node = start_on(config, handed)
             .await
             .map_err(anyhow::Error::msg)

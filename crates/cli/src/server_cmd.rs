@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use nonstop_server::{ServerConfig, start};
+use nonstop_server::{ServerConfig, start_on};
 use serde_json::{Value, json};
 
 /// Where the server is and who is asking.
@@ -281,7 +281,11 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let server = start(config).await.context("starting the update server")?;
+        // A socket handed over by systemd: it stays open across this process's restarts.
+        let handed = crate::handed_listener()?;
+        let server = start_on(config, handed)
+            .await
+            .context("starting the update server")?;
         if let Some(tls) = &server.tls {
             println!(
                 "certificate {} ({}){}",
@@ -298,10 +302,13 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         if let Some(path) = &server.admin_password_file {
             println!("administrator: user admin, password in {}", path.display());
         }
+        // Under systemd (Type=notify): serving now. Elsewhere NOTIFY_SOCKET is unset: nothing.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         // On Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, then go.
         server
             .serve_until(async {
                 let signal = crate::stop_signal().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 println!("{signal}: stopping");
             })
             .await;

@@ -338,6 +338,16 @@ impl RunningServer {
 
 /// Starts a server: database, first administrator, dispatcher, API.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    start_on(config, None).await
+}
+
+/// [`start`], serving on `listener` when one is given: a socket someone else holds open across
+/// the server's restarts (systemd's socket activation), so that nodes and operators connecting
+/// between two server processes wait instead of being refused.
+pub async fn start_on(
+    config: ServerConfig,
+    listener: Option<std::net::TcpListener>,
+) -> Result<RunningServer, ServerError> {
     let listen = config.listen.clone();
     let data = config.data_dir.clone();
     let url = config.database_url.clone();
@@ -353,8 +363,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         write_private(&path, &format!("{password}\n"))?;
         Some(path)
     };
-    let listener = std::net::TcpListener::bind(&listen)
-        .map_err(|e| ServerError::Io(format!("listening on {listen}: {e}")))?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind(&listen)
+            .map_err(|e| ServerError::Io(format!("listening on {listen}: {e}")))?,
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Io(e.to_string()))?;

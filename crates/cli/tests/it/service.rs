@@ -15,9 +15,22 @@ use command_fds::{CommandFdExt, FdMapping};
 /// Starts `nonstop node` on `listener` as systemd would: the socket as fd 3, `LISTEN_FDS=1`.
 /// Returns once it says it is serving.
 fn spawn_on(listener: &std::net::TcpListener, data: &std::path::Path) -> (Child, Vec<String>) {
+    spawn_program_on(
+        listener,
+        &["node", "--no-seed", "--no-tls", "--data-dir"],
+        data,
+    )
+}
+
+/// Starts `nonstop <args> <data>` on `listener` as systemd would.
+fn spawn_program_on(
+    listener: &std::net::TcpListener,
+    args: &[&str],
+    data: &std::path::Path,
+) -> (Child, Vec<String>) {
     let fd = OwnedFd::from(listener.try_clone().unwrap());
     let mut child = Command::new(env!("CARGO_BIN_EXE_nonstop"))
-        .args(["node", "--no-seed", "--no-tls", "--data-dir"])
+        .args(args)
         .arg(data)
         .env("LISTEN_FDS", "1")
         // No LISTEN_PID: the pid check is skipped (listenfd's rule), as the test cannot know the
@@ -128,4 +141,41 @@ async fn a_node_restarted_on_the_socket_it_was_handed_refuses_no_connection() {
     );
     terminate(&second);
     assert!(second.wait().unwrap().success());
+}
+
+#[test]
+fn the_update_server_serves_on_the_socket_it_was_handed_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let args = ["server", "--no-tls", "--data-dir"];
+    let (mut server, said) = spawn_program_on(&listener, &args, &dir.path().join("server"));
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("serving on the socket handed over")),
+        "{said:?}"
+    );
+    let addr = listener.local_addr().unwrap();
+    let health = move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(health().starts_with("HTTP/1.1 200"));
+    terminate(&server);
+    assert!(
+        server.wait().unwrap().success(),
+        "a SIGTERM stop is a clean exit"
+    );
+    // A request made while no server runs waits in the socket's queue for the next one.
+    let waiting = std::thread::spawn(health);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut again, _) = spawn_program_on(&listener, &args, &dir.path().join("server"));
+    assert!(waiting.join().unwrap().starts_with("HTTP/1.1 200"));
+    terminate(&again);
+    assert!(again.wait().unwrap().success());
 }
