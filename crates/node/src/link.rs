@@ -667,22 +667,14 @@ async fn install(shared: &Arc<Shared>, push: &Push, bundle_digest: &str, size: u
         .await
         .ok()
         .flatten();
-        let step = match ended.map(|r| r.outcome) {
-            Some(Outcome::RolledBack { reason }) => Step::RolledBack { reason },
-            Some(Outcome::RollbackFailed { reason }) => Step::Failed { reason },
-            Some(Outcome::Live {
-                watched_calls,
-                watched_failures,
-                ..
-            }) => Step::Healthy {
-                calls: watched_calls,
-                failures: watched_failures,
-            },
-            _ => Step::Healthy {
+        // No window open (it closed while the node was down, or never was): healthy.
+        let step = ended.map_or(
+            Step::Healthy {
                 calls: 0,
                 failures: 0,
             },
-        };
+            |r| ended_step(r.outcome),
+        );
         push.report(shared, step);
         return;
     }
@@ -738,24 +730,29 @@ async fn install(shared: &Arc<Shared>, push: &Push, bundle_digest: &str, size: u
                 },
                 ms: arrived.elapsed().as_millis() as u64,
             },
-            Ok((false, report)) => match report.outcome {
-                Outcome::Live {
-                    watched_calls,
-                    watched_failures,
-                    ..
-                } => Step::Healthy {
-                    calls: watched_calls,
-                    failures: watched_failures,
-                },
-                Outcome::Refused { reason } => Step::Refused { reason },
-                Outcome::Rejected { reason } => Step::Rejected { reason },
-                Outcome::RolledBack { reason } => Step::RolledBack { reason },
-                Outcome::RollbackFailed { reason } => Step::Failed { reason },
-            },
+            Ok((false, report)) => ended_step(report.outcome),
         };
         push.report(shared, step);
     }
     let _ = waiter.await;
+}
+
+/// The step that reports how an update ended.
+fn ended_step(outcome: Outcome) -> Step {
+    match outcome {
+        Outcome::Live {
+            watched_calls,
+            watched_failures,
+            ..
+        } => Step::Healthy {
+            calls: watched_calls,
+            failures: watched_failures,
+        },
+        Outcome::Refused { reason } => Step::Refused { reason },
+        Outcome::Rejected { reason } => Step::Rejected { reason },
+        Outcome::RolledBack { reason } => Step::RolledBack { reason },
+        Outcome::RollbackFailed { reason } => Step::Failed { reason },
+    }
 }
 
 async fn rollback(shared: &Arc<Shared>, push: &Push, reason: String) {

@@ -199,6 +199,16 @@ fn a_module_that_fails_in_production_is_rolled_back_by_itself_with_zero_failed_c
     );
 }
 
+/// A node's directory with fees 1.0.0 installed and live, the node stopped.
+fn stopped_with_fees_1() -> tempfile::TempDir {
+    let node = start(None);
+    node.agent
+        .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
+        .unwrap();
+    drop(node.agent);
+    node.dir
+}
+
 /// Stages a bundle (verified, signed by the test publisher) in a stopped node's store, behind
 /// its agent's back; returns the store, to change more.
 fn stage_while_stopped(dir: &std::path::Path, bytes: &[u8]) -> nonstop_store::Store {
@@ -399,12 +409,7 @@ fn an_operator_rollback_during_the_watch_window_is_not_kept_waiting() {
 
 #[test]
 fn a_live_version_this_engine_cannot_load_starts_on_its_standby_and_says_why() {
-    let node = start(None);
-    node.agent
-        .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
-        .unwrap();
-    let dir = node.dir;
-    drop(node.agent);
+    let dir = stopped_with_fees_1();
     // A version made live behind the agent's back (its checks never ran) that no engine can
     // compile: what a node finds when a newer runtime refuses what an older one ran.
     let draft = nonstop_bundle::Draft::new(
@@ -446,12 +451,7 @@ fn a_live_version_this_engine_cannot_load_starts_on_its_standby_and_says_why() {
 
 #[test]
 fn a_restart_in_the_middle_of_a_watch_window_resumes_it_and_rolls_back_what_fails_after() {
-    let node = start(None);
-    node.agent
-        .install_and_wait(bundle("fees-v1", "fees", "1.0.0"))
-        .unwrap();
-    let dir = node.dir;
-    drop(node.agent);
+    let dir = stopped_with_fees_1();
     // A long window, judged on at least 20 calls, so that it is still open when the node stops.
     let long = nonstop_runtime::CheckConfig {
         watch_secs: 60,

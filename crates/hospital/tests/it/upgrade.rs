@@ -6,21 +6,18 @@ use sqlx::AnyPool;
 
 use crate::rules;
 
-/// Migration 0008 rebuilds `app_user` (SQLite cannot change a CHECK constraint) to allow kiosk
-/// accounts: the accounts, their link to a practitioner and their tokens survive it.
-#[tokio::test]
-async fn staff_accounts_and_their_tokens_survive_the_table_rebuild_for_kiosks() {
+/// A new SQLite database in a temporary directory, migrated by every migration numbered before
+/// `before` (as an earlier release left it): the directory, its URL and a pool on it.
+async fn migrated_before(before: &str) -> (tempfile::TempDir, String, AnyPool) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
     sqlx::any::install_default_drivers();
-
-    // The database as a node with migrations up to 0007 left it, with a linked doctor and a token.
     let earlier = dir.path().join("earlier-migrations");
     std::fs::create_dir(&earlier).unwrap();
     let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
     for entry in std::fs::read_dir(&ours).unwrap() {
         let name = entry.unwrap().file_name();
-        if name.to_string_lossy().as_ref() < "0008" {
+        if name.to_string_lossy().as_ref() < before {
             std::fs::copy(ours.join(&name), earlier.join(&name)).unwrap();
         }
     }
@@ -31,6 +28,15 @@ async fn staff_accounts_and_their_tokens_survive_the_table_rebuild_for_kiosks() 
         .run(&pool)
         .await
         .unwrap();
+    (dir, url, pool)
+}
+
+/// Migration 0008 rebuilds `app_user` (SQLite cannot change a CHECK constraint) to allow kiosk
+/// accounts: the accounts, their link to a practitioner and their tokens survive it.
+#[tokio::test]
+async fn staff_accounts_and_their_tokens_survive_the_table_rebuild_for_kiosks() {
+    // The database as a node with migrations up to 0007 left it, with a linked doctor and a token.
+    let (dir, url, pool) = migrated_before("0008").await;
     for sql in [
         "INSERT INTO department (id, code, name) VALUES (1, 'IM', 'Internal Medicine')",
         "INSERT INTO practitioner (id, name, title, department_id) VALUES (7, 'Dr Wang', 'chief', 1)",
@@ -83,27 +89,8 @@ async fn staff_accounts_and_their_tokens_survive_the_table_rebuild_for_kiosks() 
 /// and disabled flag (columns 0010 added), its tokens and the index on them survive it.
 #[tokio::test]
 async fn staff_accounts_keep_their_state_through_the_table_rebuild_for_auditors() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
-    sqlx::any::install_default_drivers();
-
     // The database as a node with migrations up to 0011 left it.
-    let earlier = dir.path().join("earlier-migrations");
-    std::fs::create_dir(&earlier).unwrap();
-    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-    for entry in std::fs::read_dir(&ours).unwrap() {
-        let name = entry.unwrap().file_name();
-        if name.to_string_lossy().as_ref() < "0012" {
-            std::fs::copy(ours.join(&name), earlier.join(&name)).unwrap();
-        }
-    }
-    let pool = AnyPool::connect(&url).await.unwrap();
-    sqlx::migrate::Migrator::new(earlier.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let (dir, url, pool) = migrated_before("0012").await;
     for sql in [
         "INSERT INTO department (id, code, name) VALUES (1, 'IM', 'Internal Medicine')",
         "INSERT INTO practitioner (id, name, title, department_id) VALUES (7, 'Dr Wang', 'chief', 1)",
