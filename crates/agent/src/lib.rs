@@ -16,8 +16,10 @@
 #![deny(missing_docs)]
 
 mod error;
+mod program;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,7 @@ use nonstop_store::{Store, VersionEntry};
 use serde::Serialize;
 
 pub use error::AgentError;
+pub use program::{PROGRAM, ProgramHost};
 
 /// How an update ended.
 #[derive(Debug, Clone, Serialize)]
@@ -150,11 +153,25 @@ impl Agent {
     /// version that cannot be loaded (a damaged file) is rolled back to its standby, with the
     /// reason in the store's log ([`Agent::fell_back`]); without a standby the start fails.
     pub fn start(
+        store: Store,
+        verifier: Verifier,
+        engine: RuleEngine,
+        rules: Rules,
+        checks: CheckConfig,
+    ) -> Result<Agent, AgentError> {
+        Agent::start_with(store, verifier, engine, rules, checks, None)
+    }
+
+    /// [`Agent::start`], in a node whose program runs under a supervisor (`program`): it also
+    /// takes updates of the node program itself ([`ProgramHost`]), and resumes the watch window
+    /// of a program that has just taken over.
+    pub fn start_with(
         mut store: Store,
         verifier: Verifier,
         engine: RuleEngine,
         rules: Rules,
         checks: CheckConfig,
+        program: Option<Arc<dyn ProgramHost>>,
     ) -> Result<Agent, AgentError> {
         let mut fell_back = Vec::new();
         for slot in rules.slots() {
@@ -213,7 +230,20 @@ impl Agent {
                 )?;
             }
         }
-        let watches = resume_watches(&store, &rules);
+        let program_name = ComponentName::new(PROGRAM).expect("the program's name is valid");
+        if let Some(cand) = store
+            .component(&program_name)
+            .ok()
+            .and_then(|s| s.candidate.clone())
+        {
+            tracing::warn!(component = PROGRAM, version = %cand.version, step = "reject", "program candidate left by a restart");
+            store.reject(
+                &program_name,
+                Some(&cand.version),
+                "node restarted before the candidate program's checks finished",
+            )?;
+        }
+        let watches = resume_watches(&store, &rules, program.as_deref());
         let (tx, rx) = channel();
         let mut worker = Worker {
             store,
@@ -223,6 +253,7 @@ impl Agent {
             checks,
             watches,
             pending: VecDeque::new(),
+            program,
         };
         let thread = std::thread::Builder::new()
             .name("nonstop-agent".into())
@@ -350,6 +381,31 @@ impl Drop for Agent {
     }
 }
 
+/// Loads the live and standby rule versions the store at `store_root` records, reading it without
+/// its lock and changing nothing: what a candidate program does, beside the live program that
+/// owns the store, so that it answers with the very rules the live one runs.
+pub fn load_installed(
+    store_root: &std::path::Path,
+    engine: &RuleEngine,
+    rules: &Rules,
+) -> Result<(), AgentError> {
+    for state in nonstop_store::read_status(store_root)? {
+        let Ok(slot) = rules.slot(state.component.as_str()) else {
+            continue;
+        };
+        let name = &state.component;
+        if let Some(live) = &state.live {
+            let path = nonstop_store::payload_path(store_root, name, live);
+            slot.load(engine, tag(name, live), &path, false)?;
+        }
+        if let Some(standby) = &state.standby {
+            let path = nonstop_store::payload_path(store_root, name, standby);
+            slot.load(engine, tag(name, standby), &path, true)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs checks 1 and 2 on a verified bundle outside any node: what a vendor runs before
 /// publishing (`nonstop rules check`). Check 3 needs live traffic, so only a node runs it.
 /// Returns the number of test vectors passed, or the failed check as the node would word it.
@@ -391,7 +447,7 @@ pub fn precheck(
 /// The watch windows a restart cut short, reopened for the time they had left (closing at once
 /// if it ran out while the node was down), counting the calls made from now on. A kept window
 /// whose version is no longer live is forgotten.
-fn resume_watches(store: &Store, rules: &Rules) -> Vec<Watch> {
+fn resume_watches(store: &Store, rules: &Rules, program: Option<&dyn ProgramHost>) -> Vec<Watch> {
     let mut watches = Vec::new();
     let Ok(entries) = std::fs::read_dir(store.root().join("watches")) else {
         return watches;
@@ -409,12 +465,18 @@ fn resume_watches(store: &Store, rules: &Rules) -> Vec<Watch> {
         let kept: Option<KeptWatch> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let live = rules
-            .slot(component.as_str())
-            .ok()
-            .and_then(|slot| slot.live_counts());
+        let live = if component.as_str() == PROGRAM {
+            // The program watched is the one running here, just handed the socket.
+            program.map(|p| (p.running_version(), program_counts(p)))
+        } else {
+            rules
+                .slot(component.as_str())
+                .ok()
+                .and_then(|slot| slot.live_counts())
+                .map(|(tag, counts)| (tag.version.clone(), counts))
+        };
         match (kept, live) {
-            (Some(kept), Some((tag, counts))) if tag.version == kept.version => {
+            (Some(kept), Some((version, counts))) if version == kept.version => {
                 let left = Duration::from_millis((kept.until_ms - now_ms()).max(0) as u64);
                 tracing::info!(component = %component, version = %kept.version, left_ms = left.as_millis() as u64, "resuming the watch window a restart cut short");
                 watches.push(Watch {
@@ -463,6 +525,8 @@ struct Worker {
     watches: Vec<Watch>,
     /// Bundles pushed while a watch window was open; installed one at a time after it closes.
     pending: VecDeque<(Vec<u8>, Replies)>,
+    /// Who runs the program's generations, in a supervised node.
+    program: Option<Arc<dyn ProgramHost>>,
 }
 
 /// A newly live version under watch; its report is sent when the window closes.
@@ -593,6 +657,14 @@ impl Worker {
     /// Steps 1 to 4 for one bundle; the report is sent at once if the update ends here, or when
     /// its watch window closes.
     fn install(&mut self, bytes: Vec<u8>, replies: Replies) {
+        let limits = self.verifier.limits().clone();
+        let kind = nonstop_bundle::inspect(&bytes, &limits)
+            .ok()
+            .and_then(|b| b.manifest.ok())
+            .map(|m| m.kind);
+        if kind == Some(nonstop_bundle::ComponentKind::NodeBinary) {
+            return self.install_program(&bytes, replies);
+        }
         let Replies {
             ended: reply,
             live,
@@ -769,6 +841,152 @@ impl Worker {
         Ok((report, slot.live_counts().map(|(_, c)| c)))
     }
 
+    /// Steps 1 to 4 for a program bundle. Its watch window (step 5) runs in the new program,
+    /// which resumes it from the store when it takes over; this one's report ends at the
+    /// handover, saying the window is open.
+    fn install_program(&mut self, bytes: &[u8], replies: Replies) {
+        let step = |p: Progress| {
+            if let Some(tx) = &replies.progress {
+                let _ = tx.send(p);
+            }
+        };
+        let report = match self.check_and_hand_over(bytes, &step) {
+            Ok(report) => {
+                if let Some(live) = &replies.live {
+                    let _ = live.send(report.clone());
+                }
+                report
+            }
+            Err(report) => *report,
+        };
+        log_end(&report);
+        let _ = replies.ended.send(report);
+    }
+
+    fn check_and_hand_over(
+        &mut self,
+        bytes: &[u8],
+        step: &dyn Fn(Progress),
+    ) -> Result<InstallReport, Box<InstallReport>> {
+        let name = ComponentName::new(PROGRAM).expect("the program's name is valid");
+        let mut report = InstallReport {
+            component: Some(PROGRAM.to_owned()),
+            version: nonstop_bundle::inspect(bytes, self.verifier.limits())
+                .ok()
+                .and_then(|b| b.manifest.ok())
+                .map(|m| m.version),
+            outcome: Outcome::Refused {
+                reason: String::new(),
+            },
+        };
+        let refuse = |reason: String, mut report: InstallReport| {
+            tracing::warn!(component = PROGRAM, version = ?report.version, step = "verify", %reason, "program bundle refused");
+            report.outcome = Outcome::Refused { reason };
+            Box::new(report)
+        };
+        let Some(host) = self.program.clone() else {
+            return Err(refuse(
+                "this node runs without a supervisor, so its program cannot be replaced while it \
+                 serves: start it with `nonstop node --supervise` (as deploy/systemd does)"
+                    .into(),
+                report,
+            ));
+        };
+        // Step 1: verify, against the program running here (newer only, or a signed rollback).
+        let running = host.running_version();
+        let bundle = self
+            .verifier
+            .open(bytes, Some(&running))
+            .map_err(|e| refuse(e.to_string(), report.clone()))?;
+        let m = bundle.manifest().clone();
+        if m.component.as_str() != PROGRAM {
+            return Err(refuse(
+                format!(
+                    "a node-binary bundle must be for component `{PROGRAM}`, not `{}`",
+                    m.component
+                ),
+                report,
+            ));
+        }
+        let here = nonstop_bundle::current_target();
+        if m.target.as_deref() != Some(here.as_str()) {
+            return Err(refuse(
+                format!(
+                    "the program is built for {}, and this node runs on {here}",
+                    m.target.as_deref().unwrap_or("no named platform")
+                ),
+                report,
+            ));
+        }
+        // Step 2: stage the copy beside the running program.
+        let entry = self
+            .store
+            .stage(&bundle)
+            .map_err(|e| refuse(e.to_string(), report.clone()))?;
+        tracing::info!(component = PROGRAM, version = %m.version, step = "stage", "program candidate staged");
+        step(Progress::Staged);
+        let version = m.version.clone();
+        let reject = |worker: &mut Worker, reason: String, mut report: InstallReport| {
+            tracing::warn!(component = PROGRAM, version = %version, step = "reject", %reason, "program candidate rejected");
+            host.discard_candidate();
+            if let Err(e) = worker.store.reject(&name, Some(&version), &reason) {
+                tracing::error!(component = PROGRAM, error = %e, "could not record the rejection");
+            }
+            report.outcome = Outcome::Rejected { reason };
+            Box::new(report)
+        };
+        // Step 3: run the copy where it serves nobody, and test its running state.
+        let payload = self.store.payload_path(&name, &entry);
+        if let Err(reason) = host.start_candidate(&payload, &version) {
+            return Err(reject(self, reason, report));
+        }
+        step(Progress::Testing { vectors: 0 });
+        let checked = match host.test_candidate() {
+            Ok(checked) => checked,
+            Err(reason) => return Err(reject(self, reason, report)),
+        };
+        tracing::info!(component = PROGRAM, version = %version, step = "check", %checked, "program candidate passed its checks");
+        // Step 4: official in the store (the running program becomes the standby), the watch
+        // window kept for the new program to resume, then the socket handed over.
+        if let Err(e) = self.store.promote(&name, Some(&version)) {
+            return Err(reject(self, format!("promotion failed: {e}"), report));
+        }
+        let watch = Watch {
+            component: name.clone(),
+            version: version.clone(),
+            start: CallCounts::default(),
+            baseline_refusal_rate: 0.0,
+            until: Instant::now() + Duration::from_secs(self.checks.watch_secs),
+            report: report.clone(),
+            replies: Vec::new(),
+        };
+        keep_watch(self.store.root(), &watch);
+        if let Err(e) = host.hand_over() {
+            let reason = format!("the handover failed: {e}");
+            forget_watch(self.store.root(), PROGRAM);
+            let back = self
+                .store
+                .rollback(&name, &reason)
+                .map(|_| ())
+                .or_else(|_| self.store.set_aside_live(&name, &reason).map(|_| ()));
+            if let Err(e) = back {
+                tracing::error!(component = PROGRAM, error = %e, "could not record the failed handover");
+            }
+            host.discard_candidate();
+            report.outcome = Outcome::RolledBack { reason };
+            return Err(Box::new(report));
+        }
+        tracing::info!(component = PROGRAM, version = %version, step = "promote", "the new program took over; its watch window runs there");
+        report.outcome = Outcome::Live {
+            vectors: 0,
+            shadow: None,
+            watched_calls: 0,
+            watched_failures: 0,
+            watch_open: true,
+        };
+        Ok(report)
+    }
+
     /// Step 5: judges every open watch window and closes those that are done.
     fn poll_watches(&mut self) {
         let mut i = 0;
@@ -812,16 +1030,24 @@ impl Worker {
     }
 
     fn judge(&self, w: &Watch) -> Verdict {
-        let Ok(slot) = self.rules.slot(w.component.as_str()) else {
-            return Verdict::Failed("the component has no slot".into());
+        let now = if w.component.as_str() == PROGRAM {
+            match &self.program {
+                Some(p) => program_counts(p.as_ref()),
+                None => return Verdict::Passed(0, 0),
+            }
+        } else {
+            let Ok(slot) = self.rules.slot(w.component.as_str()) else {
+                return Verdict::Failed("the component has no slot".into());
+            };
+            let Some((tag, now)) = slot.live_counts() else {
+                return Verdict::Failed("the live version disappeared".into());
+            };
+            if tag.version != w.version {
+                // Replaced by an operator's rollback meanwhile.
+                return Verdict::Passed(0, 0);
+            }
+            now
         };
-        let Some((tag, now)) = slot.live_counts() else {
-            return Verdict::Failed("the live version disappeared".into());
-        };
-        if tag.version != w.version {
-            // Replaced by an operator's rollback meanwhile.
-            return Verdict::Passed(0, 0);
-        }
         let calls = now.calls - w.start.calls;
         let failures = now.failures - w.start.failures;
         let refusals = now.refusals - w.start.refusals;
@@ -850,6 +1076,9 @@ impl Worker {
 
     /// Rolls back in the store (durable), then in memory, then loads the new standby if any.
     fn rollback(&mut self, component: &str, reason: &str) -> Result<VersionTag, String> {
+        if component == PROGRAM {
+            return self.rollback_program(reason);
+        }
         let name = ComponentName::new(component).map_err(|e| e.to_string())?;
         let slot = self.rules.slot(component).map_err(|e| e.to_string())?;
         let live = self
@@ -874,6 +1103,47 @@ impl Worker {
             tracing::error!(component = %name, error = %e, "could not load the new standby");
         }
         Ok(tag(&name, &live))
+    }
+}
+
+impl Worker {
+    /// Puts the standby program back: recorded in the store first (the standby live, or, with
+    /// none, the program installed on disk), then the supervisor starts it and it takes over
+    /// from this process, which then exits.
+    fn rollback_program(&mut self, reason: &str) -> Result<VersionTag, String> {
+        let Some(host) = self.program.clone() else {
+            return Err("this node runs without a supervisor; its program is not replaced".into());
+        };
+        let name = ComponentName::new(PROGRAM).expect("the program's name is valid");
+        let tag = match self.store.rollback(&name, reason) {
+            Ok(standby) => tag(&name, &standby),
+            Err(nonstop_store::StoreError::NoStandby { .. }) => {
+                self.store
+                    .set_aside_live(&name, reason)
+                    .map_err(|e| e.to_string())?;
+                // The program installed on disk (the supervisor's own), from no bundle.
+                VersionTag {
+                    component: PROGRAM.into(),
+                    version: semver::Version::new(0, 0, 0),
+                    digest: nonstop_bundle::Digest([0; 32]),
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        forget_watch(self.store.root(), PROGRAM);
+        tracing::warn!(component = PROGRAM, %reason, step = "rollback", "putting the standby program back");
+        host.replace_with_live(reason)?;
+        Ok(tag)
+    }
+}
+
+/// A program's answered and failed requests, as call counts for the watch window.
+fn program_counts(p: &dyn ProgramHost) -> CallCounts {
+    let (calls, failures) = p.counts();
+    CallCounts {
+        calls,
+        failures,
+        refusals: 0,
     }
 }
 

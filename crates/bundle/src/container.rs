@@ -107,11 +107,11 @@ pub(crate) fn decode<'a>(
         signatures.push((id, sig));
     }
     let payload_len = u64::from_be_bytes(r.array("payload length")?);
-    if payload_len > limits.max_payload_bytes {
+    if payload_len > limits.max_any_payload_bytes() {
         return Err(BundleError::TooLarge {
             section: "payload",
             size: payload_len,
-            limit: limits.max_payload_bytes,
+            limit: limits.max_any_payload_bytes(),
         });
     }
     let payload = r.take("payload", payload_len)?;

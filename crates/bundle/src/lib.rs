@@ -59,6 +59,9 @@ pub struct BundleLimits {
     pub max_manifest_bytes: u64,
     /// Largest payload accepted, in bytes.
     pub max_payload_bytes: u64,
+    /// Largest program payload (`node-binary`) accepted, in bytes: a whole `nonstop`
+    /// executable is larger than any rule module.
+    pub max_program_bytes: u64,
 }
 
 impl Default for BundleLimits {
@@ -66,6 +69,7 @@ impl Default for BundleLimits {
         BundleLimits {
             max_manifest_bytes: 1 << 20,
             max_payload_bytes: 64 << 20,
+            max_program_bytes: 256 << 20,
         }
     }
 }
@@ -74,7 +78,21 @@ impl BundleLimits {
     /// Largest whole bundle file these limits can allow (sections plus framing).
     fn max_file_bytes(&self) -> u64 {
         const FRAMING: u64 = 8 + 2 + 4 + 1 + 8 * 72 + 8;
-        self.max_manifest_bytes + self.max_payload_bytes + FRAMING
+        self.max_manifest_bytes + self.max_any_payload_bytes() + FRAMING
+    }
+
+    /// Largest payload of any kind: the container is read before its manifest says which kind
+    /// it holds; [`Verifier::open`] then applies the kind's own limit.
+    pub fn max_any_payload_bytes(&self) -> u64 {
+        self.max_payload_bytes.max(self.max_program_bytes)
+    }
+
+    /// Largest payload allowed for `kind`.
+    pub fn max_payload_for(&self, kind: ComponentKind) -> u64 {
+        match kind {
+            ComponentKind::NodeBinary => self.max_program_bytes,
+            _ => self.max_payload_bytes,
+        }
     }
 }
 
@@ -138,9 +156,16 @@ pub fn create(draft: &Draft, payload: &[u8], key: &SecretKey) -> Result<Vec<u8>,
         created_at,
         notes: draft.notes.clone(),
         checks: draft.checks.clone(),
+        target: (draft.kind == ComponentKind::NodeBinary).then(current_target),
     };
     manifest.validate()?;
     Ok(seal(&manifest, payload, &[key]))
+}
+
+/// The platform this program was built for, as a program bundle's manifest names it
+/// (`<arch>-<os>`, e.g. `x86_64-linux`): a node installs only a program built for its own.
+pub fn current_target() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
 }
 
 /// Signs `manifest` as given with each key and lays out the bundle. It does not check the
@@ -272,6 +297,14 @@ impl Verifier {
             });
         }
         let signer = manifest.key_id;
+        let limit = self.limits().max_payload_for(manifest.kind);
+        if manifest.payload.size > limit {
+            return Err(BundleError::TooLarge {
+                section: "payload",
+                size: manifest.payload.size,
+                limit,
+            });
+        }
         let actual_size = raw.payload.len() as u64;
         if actual_size != manifest.payload.size {
             return Err(BundleError::SizeMismatch {

@@ -42,6 +42,10 @@ pub struct Manifest {
     /// Checks the candidate must pass before it may go live, on top of the node's own.
     #[serde(default)]
     pub checks: CandidateChecks,
+    /// The platform a program payload runs on (`node-binary`: e.g. `x86_64-linux`, see
+    /// [`crate::current_target`]); absent for every other kind, which runs anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// What a bundle's payload is. Only WebAssembly components are installed today; the other kinds
@@ -198,7 +202,15 @@ impl Manifest {
         if let PayloadEncoding::Delta { .. } = self.payload.encoding {
             return Err(BundleError::Unsupported("delta payloads"));
         }
-        Ok(())
+        match (self.kind, &self.target) {
+            (ComponentKind::NodeBinary, None) => Err(BundleError::ManifestInvalid(
+                "a node-binary bundle must name its target platform".into(),
+            )),
+            (ComponentKind::NodeBinary, Some(_)) | (_, None) => Ok(()),
+            (kind, Some(_)) => Err(BundleError::ManifestInvalid(format!(
+                "a {kind} bundle names a target platform; only node-binary bundles do"
+            ))),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use nonstop_node::{NodeConfig, start_on};
+use nonstop_node::{Launch, NodeConfig, launch};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +41,16 @@ pub struct Args {
     /// loopback address.
     #[arg(long)]
     no_tls: bool,
+    /// Run under a supervisor that holds the listening socket across program generations, so
+    /// that the node program itself can be updated while it serves (a program bundle): the
+    /// supervisor starts the program the version store records live, tests a new one beside it,
+    /// hands it the socket, and puts the standby back if it fails. deploy/systemd runs this.
+    #[arg(long, conflicts_with = "generation")]
+    supervise: bool,
+    /// Internal: run as a generation of a supervised node (`live` or `candidate`), on the
+    /// sockets the supervisor handed over.
+    #[arg(long, hide = true, value_parser = ["live", "candidate"])]
+    generation: Option<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -70,6 +80,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.supervise {
+        return supervise(args, config, &runtime);
+    }
+    let how = match args.generation.as_deref() {
+        Some(role) => Launch::Supervised(
+            nonstop_program::Handed::take(if role == "candidate" {
+                nonstop_program::Role::Candidate
+            } else {
+                nonstop_program::Role::Live
+            })
+            .map_err(anyhow::Error::msg)?,
+        ),
+        // A socket handed over by systemd (deploy/systemd/nonstop-node.socket): it stays open
+        // across this process's restarts.
+        None => Launch::Alone(crate::handed_listener()?),
+    };
+    let candidate = args.generation.as_deref() == Some("candidate");
     runtime.block_on(async {
         if let (Some(server), Some(token)) = (&args.server, &args.enrol_token) {
             let pin = args.trust.pin()?;
@@ -80,13 +107,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     .context("enrolling with the update server")?;
             println!("enrolled with {server} as node {}", e.node);
         }
-        // A socket handed over by systemd (deploy/systemd/nonstop-node.socket): it stays open
-        // across this process's restarts.
-        let handed = crate::handed_listener()?;
-        let node = start_on(config, handed)
+        let node = launch(config, how)
             .await
             .map_err(anyhow::Error::msg)
             .context("starting the node")?;
+        if candidate {
+            // Not "listening on": it serves nobody until the supervisor says accept.
+            println!(
+                "candidate program under test, serving nobody, on {}",
+                node.url
+            );
+            node.serve_until(async {
+                let signal = crate::stop_signal().await;
+                println!("{signal}: stopping");
+            })
+            .await;
+            return Ok(());
+        }
         if let Some(tls) = &node.tls {
             println!(
                 "certificate {} ({}){}",
@@ -129,4 +166,97 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .context("writing the read audit before stopping")?;
         Ok(())
     })
+}
+
+/// `nonstop node --supervise`: enrols if asked, then runs the supervisor on the listening socket
+/// (systemd's, or its own) until Ctrl-C or SIGTERM.
+fn supervise(
+    args: &Args,
+    config: NodeConfig,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    if let (Some(server), Some(token)) = (&args.server, &args.enrol_token) {
+        let pin = args.trust.pin()?;
+        let e = runtime
+            .block_on(nonstop_node::link::enrol(
+                server,
+                &args.also_server,
+                token,
+                pin,
+                &config.data_dir,
+            ))
+            .map_err(anyhow::Error::msg)
+            .context("enrolling with the update server")?;
+        println!("enrolled with {server} as node {}", e.node);
+    }
+    nonstop_store::at_rest::private_dir(&config.data_dir).map_err(anyhow::Error::msg)?;
+    let listener = match crate::handed_listener()? {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(&config.listen)
+            .with_context(|| format!("listening on {}", config.listen))?,
+    };
+    // Every generation runs `nonstop node` with these, on the sockets the supervisor hands it.
+    let mut generation_args: Vec<std::ffi::OsString> = vec!["node".into()];
+    if let Some(c) = &args.config {
+        generation_args.extend(["--config".into(), c.clone().into_os_string()]);
+    }
+    generation_args.extend([
+        "--data-dir".into(),
+        std::path::absolute(&config.data_dir)?.into_os_string(),
+    ]);
+    if let Some(root) = &args.trust_root {
+        generation_args.extend(["--trust-root".into(), root.clone().into_os_string()]);
+    }
+    if args.no_seed {
+        generation_args.push("--no-seed".into());
+    }
+    if args.no_tls {
+        generation_args.push("--no-tls".into());
+    }
+    let supervisor = nonstop_program::SupervisorConfig {
+        installed: std::env::current_exe().context("finding this program")?,
+        args: generation_args,
+        store: config.data_dir.join("store"),
+        start_secs: config.program.start_secs,
+        drain_secs: config.connections.drain_secs,
+    };
+    println!(
+        "supervising the node program on {} (pid {})",
+        listener.local_addr()?,
+        std::process::id()
+    );
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let result = nonstop_program::supervise(supervisor, listener, move |handle| {
+            // Under systemd (Type=notify): serving now.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            let _ = handle_tx.send(handle);
+        });
+        let _ = ended_tx.send(());
+        result
+    });
+    runtime.block_on(async {
+        let mut ended = ended_rx;
+        let handle = tokio::select! {
+            h = handle_rx => h.ok(),
+            _ = &mut ended => return,
+        };
+        tokio::select! {
+            signal = crate::stop_signal() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                println!("{signal}: stopping the supervised node");
+                if let Some(h) = handle {
+                    h.stop();
+                }
+            }
+            // It could not keep a program running: its error says why.
+            _ = &mut ended => {}
+        }
+    });
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the supervisor panicked"))?
+        .map_err(anyhow::Error::msg)
+        .context("supervising the node program")
 }

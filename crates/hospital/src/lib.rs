@@ -28,6 +28,7 @@ pub mod patient;
 pub mod queue;
 pub mod read_audit;
 pub mod registration;
+pub mod schema;
 pub mod screen;
 mod seed;
 pub mod staff;
@@ -46,6 +47,7 @@ pub use patient::{InsuranceCategory, NewPatient};
 pub use queue::{CheckIn, DoctorDay, DoctorSession, QueueEntry, SessionOf};
 pub use read_audit::{ReadAuditPolicy, ReadEntry, ReadKind, ReadPage, ReadQuery};
 pub use registration::{NewRegistration, RecordCheck, Registration};
+pub use schema::{MigrationKind, Migrations};
 pub(crate) use write::{Tx, args};
 
 /// The hospital core: its database and the live rules it prices and admits with.
@@ -140,6 +142,13 @@ impl Hospital {
             ending: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
         }
         .with_policy(&policy))
+    }
+
+    /// Holds every write (`true`: each is refused at once with 503 `overloaded`, and reads are not
+    /// recorded in the read audit) or lets them through again. A program under test beside the
+    /// live one (issue 10) holds them: it answers replays of reads only, until it takes over.
+    pub fn hold_writes(&self, held: bool) {
+        self.writer.hold(held);
     }
 
     /// Applies the hospital's settings.

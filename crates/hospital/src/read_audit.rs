@@ -296,7 +296,8 @@ impl Hospital {
         patients: impl IntoIterator<Item = i64>,
     ) -> Result<(), HospitalError> {
         let mut patients: Vec<i64> = patients.into_iter().collect();
-        if patients.is_empty() {
+        // A program under test answers only replays of reads the live program recorded already.
+        if patients.is_empty() || self.writer.is_held() {
             return Ok(());
         }
         patients.sort_unstable();

@@ -340,9 +340,16 @@ pub(crate) fn any_query<'q>(
     query
 }
 
-/// Where write transactions run.
+/// Where write transactions run, and whether they may: a program under test beside the live one
+/// (a candidate, issue 10) holds its writes until it takes over.
 #[derive(Clone)]
-pub(crate) enum Writer {
+pub(crate) struct Writer {
+    backend: Backend,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Clone)]
+enum Backend {
     /// The SQLite writer thread's queue, bounded.
     Sqlite(mpsc::SyncSender<Job>),
     /// PostgreSQL: a transaction per write from the pool, as many at once as the permits.
@@ -363,10 +370,10 @@ pub(crate) struct Ran {
 impl Writer {
     /// PostgreSQL writes on `pool`, at most `queue` running or waiting at once.
     pub(crate) fn postgres(pool: AnyPool, queue: usize) -> Writer {
-        Writer::Postgres(
+        Writer::new(Backend::Postgres(
             pool,
             std::sync::Arc::new(tokio::sync::Semaphore::new(queue)),
-        )
+        ))
     }
 
     /// Starts the writer thread of the SQLite database at `path` (after migrations ran), with
@@ -385,7 +392,24 @@ impl Writer {
             .name("sqlite-writer".into())
             .spawn(move || write_groups(&conn, &queue))
             .map_err(|e| HospitalError::Commit(format!("cannot start the SQLite writer: {e}")))?;
-        Ok(Writer::Sqlite(jobs))
+        Ok(Writer::new(Backend::Sqlite(jobs)))
+    }
+
+    fn new(backend: Backend) -> Writer {
+        Writer {
+            backend,
+            held: std::sync::Arc::default(),
+        }
+    }
+
+    /// Holds (refuses) every write from now on, or lets them through again.
+    pub(crate) fn hold(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether writes are held.
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `write` as one transaction; the future answers once it is durable (or undone). On
@@ -399,9 +423,15 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
     {
-        let pending = match self {
-            Writer::Sqlite(jobs) => Pending::Queued(queue(jobs, write)),
-            Writer::Postgres(pool, permits) => match permits.clone().try_acquire_owned() {
+        let pending = match &self.backend {
+            _ if self.is_held() => Pending::Queued(Err(HospitalError::Overloaded {
+                what: "this program is a candidate under test beside the live one and takes no \
+                       writes"
+                    .into(),
+                retry_after_secs: 1,
+            })),
+            Backend::Sqlite(jobs) => Pending::Queued(queue(jobs, write)),
+            Backend::Postgres(pool, permits) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Pending::Postgres(pool.clone(), write, permit),
                 Err(_) => Pending::Queued(Err(overloaded(&format!(
                     "{WRITE_QUEUE} writes are waiting for the database already"

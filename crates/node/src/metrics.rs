@@ -63,6 +63,10 @@ pub struct Metrics {
     root_version: Gauge,
     freshness: Gauge,
     statement_age: Gauge,
+    /// Requests answered, and of them server errors other than load shedding: the program's
+    /// watch window judges a new program on these ([`Metrics::totals`]).
+    answered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
 }
 
 /// The traffic since the last [`Window::take`]: counts, and the latencies in an HDR histogram
@@ -188,6 +192,8 @@ impl Metrics {
             root_version,
             freshness,
             statement_age,
+            answered: Default::default(),
+            failed: Default::default(),
             registry,
             requests,
             latency,
@@ -270,7 +276,15 @@ pub async fn count(State(m): State<std::sync::Arc<Metrics>>, req: Request, next:
     let seconds = started.elapsed().as_secs_f64();
     // Scrapes of `/metrics` are the monitor's traffic, not the hospital's.
     if route != "/metrics" {
-        m.window.record(response.status().as_u16(), seconds);
+        let status = response.status().as_u16();
+        m.window.record(status, seconds);
+        m.answered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A 503 is load shedding or a rule's standby answering, said to the client with a
+        // retry; other server errors are the program failing.
+        if status >= 500 && status != 503 {
+            m.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     m.requests
         .get_or_create(&Route {
@@ -282,6 +296,17 @@ pub async fn count(State(m): State<std::sync::Arc<Metrics>>, req: Request, next:
         .get_or_create(&RouteOnly { route })
         .observe(seconds);
     response
+}
+
+impl Metrics {
+    /// Requests answered since this program started, and of them those that failed (5xx other
+    /// than 503).
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.answered.load(std::sync::atomic::Ordering::Relaxed),
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 /// `GET /metrics`.

@@ -394,6 +394,35 @@ impl Store {
         Ok(standby)
     }
 
+    /// Sets the live version aside with `reason` when it has no standby to roll back to, leaving
+    /// the component with no live version. For the node program (issue 10): a program with no
+    /// live version in the store is the one installed on disk, which is what then runs again.
+    pub fn set_aside_live(
+        &mut self,
+        component: &ComponentName,
+        reason: &str,
+    ) -> Result<VersionEntry, StoreError> {
+        let state = self.component(component)?.clone();
+        let Some(bad) = state.live.clone() else {
+            return Err(StoreError::NoStandby {
+                component: component.to_string(),
+            });
+        };
+        let mut next = state.clone();
+        next.rejected
+            .insert(0, rejected(&bad, state.seq + 1, reason));
+        next.live = None;
+        let moves = vec![Move::new(
+            "rollback",
+            &bad,
+            Role::Live,
+            Role::Rejected,
+            reason,
+        )];
+        self.commit(next, moves)?;
+        Ok(bad)
+    }
+
     /// Removes all but the `keep` newest retired and the `keep` newest rejected versions of every
     /// component. Live, candidate and standby are never removed. Returns the versions removed.
     pub fn gc(&mut self, keep: usize) -> Result<Vec<(ComponentName, semver::Version)>, StoreError> {
@@ -715,7 +744,14 @@ fn write_version(staging: &Path, target: &Path, bundle: &VerifiedBundle) -> Resu
     // leftover of a failed earlier attempt.
     fsio::remove_tree(target)?;
     fs::create_dir(staging).map_err(|e| StoreError::io("creating directory", staging, e))?;
-    fsio::write_new(&staging.join(m.payload.file.as_str()), bundle.payload())?;
+    let payload = staging.join(m.payload.file.as_str());
+    fsio::write_new(&payload, bundle.payload())?;
+    if m.kind == nonstop_bundle::ComponentKind::NodeBinary {
+        // A program is run from here (its owner only may run it, as the store is its owner's).
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&payload, fs::Permissions::from_mode(0o700))
+            .map_err(|e| StoreError::io("making executable", &payload, e))?;
+    }
     let manifest = serde_json::to_vec_pretty(m).expect("manifest serialises");
     fsio::write_new(&staging.join("manifest.json"), &manifest)?;
     fsio::write_new(&staging.join("bundle.nsb"), bundle.bytes())?;

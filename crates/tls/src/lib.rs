@@ -242,6 +242,11 @@ pub struct ConnectionLimits {
     pub body_secs: u64,
     /// Seconds a stop waits for requests in flight before closing their connections.
     pub drain_secs: u64,
+    /// Milliseconds a stop keeps kept-alive connections open, answering each request on them
+    /// with `Connection: close`, before it closes the idle ones: busy clients move to a new
+    /// connection (the next process on a handed-over socket) between two requests instead of
+    /// sending one on a connection being closed.
+    pub close_grace_ms: u64,
 }
 
 impl Default for ConnectionLimits {
@@ -251,6 +256,7 @@ impl Default for ConnectionLimits {
             header_secs: 10,
             body_secs: 60,
             drain_secs: 30,
+            close_grace_ms: 1000,
         }
     }
 }
@@ -284,6 +290,7 @@ pub async fn serve(
     let http = Arc::new(http);
     let handshake = Duration::from_secs(limits.handshake_secs.max(1));
     let first_request = Duration::from_secs(limits.header_secs.max(1));
+    let grace = Duration::from_millis(limits.close_grace_ms);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut stop = std::pin::pin!(stop);
@@ -306,17 +313,37 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, http, acceptor) = (app.clone(), http.clone(), acceptor.clone());
         let closing = closing_rx.clone();
+        let closing_answers = closing_rx.clone();
         connections.spawn(async move {
             let first = Arc::new(FirstRequest::default());
             let saw = first.clone();
-            let service = hyper_util::service::TowerToHyperService::new(
-                tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
-                    saw.arrived();
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(peer));
-                    req
-                }),
-            );
+            let answered = first.clone();
+            let service =
+                hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_response(
+                    tower::ServiceExt::map_request(
+                        app,
+                        move |mut req: axum::extract::Request<_>| {
+                            saw.arrived();
+                            saw.started();
+                            req.extensions_mut()
+                                .insert(axum::extract::ConnectInfo(peer));
+                            req
+                        },
+                    ),
+                    // Once stopping, each answer on a kept-alive connection says it closes, so
+                    // its client opens a new connection for its next request (to the next
+                    // process on the socket) instead of sending it on one being closed.
+                    move |mut res: axum::response::Response| {
+                        answered.answered();
+                        if *closing_answers.borrow() {
+                            res.headers_mut().insert(
+                                axum::http::header::CONNECTION,
+                                axum::http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        res
+                    },
+                ));
             let io = match acceptor {
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =
@@ -331,7 +358,7 @@ pub async fn serve(
             let conn = http
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
                 .into_owned();
-            if let Err(e) = run_connection(conn, &first, first_request, closing).await {
+            if let Err(e) = run_connection(conn, &first, first_request, closing, grace).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -420,9 +447,47 @@ impl tokio::io::AsyncWrite for Io {
 struct FirstRequest {
     arrived: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
+    /// Requests whose answer has not been given yet.
+    in_flight: std::sync::atomic::AtomicU64,
+    /// When the last answer was given, in milliseconds of [`epoch_ms`].
+    last_answer_ms: std::sync::atomic::AtomicU64,
 }
 
+/// Milliseconds since the first call: a clock for connection idleness.
+fn epoch_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// A stopping listener's kept-alive connection idle this long is closed without waiting out the
+/// grace: its client is not in the middle of a burst of requests.
+const IDLE_MS: u64 = 100;
+
 impl FirstRequest {
+    fn started(&self) {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn answered(&self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.last_answer_ms
+            .store(epoch_ms(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// No request in flight, and none answered for [`IDLE_MS`].
+    fn idle(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0
+            && epoch_ms().saturating_sub(
+                self.last_answer_ms
+                    .load(std::sync::atomic::Ordering::Acquire),
+            ) >= IDLE_MS
+    }
+
     fn arrived(&self) {
         self.arrived
             .store(true, std::sync::atomic::Ordering::Release);
@@ -436,13 +501,16 @@ impl FirstRequest {
 
 /// Serves one connection: closed if no first request arrives within `first_request` (hyper's
 /// header timeout covers only the requests after it and an idle keep-alive); when the listener
-/// stops, shut down gracefully once it has had its first request (so one accepted just before
-/// the stop is still answered), finishing the request in flight.
+/// stops, its answers say `Connection: close` for `grace` (a busy client moves to a new
+/// connection after its next answer), then it shuts down gracefully once it has had its first
+/// request (so one accepted just before the stop is still answered), finishing the request in
+/// flight.
 async fn run_connection<C>(
     conn: C,
     first: &FirstRequest,
     first_request: Duration,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
@@ -450,10 +518,16 @@ where
     let mut conn = std::pin::pin!(conn);
     let deadline = tokio::time::sleep(first_request);
     let mut deadline = std::pin::pin!(deadline);
+    let graced = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    let mut graced = std::pin::pin!(graced);
     let mut stopping = *closing.borrow();
+    let mut grace_over = false;
+    if stopping {
+        graced.as_mut().reset(tokio::time::Instant::now() + grace);
+    }
     let mut shut = false;
     loop {
-        if stopping && !shut && first.has_arrived() {
+        if grace_over && !shut && first.has_arrived() {
             conn.as_mut().shut_down();
             shut = true;
         }
@@ -461,7 +535,16 @@ where
             out = &mut conn => return out,
             () = &mut deadline, if !first.has_arrived() => return Ok(()),
             () = first.notify.notified(), if !first.has_arrived() => {}
-            changed = closing.changed(), if !stopping => stopping = changed.is_err() || *closing.borrow(),
+            () = &mut graced, if stopping && !grace_over => grace_over = true,
+            () = tokio::time::sleep(Duration::from_millis(IDLE_MS / 4)), if stopping && !grace_over => {
+                grace_over = first.idle();
+            }
+            changed = closing.changed(), if !stopping => {
+                stopping = changed.is_err() || *closing.borrow();
+                if stopping {
+                    graced.as_mut().reset(tokio::time::Instant::now() + grace);
+                }
+            }
         }
     }
 }

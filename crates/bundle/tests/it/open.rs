@@ -157,6 +157,7 @@ fn limits_are_enforced_before_anything_is_read_into_memory() {
     let limits = BundleLimits {
         max_manifest_bytes: 1 << 20,
         max_payload_bytes: 8,
+        max_program_bytes: 8,
     };
     let mut trusted = TrustedKeys::new();
     trusted.add(publisher().public());
@@ -174,12 +175,34 @@ fn limits_are_enforced_before_anything_is_read_into_memory() {
         "{err}"
     );
 
+    // A rule module is held to the rule limit even where a program may be larger.
+    let limits = BundleLimits {
+        max_manifest_bytes: 1 << 20,
+        max_payload_bytes: 8,
+        max_program_bytes: 1 << 20,
+    };
+    let err = Verifier::new(trusted.clone(), limits)
+        .open(&good_bundle(), None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::TooLarge {
+                section: "payload",
+                limit: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.nsb");
     std::fs::write(&path, vec![0u8; 1 << 21]).unwrap();
     let limits = BundleLimits {
         max_manifest_bytes: 1024,
         max_payload_bytes: 1024,
+        max_program_bytes: 1024,
     };
     let err = Verifier::new(trusted, limits)
         .open_file(&path, None)

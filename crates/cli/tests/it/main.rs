@@ -3,6 +3,7 @@
 mod fleet;
 mod fleet_postgres;
 mod node_crash;
+mod program;
 mod rules;
 mod service;
 mod store_flow;

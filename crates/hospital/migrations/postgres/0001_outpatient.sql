@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0001_outpatient.sql: the same schema, with BIGSERIAL / BIGINT ids.
 -- Outpatient core. Names follow HL7 FHIR R4 where one fits: practitioner (doctor), schedule (a
 -- doctor's clinic session and its slots), appointment (a registration, 挂号), audit_event.

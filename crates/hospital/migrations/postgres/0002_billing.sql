@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0002_billing.sql: the same schema, with BIGSERIAL / BIGINT ids.
 -- Billing (收费 / 医保): an invoice per registration (FHIR Invoice: issued = unpaid, balanced =
 -- paid, cancelled = voided or refunded), its charge items (FHIR ChargeItem) split into insurance

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0003_queue.sql: the same schema, with BIGSERIAL / BIGINT ids.
 -- Triage queue (分诊叫号): one ticket per checked-in registration, ordered by the sort weight the
 -- triage rule computed (recorded with the rule's version). A missed patient waits until

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0005_doctor_accounts.sql.
 -- A doctor's staff account names the practitioner it is (FHIR PractitionerRole): the doctor's
 -- view shows that practitioner's sessions, and a linked doctor calls and treats only their own

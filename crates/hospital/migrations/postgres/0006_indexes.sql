@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0006_indexes.sql.
 -- Indexes for queries that otherwise read a growing table whole. Found by `nonstop loadgen`
 -- slowing down as payments accumulated: the insurance year's total of a patient, read inside

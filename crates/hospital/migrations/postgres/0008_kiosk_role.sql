@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Self-service kiosks (自助机) get accounts of their own, allowed only to take self-service
 -- payments.
 

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0010_hospital_setup.sql.
 -- A hospital sets itself up from an empty database: departments and doctors can be deactivated
 -- (history stays, nothing new is scheduled for them); a clinic session has a room and can be

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0011_screens.sql.
 -- Waiting-room screens (叫号屏): a screen shows the board of the sessions it is opened for, with
 -- a token of its own that reads the board and nothing else (no staff sign-in on a wall screen).

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- PostgreSQL twin of migrations/sqlite/0012_read_audit.sql.
 -- Access must be traceable (personal-information law): the read audit says who saw which
 -- patient's identifying data or invoices, when, by which read and from which address, as the

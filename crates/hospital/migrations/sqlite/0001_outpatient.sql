@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Outpatient core. Names follow HL7 FHIR R4 where one fits: practitioner (doctor), schedule (a
 -- doctor's clinic session and its slots), appointment (a registration, 挂号), audit_event.
 -- Times are Unix milliseconds; dates are ISO 8601 text; money is integer fen.

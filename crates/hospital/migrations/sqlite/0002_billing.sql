@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Billing (收费 / 医保): an invoice per registration (FHIR Invoice: issued = unpaid, balanced =
 -- paid, cancelled = voided or refunded), its charge items (FHIR ChargeItem) split into insurance
 -- fund and self-pay parts, and every payment and refund, each with a unique idempotency key.

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Triage queue (分诊叫号): one ticket per checked-in registration, ordered by the sort weight the
 -- triage rule computed (recorded with the rule's version). A missed patient waits until
 -- `requeue_behind` more patients have been called (`eligible_after_call` against the session's

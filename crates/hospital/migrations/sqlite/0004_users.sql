@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Staff accounts and their API tokens. Passwords and token secrets are stored only as argon2
 -- hashes; a token is `<id>.<secret>`, so its row is found by id and its secret checked.
 

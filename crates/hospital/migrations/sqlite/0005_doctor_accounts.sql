@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- A doctor's staff account names the practitioner it is (FHIR PractitionerRole): the doctor's
 -- view shows that practitioner's sessions, and a linked doctor calls and treats only their own
 -- patients. Other roles, and doctor accounts made before this link, have none.

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Indexes for queries that otherwise read a growing table whole. Found by `nonstop loadgen`
 -- slowing down as payments accumulated: the insurance year's total of a patient, read inside
 -- every payment's transaction, scanned every payment of the year through payment_day; the

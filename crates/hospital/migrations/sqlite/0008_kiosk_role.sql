@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Self-service kiosks (自助机) get accounts of their own, allowed only to take self-service
 -- payments. SQLite cannot change a CHECK constraint, so `app_user` is rebuilt. This runs in the
 -- migrator's transaction with foreign keys on, so `api_token`, the table that points at it, is

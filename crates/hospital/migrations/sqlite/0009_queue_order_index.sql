@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- The next patient to call, read inside every call-next, in the queue's own order: with only
 -- (schedule_id, status, weight) indexed, ties on weight were sorted by check-in time across the
 -- whole waiting queue, so calling a patient slowed down as the queue grew. Found by the fleet

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- A hospital sets itself up from an empty database: departments and doctors can be deactivated
 -- (history stays, nothing new is scheduled for them); a clinic session has a room and can be
 -- cancelled or stopped mid-session (停诊) with the reason; staff accounts can be disabled and

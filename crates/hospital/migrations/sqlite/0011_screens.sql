@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Waiting-room screens (叫号屏): a screen shows the board of the sessions it is opened for, with
 -- a token of its own that reads the board and nothing else (no staff sign-in on a wall screen).
 -- The token is 32 random bytes; only its SHA-256 is kept. A revoked screen stops at once.

@@ -1,3 +1,4 @@
+-- nonstop: expand
 -- Access must be traceable (personal-information law): the read audit says who saw which
 -- patient's identifying data or invoices, when, by which read and from which address, as the
 -- change audit (`audit_event`) says who changed what. Auditors (审计员) read both audits and

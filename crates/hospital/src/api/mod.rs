@@ -51,17 +51,24 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub struct AppState {
     /// The hospital core.
     pub hospital: Hospital,
-    /// The update agent, which takes pushed bundles.
-    pub agent: Option<Arc<Agent>>,
+    /// The update agent, which takes pushed bundles: set once it runs (a program that takes
+    /// over from another starts its agent once the other has let the version store go).
+    pub agent: AgentSlot,
 }
+
+/// Where the update agent is, once it runs.
+pub type AgentSlot = Arc<std::sync::OnceLock<Arc<Agent>>>;
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
-    // A pushed bundle may be as large as the default bundle limits (1 MiB of manifest, 64 MiB of
-    // payload, and the container; the agent enforces the configured ones on what it reads);
+    // A pushed bundle may be as large as the default bundle limits (1 MiB of manifest, 256 MiB of
+    // a program's payload, and the container; the agent enforces the configured ones, and a rule
+    // module's smaller limit, on what it reads);
     // every other body is JSON, at most 64 KiB, its nesting bounded by serde_json's recursion
     // limit.
-    let bundle_limit = (65 << 20) + 64 * 1024;
+    let limits = nonstop_bundle::BundleLimits::default();
+    let bundle_limit =
+        (limits.max_manifest_bytes + limits.max_any_payload_bytes()) as usize + 64 * 1024;
     Router::new()
         .merge(clinic::routes())
         .merge(staff::routes())
@@ -873,7 +880,7 @@ async fn push_update(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     c.allow(&[Role::Admin])?;
-    let Some(agent) = app.agent.clone() else {
+    let Some(agent) = app.agent.get().cloned() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no-agent",

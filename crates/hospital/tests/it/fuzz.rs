@@ -220,7 +220,7 @@ impl Fixture {
         let mut fixture = Fixture {
             router: router(AppState {
                 hospital: backend.hospital.clone(),
-                agent: None,
+                agent: Default::default(),
             }),
             runtime,
             backend,

@@ -4,6 +4,7 @@
 mod billing;
 mod conformance;
 mod fuzz;
+mod migrations;
 mod queue;
 mod read_audit;
 mod setup;

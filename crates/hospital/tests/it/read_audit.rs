@@ -177,7 +177,7 @@ async fn a_read_through_a_router_without_connect_info_is_recorded_from_unknown()
     let (token, _) = h.login("clerk-c", "clerk-password-1").await.unwrap();
     let app = router(AppState {
         hospital: h.clone(),
-        agent: None,
+        agent: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
