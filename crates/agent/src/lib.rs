@@ -1021,6 +1021,9 @@ impl Worker {
                 }
                 Verdict::Open => unreachable!("open watches are kept above"),
             }
+            if w.component.as_str() == PROGRAM && matches!(w.report.outcome, Outcome::Live { .. }) {
+                self.settle_program();
+            }
             log_end(&w.report);
             forget_watch(self.store.root(), w.component.as_str());
             for r in &w.replies {
@@ -1134,6 +1137,33 @@ impl Worker {
         tracing::warn!(component = PROGRAM, %reason, step = "rollback", "putting the standby program back");
         host.replace_with_live(reason)?;
         Ok(tag)
+    }
+}
+
+impl Worker {
+    /// After a new program's healthy watch window: its contract migrations, which retire the
+    /// standby program (it relied on what they remove), are recorded in the store's log.
+    fn settle_program(&mut self) {
+        let Some(host) = self.program.clone() else {
+            return;
+        };
+        match host.settled() {
+            Ok(None) => {}
+            Ok(Some(done)) => {
+                let name = ComponentName::new(PROGRAM).expect("the program's name is valid");
+                match self.store.retire_standby(&name, &done) {
+                    Ok(retired) => {
+                        tracing::warn!(component = PROGRAM, retired = ?retired.map(|e| e.version), %done, "the standby program is retired: it cannot come back")
+                    }
+                    Err(e) => {
+                        tracing::error!(component = PROGRAM, error = %e, "could not record the retired standby program")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(component = PROGRAM, error = %e, "the program's contract migrations failed; the standby program stays")
+            }
+        }
     }
 }
 

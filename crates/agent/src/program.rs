@@ -35,6 +35,11 @@ pub trait ProgramHost: Send + Sync {
     /// rollback is recorded in the store already): it starts, takes over, and this one exits.
     fn replace_with_live(&self, reason: &str) -> Result<(), String>;
 
+    /// The new program passed its watch window: finish what had to wait until the program
+    /// before it could no longer come back (the database's contract migrations). `Some` with
+    /// what was done when that retires the standby program, `None` when nothing waited.
+    fn settled(&self) -> Result<Option<String>, String>;
+
     /// Requests this program has answered, and of them those that failed (status 5xx other than
     /// a load-shedding 503): the watch window judges its error rate on these.
     fn counts(&self) -> (u64, u64);

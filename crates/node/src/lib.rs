@@ -333,7 +333,13 @@ pub async fn launch(config: NodeConfig, how: Launch) -> Result<RunningNode, Stri
             format!("sqlite://{}?mode=rwc", db.display())
         }
     };
-    let hospital = Hospital::open(&url, config.max_connections, rules.clone())
+    // A supervised program leaves contract migrations pending: the program before it may come
+    // back as the standby (see `Migrations::ExpandOnly`); it applies them once it is settled.
+    let migrations = match &how {
+        Launch::Supervised(_) => nonstop_hospital::Migrations::ExpandOnly,
+        Launch::Alone(_) => nonstop_hospital::Migrations::All,
+    };
+    let hospital = Hospital::open_with(&url, config.max_connections, rules.clone(), migrations)
         .await
         .map_err(|e| e.to_string())?
         .with_policy(&config.policy);
@@ -566,6 +572,7 @@ fn program_host(
     version: Option<semver::Version>,
 ) -> Arc<dyn nonstop_agent::ProgramHost> {
     let metrics = ready.metrics.clone();
+    let hospital = ready.hospital.clone();
     Arc::new(nonstop_program::SupervisedHost::new(
         control,
         program_version(version),
@@ -573,6 +580,32 @@ fn program_host(
         ready.sample.clone(),
         ready.plain_app.clone(),
         Box::new(move || metrics.totals()),
+        // The contract migrations a program starting beside another left pending: applied once
+        // it is settled, which retires the program before it (see `Migrations::ExpandOnly`).
+        Box::new(move || {
+            let hospital = hospital.clone();
+            Box::pin(async move {
+                if !hospital
+                    .contract_migrations_pending()
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(None);
+                }
+                let applied = hospital
+                    .apply_contract_migrations()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(format!(
+                    "contract migrations applied: {}",
+                    applied
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            })
+        }),
     ))
 }
 

@@ -170,6 +170,14 @@ impl Control {
     }
 }
 
+/// What a program does once it is settled (see [`ProgramHost::settled`]).
+pub type Settle = Box<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Option<String>, String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// The supervisor, as the update agent of a live generation sees it.
 pub struct SupervisedHost {
     control: Arc<Control>,
@@ -178,13 +186,15 @@ pub struct SupervisedHost {
     sample: Arc<Sample>,
     live: axum::Router,
     counts: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+    settle: Settle,
     runtime: tokio::runtime::Handle,
     candidate: Mutex<Option<(String, u32)>>,
 }
 
 impl SupervisedHost {
     /// A host for the program `version` running here: `live` is its own router (the contract's
-    /// reference answers), `sample` its recent reads, `counts` its answered and failed requests.
+    /// reference answers), `sample` its recent reads, `counts` its answered and failed requests,
+    /// `settle` what it does once it is settled (its contract migrations).
     pub fn new(
         control: Arc<Control>,
         version: semver::Version,
@@ -192,6 +202,7 @@ impl SupervisedHost {
         sample: Arc<Sample>,
         live: axum::Router,
         counts: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+        settle: Settle,
     ) -> SupervisedHost {
         SupervisedHost {
             control,
@@ -200,6 +211,7 @@ impl SupervisedHost {
             sample,
             live,
             counts,
+            settle,
             runtime: tokio::runtime::Handle::current(),
             candidate: Mutex::new(None),
         }
@@ -271,5 +283,9 @@ impl ProgramHost for SupervisedHost {
 
     fn counts(&self) -> (u64, u64) {
         (self.counts)()
+    }
+
+    fn settled(&self) -> Result<Option<String>, String> {
+        self.runtime.block_on((self.settle)())
     }
 }

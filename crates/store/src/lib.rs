@@ -423,6 +423,32 @@ impl Store {
         Ok(bad)
     }
 
+    /// Retires the standby with `reason`: it can no longer be rolled back to (for the node
+    /// program, once a contract migration has removed what the standby relied on). Returns the
+    /// retired version, if there was a standby.
+    pub fn retire_standby(
+        &mut self,
+        component: &ComponentName,
+        reason: &str,
+    ) -> Result<Option<VersionEntry>, StoreError> {
+        let state = self.component(component)?.clone();
+        let Some(standby) = state.standby.clone() else {
+            return Ok(None);
+        };
+        let mut next = state.clone();
+        next.standby = None;
+        next.retired.insert(0, standby.clone());
+        let moves = vec![Move::new(
+            "retire",
+            &standby,
+            Role::Standby,
+            Role::Retired,
+            reason,
+        )];
+        self.commit(next, moves)?;
+        Ok(Some(standby))
+    }
+
     /// Removes all but the `keep` newest retired and the `keep` newest rejected versions of every
     /// component. Live, candidate and standby are never removed. Returns the versions removed.
     pub fn gc(&mut self, keep: usize) -> Result<Vec<(ComponentName, semver::Version)>, StoreError> {

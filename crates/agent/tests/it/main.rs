@@ -1,6 +1,7 @@
 //! The agent end to end: real bundles of the real rule modules pushed into a store and runtime
 //! while threads call the live rules, as request workers would.
 
+mod program;
 mod updates;
 
 use std::path::PathBuf;

@@ -460,3 +460,108 @@ server.serve_forever()
     );
     node.stop();
 }
+
+/// The generation processes of the node whose data directory is `data`.
+fn generations(data: &Path) -> Vec<u32> {
+    let needle = data.to_str().unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "--generation") && args.iter().any(|a| a == needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_at_any_moment_of_a_program_upgrade_starts_again_on_exactly_one_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let key = publisher(dir.path(), &data);
+    let config = "[checks]\nwatch_secs = 4\n";
+    let exe = Path::new(NONSTOP);
+    let client = reqwest::Client::new();
+    // Each round kills the whole node (SIGKILL to the supervisor; its generations die with it)
+    // at another step of an upgrade, at a moment that varies from run to run.
+    let moments = [
+        ("stage", "program candidate staged"),
+        ("test", "the candidate serves nobody"),
+        ("handover", "the new program accepts on the shared socket"),
+        (
+            "watch",
+            "resuming the watch window a restart cut short component=node",
+        ),
+    ];
+    let mut expected_live: Option<String> = None;
+    for (round, (step, line)) in moments.iter().enumerate() {
+        let node = Supervised::start(&data, config);
+        let token = admin_token(&client, &node).await;
+        let version = format!("{}.0.0", round + 1);
+        let bundle = program_bundle(dir.path(), exe, &version, &key);
+        let pushing = {
+            let (client, base, token) = (client.clone(), node.base.clone(), token.clone());
+            tokio::spawn(async move {
+                client
+                    .post(format!("{base}/api/v1/updates?wait=live"))
+                    .bearer_auth(token)
+                    .body(bundle)
+                    .send()
+                    .await
+            })
+        };
+        node.wait_log(line, Duration::from_secs(60));
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 300;
+        tokio::time::sleep(Duration::from_millis(jitter.into())).await;
+        node.kill();
+        let _ = pushing.await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !generations(&data).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "a generation outlived its supervisor"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // It starts again, serves, and runs exactly one program: the old one or the new one.
+        let node = Supervised::start(&data, config);
+        let answering = program(&client, &node).await;
+        let state = program_state(&data).unwrap();
+        assert!(state.candidate.is_none(), "after {step}: {state:?}");
+        let live = state.live.as_ref().map(|e| e.version.to_string());
+        match &live {
+            Some(v) => assert_eq!(answering["version"], v.as_str(), "after {step}"),
+            None => assert_eq!(answering["version"], env!("CARGO_PKG_VERSION")),
+        }
+        assert!(
+            live == expected_live || live.as_deref() == Some(version.as_str()),
+            "after a kill at {step}: {live:?} is neither the old {expected_live:?} nor the new {version}"
+        );
+        eprintln!("killed at {step} (+{jitter} ms): {live:?} serves");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(generations(&data).len(), 1, "after {step}");
+        // A restart in the watch window resumed it; let it close before the next round.
+        if data.join("store/watches/node.json").exists() {
+            node.wait_log(
+                "update ended component=Some(\"node\")",
+                Duration::from_secs(30),
+            );
+        }
+        expected_live = live;
+        node.stop();
+    }
+}

@@ -1,0 +1,222 @@
+//! What updating the node program itself costs the hospital (issue 10), measured from outside the
+//! processes measured, side by side in one run:
+//! `cargo bench -p nonstop-cli --bench upgrade [-- --upgrades N --every S]`.
+//!
+//! Two supervised nodes (`nonstop node --supervise`) under one load from this process, shared
+//! evenly. One takes ten program upgrades in a row through its API, alternating two builds of
+//! the program; the other takes none. Reports each node's throughput and p99 over the same
+//! seconds and their ratio, the failed requests (goal 0), every acknowledged record found, and
+//! for each upgrade the time from the push to the new program answering, its checks included
+//! (goal under 5 s on 2 cores).
+//!
+//! The two builds are this build's `nonstop` and a copy of it with 64 KiB appended (an ELF
+//! loader ignores what follows its segments): two different files, digests and versions; the
+//! code that runs is the same, which is what an upgrade's cost depends on least.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nonstop_loadgen::{LoadConfig, NodeTarget, Target, window};
+use serde_json::Value;
+
+/// Short watch windows, so that an upgrade every few seconds can finish its window first.
+const NODE_CONFIG: &str = "[checks]\nwatch_secs = 2\n";
+
+struct Node {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(exe: &Path, dir: &Path, name: &str, publisher: &Path) -> Node {
+    let data = dir.join(name);
+    std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
+    std::fs::copy(publisher, data.join("trusted-keys/bench.pub")).unwrap();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, NODE_CONFIG).unwrap();
+    let mut child = Command::new(exe)
+        .args(["node", "--supervise", "--no-tls", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("the node exited").unwrap();
+        if let Some(url) = line.strip_prefix("nonstop node listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Node { child, base, data }
+}
+
+async fn token(client: &reqwest::Client, node: &Node) -> String {
+    let password = std::fs::read_to_string(node.data.join("admin-password")).unwrap();
+    nonstop_loadgen::login_as(client, &node.base, "admin", password.trim())
+        .await
+        .unwrap()
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let upgrades = arg(&args, "--upgrades", 10) as usize;
+    let every = arg(&args, "--every", 6);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(upgrades, every));
+}
+
+async fn run(upgrades: usize, every: u64) {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nonstop"));
+    let dir = tempfile::tempdir().unwrap();
+    let key = nonstop_bundle::SecretKey::generate();
+    let publisher = dir.path().join("bench.pub");
+    std::fs::write(&publisher, key.public().to_file_text()).unwrap();
+    let builds = [
+        std::fs::read(&exe).unwrap(),
+        [std::fs::read(&exe).unwrap(), vec![0u8; 64 * 1024]].concat(),
+    ];
+    let bundles: Vec<(String, Vec<u8>)> = (0..upgrades)
+        .map(|i| {
+            let version = format!("{}.0.0", i + 1);
+            let draft = nonstop_bundle::Draft::new(
+                "node",
+                nonstop_bundle::ComponentKind::NodeBinary,
+                version.parse().unwrap(),
+                "nonstop",
+            )
+            .unwrap();
+            let bytes = nonstop_bundle::create(&draft, &builds[i % 2], &key).unwrap();
+            (version, bytes)
+        })
+        .collect();
+
+    let upgraded = start(&exe, dir.path(), "upgraded", &publisher);
+    let steady = start(&exe, dir.path(), "steady", &publisher);
+    let client = reqwest::Client::new();
+    let admin = token(&client, &upgraded).await;
+    let load = nonstop_loadgen::start(&LoadConfig {
+        target: Target::Nodes(vec![
+            NodeTarget {
+                url: upgraded.base.clone(),
+                admin_token: admin.clone(),
+            },
+            NodeTarget {
+                url: steady.base.clone(),
+                admin_token: token(&client, &steady).await,
+            },
+        ]),
+        duration: Duration::ZERO,
+        desks: 8,
+        doctors: 2,
+        screens: 2,
+        trust: None,
+    })
+    .await
+    .unwrap();
+    // Warm up: a fresh node's first seconds are not its steady state.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let from = load.elapsed();
+    let mut pushes = Vec::new();
+    for (version, bytes) in bundles {
+        let next = Instant::now() + Duration::from_secs(every);
+        let size = bytes.len();
+        let pushed = Instant::now();
+        let response = client
+            .post(format!("{}/api/v1/updates?wait=live", upgraded.base))
+            .bearer_auth(&admin)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let report: Value = response.json().await.unwrap();
+        let answered = pushed.elapsed();
+        assert_eq!(report["outcome"], "live", "{report}");
+        // Serving: the new program answers on the shared socket.
+        loop {
+            let p: Value = client
+                .get(format!("{}/api/v1/program", upgraded.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if p["version"] == version.as_str() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let serving = pushed.elapsed();
+        pushes.push((version, size, answered, serving));
+        tokio::time::sleep_until(next.max(Instant::now()).into()).await;
+    }
+    let to = load.elapsed();
+    let (report, timeline) = load.finish().await.unwrap();
+    let (u, s) = (
+        window(&timeline, from, to, Some(0)),
+        window(&timeline, from, to, Some(1)),
+    );
+    println!(
+        "== program upgrades: {} in a row on one supervised node, none on the other, one load over both ({:.0} s)",
+        pushes.len(),
+        to - from
+    );
+    for (name, w) in [("upgraded", &u), ("not upgraded", &s)] {
+        println!(
+            "  {name:<13} {:>7.0} req/s  p50 {:>5.2} ms  p99 {:>6.2} ms  failed {}",
+            w.requests_per_second, w.p50_ms, w.p99_ms, w.failed
+        );
+    }
+    println!(
+        "  upgraded / not: throughput {:.3} (goal >= 0.95), p99 {:.3} (goal <= 1.3); failed requests {} (goal 0); records {} of {} found",
+        u.requests_per_second / s.requests_per_second,
+        u.p99_ms / s.p99_ms,
+        report.errors,
+        report.records.registrations_found + report.records.payments_found,
+        report.acknowledged.0 + report.acknowledged.1
+    );
+    let mut serving: Vec<f64> = pushes.iter().map(|p| p.3.as_secs_f64()).collect();
+    for (version, size, answered, serving) in &pushes {
+        println!(
+            "  {version:<7} {:>5.1} MB  push to live (the API's answer) {:>5.2} s, to the new program serving {:>5.2} s",
+            *size as f64 / 1e6,
+            answered.as_secs_f64(),
+            serving.as_secs_f64()
+        );
+    }
+    serving.sort_by(f64::total_cmp);
+    println!(
+        "  push to serving: median {:.2} s, slowest {:.2} s (goal under 5 s, the checks included)",
+        serving[serving.len() / 2],
+        serving[serving.len() - 1]
+    );
+}
