@@ -59,14 +59,6 @@ pub(crate) fn shipped(backend: Backend) -> Result<MigrationSet, MigrationError> 
     )
 }
 
-/// Connects, applies all the migrations of the backend, and starts where writes run.
-pub(crate) async fn connect(
-    url: &str,
-    max_connections: u32,
-) -> Result<(AnyPool, Backend, Writer), HospitalError> {
-    connect_with(url, max_connections, Migrations::All).await
-}
-
 /// Connects, applies the migrations of the backend `migrations` says, and starts where writes
 /// run.
 pub(crate) async fn connect_with(
@@ -134,7 +126,6 @@ impl Hospital {
         rules: Rules,
         migrations: Migrations,
     ) -> Result<Hospital, HospitalError> {
-        // As `Hospital::open` builds it, but for which migrations `connect_with` applies.
         let (pool, backend, writer) =
             connect_with(database_url, max_connections, migrations).await?;
         let policy = Policy::default();

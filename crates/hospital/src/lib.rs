@@ -120,28 +120,7 @@ impl Hospital {
         max_connections: u32,
         rules: Rules,
     ) -> Result<Hospital, HospitalError> {
-        let (pool, backend, writer) = db::connect(database_url, max_connections).await?;
-        let policy = Policy::default();
-        Ok(Hospital {
-            pool,
-            backend,
-            rules,
-            utc_offset: time::UtcOffset::UTC,
-            annual_cap_fen: 0,
-            token_lifetime_ms: 0,
-            lockout_after: 0,
-            lockout_minutes: 0,
-            tokens: auth::TokenCache::default(),
-            reads: read_audit::Recorder::new(writer.clone(), &policy.read_audit),
-            sign_ins: std::sync::Arc::new(throttle::SignInThrottle::new(
-                0,
-                std::time::Duration::ZERO,
-            )),
-            writer,
-            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
-            ending: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
-        }
-        .with_policy(&policy))
+        Hospital::open_with(database_url, max_connections, rules, Migrations::All).await
     }
 
     /// Holds every write (`true`: each is refused at once with 503 `overloaded`, and reads are not

@@ -678,6 +678,12 @@ async fn install(shared: &Arc<Shared>, push: &Push, bundle_digest: &str, size: u
         push.report(shared, step);
         return;
     }
+    // Pushed again after a reconnect, for a version this node ran and rolled back meanwhile (a
+    // new program that crashed in its watch window, put back by the supervisor): it ended so.
+    if let Some(reason) = rolled_back(&shared.store_root, &push.component, &push.version) {
+        push.report(shared, Step::RolledBack { reason });
+        return;
+    }
     let bytes = match download(shared, bundle_digest, size, path).await {
         Ok(bytes) => bytes,
         Err(reason) => {
@@ -730,11 +736,39 @@ async fn install(shared: &Arc<Shared>, push: &Push, bundle_digest: &str, size: u
                 },
                 ms: arrived.elapsed().as_millis() as u64,
             },
+            // A program update ends here with its watch window open: the new program, now
+            // serving, resumes the window and reports how it ends when the server pushes the
+            // release again to its link (see the start of this function).
+            Ok((false, report))
+                if matches!(
+                    report.outcome,
+                    Outcome::Live {
+                        watch_open: true,
+                        ..
+                    }
+                ) =>
+            {
+                continue;
+            }
             Ok((false, report)) => ended_step(report.outcome),
         };
         push.report(shared, step);
     }
     let _ = waiter.await;
+}
+
+/// Why `version` of `component` was rolled back on this node, if it was: the newest entry of the
+/// store's log for it is a rollback that took it from live.
+fn rolled_back(store: &std::path::Path, component: &str, version: &str) -> Option<String> {
+    let name = nonstop_bundle::ComponentName::new(component).ok()?;
+    let version = semver::Version::parse(version).ok()?;
+    nonstop_store::read_log(store, &name)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|e| e.version == version)
+        .filter(|e| e.action == "rollback" && e.from == nonstop_store::Role::Live)
+        .map(|e| e.reason)
 }
 
 /// The step that reports how an update ended.

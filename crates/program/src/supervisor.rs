@@ -264,8 +264,10 @@ impl Supervisor {
                     self.draining.push(old);
                 }
                 self.purpose = Purpose::Replace;
-                let (program, version) = live_program(&self.config);
-                match self.spawn(&program, version, "candidate", Some(&reason)) {
+                let found = intact_live_program(&self.config);
+                match found.and_then(|(program, version)| {
+                    self.spawn(&program, version, "candidate", Some(&reason))
+                }) {
                     Ok(c) => self.candidate = Some(c),
                     Err(e) => self.tell_live(&ToGeneration::HandOverFailed { reason: e }),
                 }
@@ -455,10 +457,22 @@ impl Supervisor {
         });
     }
 
-    /// Starts the store's live program accepting on the shared socket at once.
+    /// Starts the store's live program accepting on the shared socket at once. A live program
+    /// whose file is not what the store recorded (damaged on disk) is rolled back first, and
+    /// the one started instead is told why.
     fn start_live(&mut self, fell_back: Option<&str>) -> Result<Generation, String> {
-        let (program, version) = live_program(&self.config);
-        self.spawn(&program, version, "live", fell_back)
+        let mut reason = fell_back.map(str::to_owned);
+        let (program, version) = loop {
+            match intact_live_program(&self.config) {
+                Ok(found) => break found,
+                Err(damaged) => {
+                    tracing::error!(%damaged, "the live program is damaged; starting the standby");
+                    put_standby_back(&self.config.store, &damaged)?;
+                    reason = Some(damaged);
+                }
+            }
+        };
+        self.spawn(&program, version, "live", reason.as_deref())
     }
 
     fn spawn(
@@ -597,6 +611,37 @@ pub fn live_program(config: &SupervisorConfig) -> (PathBuf, Option<semver::Versi
         ),
         None => (config.installed.clone(), None),
     }
+}
+
+/// [`live_program`], checked against the digest the store recorded for it: `Err` names what is
+/// wrong with the live program's file.
+fn intact_live_program(
+    config: &SupervisorConfig,
+) -> Result<(PathBuf, Option<semver::Version>), String> {
+    let (program, version) = live_program(config);
+    let name = program_name();
+    let recorded = nonstop_store::read_status(&config.store)
+        .ok()
+        .and_then(|all| all.into_iter().find(|c| c.component == name))
+        .and_then(|c| c.live)
+        .map(|e| e.digest);
+    if let (Some(recorded), Some(v)) = (recorded, &version) {
+        let found = std::fs::read(&program)
+            .map(|bytes| nonstop_bundle::Digest::of(&bytes))
+            .map_err(|e| {
+                format!(
+                    "the live program {v} cannot be read ({}): {e}",
+                    program.display()
+                )
+            })?;
+        if found != recorded {
+            return Err(format!(
+                "the live program {v} is damaged on disk: {} has digest {found}, the store recorded {recorded}",
+                program.display()
+            ));
+        }
+    }
+    Ok((program, version))
 }
 
 /// Whether the store keeps an open watch window for program `version`.

@@ -25,6 +25,10 @@ struct Supervised {
 
 impl Supervised {
     fn start(data: &Path, config: &str) -> Supervised {
+        Supervised::start_with(data, config, &[])
+    }
+
+    fn start_with(data: &Path, config: &str, extra: &[&str]) -> Supervised {
         std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
         let file = data.with_extension("toml");
         std::fs::write(&file, config).unwrap();
@@ -34,6 +38,7 @@ impl Supervised {
             .arg(data)
             .arg("--config")
             .arg(&file)
+            .args(extra)
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -564,4 +569,60 @@ async fn a_node_killed_at_any_moment_of_a_program_upgrade_starts_again_on_exactl
         expected_live = live;
         node.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_release_rolls_out_through_the_update_server_and_is_healthy_once_the_new_program_says_so()
+ {
+    let fleet = super::fleet::Fleet::new().await;
+    let token = fleet.add("ward-1").await;
+    let data = fleet.node_dir("ward-1");
+    std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
+    std::fs::write(
+        data.join("trusted-keys/vendor.pub"),
+        fleet.vendor.public().to_file_text(),
+    )
+    .unwrap();
+    let node = Supervised::start_with(
+        &data,
+        "[checks]\nwatch_secs = 3\n[link]\nbackoff_initial_ms = 50\nbackoff_max_ms = 500\n",
+        &["--server", &fleet.base, "--enrol-token", &token],
+    );
+    fleet.wait_connected(1).await;
+    let client = reqwest::Client::new();
+    let before = program(&client, &node).await;
+
+    let draft = nonstop_bundle::Draft::new(
+        "node",
+        nonstop_bundle::ComponentKind::NodeBinary,
+        "1.0.0".parse().unwrap(),
+        "nonstop",
+    )
+    .unwrap();
+    let bytes =
+        nonstop_bundle::create(&draft, &std::fs::read(NONSTOP).unwrap(), &fleet.vendor).unwrap();
+    let (status, release) = fleet.publish(bytes).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{release}");
+    let id = fleet
+        .rollout(
+            "node@1.0.0",
+            serde_json::json!({"nodes": ["ward-1"]}),
+            "rest",
+        )
+        .await;
+    // Live when the old program has handed over; healthy only when the new one, which resumed
+    // the watch window, says it closed.
+    let r = fleet.wait_rollout(id, |r| r["state"] == "completed").await;
+    assert_eq!(super::fleet::state_of(&r, "ward-1"), "healthy", "{r}");
+    let now = wait_program(&client, &node, "1.0.0").await;
+    assert_ne!(now["pid"], before["pid"]);
+    node.wait_log(
+        "resuming the watch window a restart cut short component=node version=1.0.0",
+        Duration::from_secs(10),
+    );
+    // The server hears the versions from the new program's own link.
+    let (_, status) = fleet.call("GET", "/api/v1/status", None).await;
+    let components = &status["nodes"][0]["components"];
+    assert!(components.to_string().contains("1.0.0"), "{components}");
+    node.stop();
 }
