@@ -203,12 +203,15 @@ fn operations(doc: &Value) -> Vec<(String, String)> {
 }
 
 /// Where `candidate`'s answer has another shape than `live`'s: a field the live answer has that
-/// it lacks, or a value of another type. Added fields are fine (an expand), and `null` and empty
-/// arrays match anything (the data may have moved on since the live answer).
+/// it lacks, or a value of another type. Added fields are fine (an expand), and `null` (or a null
+/// field left out) and empty arrays match anything (the data may have moved on since the live
+/// answer).
 pub fn shape_difference(live: &Value, candidate: &Value, at: &str) -> Option<String> {
     match (live, candidate) {
         (Value::Null, _) | (_, Value::Null) => None,
         (Value::Object(l), Value::Object(c)) => l.iter().find_map(|(k, lv)| match c.get(k) {
+            // A field the live answer gave as null may be left out (`skip_serializing_if`).
+            None if lv.is_null() => None,
             None => Some(format!("`{at}.{k}` is missing from the candidate's answer")),
             Some(cv) => shape_difference(lv, cv, &format!("{at}.{k}")),
         }),

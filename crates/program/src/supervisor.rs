@@ -351,7 +351,7 @@ impl Supervisor {
             }
             return Ok(());
         }
-        if !self.live.as_ref().is_some_and(|g| g.id == id) {
+        if self.live.as_ref().is_none_or(|g| g.id != id) {
             return Ok(());
         }
         let dead = self.live.take().expect("checked");
