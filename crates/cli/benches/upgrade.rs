@@ -9,9 +9,11 @@
 //! for each upgrade the time from the push to the new program answering, its checks included
 //! (goal under 5 s on 2 cores).
 //!
-//! The two builds are this build's `nonstop` and a copy of it with 64 KiB appended (an ELF
-//! loader ignores what follows its segments): two different files, digests and versions; the
-//! code that runs is the same, which is what an upgrade's cost depends on least.
+//! The two builds are this build's `nonstop` without its debug line tables (`strip
+//! --strip-debug`, as a vendor ships it; this workspace's release profile keeps them for
+//! backtraces) and a copy of that with 64 KiB appended (an ELF loader ignores what follows its
+//! segments): two different files, digests and versions; the code that runs is the same, which
+//! is what an upgrade's cost depends on least. Without `strip` the unstripped build is used.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -100,10 +102,18 @@ async fn run(upgrades: usize, every: u64) {
     let key = nonstop_bundle::SecretKey::generate();
     let publisher = dir.path().join("bench.pub");
     std::fs::write(&publisher, key.public().to_file_text()).unwrap();
-    let builds = [
-        std::fs::read(&exe).unwrap(),
-        [std::fs::read(&exe).unwrap(), vec![0u8; 64 * 1024]].concat(),
-    ];
+    let shipped = dir.path().join("nonstop");
+    std::fs::copy(&exe, &shipped).unwrap();
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg(&shipped)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        println!("  (no `strip` here: the programs pushed keep their debug line tables)");
+    }
+    let program = std::fs::read(&shipped).unwrap();
+    let builds = [program.clone(), [program, vec![0u8; 64 * 1024]].concat()];
     let bundles: Vec<(String, Vec<u8>)> = (0..upgrades)
         .map(|i| {
             let version = format!("{}.0.0", i + 1);
@@ -150,6 +160,7 @@ async fn run(upgrades: usize, every: u64) {
         let next = Instant::now() + Duration::from_secs(every);
         let size = bytes.len();
         let pushed = Instant::now();
+        let at = load.elapsed();
         let response = client
             .post(format!("{}/api/v1/updates?wait=live", upgraded.base))
             .bearer_auth(&admin)
@@ -176,7 +187,7 @@ async fn run(upgrades: usize, every: u64) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let serving = pushed.elapsed();
-        pushes.push((version, size, answered, serving));
+        pushes.push((version, size, answered, serving, at));
         tokio::time::sleep_until(next.max(Instant::now()).into()).await;
     }
     let to = load.elapsed();
@@ -204,8 +215,41 @@ async fn run(upgrades: usize, every: u64) {
         report.records.registrations_found + report.records.payments_found,
         report.acknowledged.0 + report.acknowledged.1
     );
+    for failure in &report.failures {
+        println!("  failed: {failure}");
+    }
     let mut serving: Vec<f64> = pushes.iter().map(|p| p.3.as_secs_f64()).collect();
-    for (version, size, answered, serving) in &pushes {
+    // Where the difference is: the seconds around each upgrade, or the seconds between.
+    let (mut near, mut between) = ([0usize; 2], [0usize; 2]);
+    for (i, push) in pushes.iter().enumerate() {
+        let (start, busy_until) = (push.4, push.4 + 3.0);
+        let end = pushes.get(i + 1).map_or(to, |p| p.4);
+        for node in 0..2 {
+            near[node] += window(&timeline, start, busy_until.min(end), Some(node)).requests;
+            between[node] += window(&timeline, busy_until.min(end), end, Some(node)).requests;
+        }
+    }
+    println!(
+        "  upgraded / not, requests in the 3 s from each push: {:.3}; in the seconds between: {:.3}",
+        near[0] as f64 / near[1] as f64,
+        between[0] as f64 / between[1] as f64
+    );
+    let mut by_second = Vec::new();
+    for second in 0..3 {
+        let mut n = [0usize; 2];
+        for push in &pushes {
+            let from = push.4 + second as f64;
+            for (node, count) in n.iter_mut().enumerate() {
+                *count += window(&timeline, from, from + 1.0, Some(node)).requests;
+            }
+        }
+        by_second.push(format!("{:.3}", n[0] as f64 / n[1] as f64));
+    }
+    println!(
+        "  upgraded / not, by second after each push: {}",
+        by_second.join(", ")
+    );
+    for (version, size, answered, serving, _) in &pushes {
         println!(
             "  {version:<7} {:>5.1} MB  push to live (the API's answer) {:>5.2} s, to the new program serving {:>5.2} s",
             *size as f64 / 1e6,

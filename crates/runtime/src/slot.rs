@@ -85,6 +85,12 @@ impl<R: RuleKind> RuleSlot for LiveModule<R> {
         payload: &Path,
         standby: bool,
     ) -> Result<(), RuntimeError> {
+        // Already there (a program that took over loads what it loaded as a candidate again):
+        // nothing to do, and its counts go on.
+        let held = if standby { self.standby() } else { self.live() };
+        if held.is_some_and(|v| **v.tag() == tag) {
+            return Ok(());
+        }
         let component = engine.load(payload, &tag.digest)?;
         let version = Arc::new(LoadedVersion::<R>::new(engine, tag, &component, &[])?);
         if standby {

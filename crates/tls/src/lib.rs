@@ -317,14 +317,12 @@ pub async fn serve(
         connections.spawn(async move {
             let first = Arc::new(FirstRequest::default());
             let saw = first.clone();
-            let answered = first.clone();
             let service =
                 hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_response(
                     tower::ServiceExt::map_request(
                         app,
                         move |mut req: axum::extract::Request<_>| {
                             saw.arrived();
-                            saw.started();
                             req.extensions_mut()
                                 .insert(axum::extract::ConnectInfo(peer));
                             req
@@ -334,7 +332,6 @@ pub async fn serve(
                     // its client opens a new connection for its next request (to the next
                     // process on the socket) instead of sending it on one being closed.
                     move |mut res: axum::response::Response| {
-                        answered.answered();
                         if *closing_answers.borrow() {
                             res.headers_mut().insert(
                                 axum::http::header::CONNECTION,
@@ -447,47 +444,9 @@ impl tokio::io::AsyncWrite for Io {
 struct FirstRequest {
     arrived: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
-    /// Requests whose answer has not been given yet.
-    in_flight: std::sync::atomic::AtomicU64,
-    /// When the last answer was given, in milliseconds of [`epoch_ms`].
-    last_answer_ms: std::sync::atomic::AtomicU64,
 }
-
-/// Milliseconds since the first call: a clock for connection idleness.
-fn epoch_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-}
-
-/// A stopping listener's kept-alive connection idle this long is closed without waiting out the
-/// grace: its client is not in the middle of a burst of requests.
-const IDLE_MS: u64 = 100;
 
 impl FirstRequest {
-    fn started(&self) {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    fn answered(&self) {
-        self.in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        self.last_answer_ms
-            .store(epoch_ms(), std::sync::atomic::Ordering::Release);
-    }
-
-    /// No request in flight, and none answered for [`IDLE_MS`].
-    fn idle(&self) -> bool {
-        self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0
-            && epoch_ms().saturating_sub(
-                self.last_answer_ms
-                    .load(std::sync::atomic::Ordering::Acquire),
-            ) >= IDLE_MS
-    }
-
     fn arrived(&self) {
         self.arrived
             .store(true, std::sync::atomic::Ordering::Release);
@@ -536,9 +495,6 @@ where
             () = &mut deadline, if !first.has_arrived() => return Ok(()),
             () = first.notify.notified(), if !first.has_arrived() => {}
             () = &mut graced, if stopping && !grace_over => grace_over = true,
-            () = tokio::time::sleep(Duration::from_millis(IDLE_MS / 4)), if stopping && !grace_over => {
-                grace_over = first.idle();
-            }
             changed = closing.changed(), if !stopping => {
                 stopping = changed.is_err() || *closing.borrow();
                 if stopping {

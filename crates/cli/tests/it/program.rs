@@ -120,6 +120,15 @@ impl Supervised {
     }
 }
 
+impl Drop for Supervised {
+    /// A test that fails leaves no node behind: SIGKILL to the supervisor (a no-op once it has
+    /// exited), and its generations die with it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A publisher key the node trusts.
 fn publisher(dir: &Path, data: &Path) -> PathBuf {
     super::ok(dir, &["keygen", "--out", "vendor"]);
