@@ -134,20 +134,35 @@ pub(crate) fn handed_listener() -> anyhow::Result<Option<std::net::TcpListener>>
     Ok(handed)
 }
 
-/// Waits for Ctrl-C or SIGTERM (what `systemctl stop` and container runtimes send), and says
-/// which: the node and the server drain, flush and stop the same way on either.
-pub(crate) async fn stop_signal() -> &'static str {
+/// Watches for Ctrl-C or SIGTERM (what `systemctl stop` and container runtimes send) from the
+/// moment it is called, and resolves saying which: the node and the server drain, flush and stop
+/// the same way on either. Call it before serving (inside the runtime): a signal that arrives
+/// before the handlers are installed ends the process at once, without its drain.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return "interrupted";
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => tokio::select! {
+                _ = interrupt.recv() => "interrupted",
+                _ = term.recv() => "terminated",
+            },
+            (Err(e), Ok(mut interrupt)) => {
+                tracing::warn!(error = %e, "cannot watch for SIGTERM; Ctrl-C only");
+                interrupt.recv().await;
+                "interrupted"
+            }
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot watch for Ctrl-C; SIGTERM only");
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        term.recv().await;
+                        "terminated"
+                    }
+                    Err(_) => std::future::pending().await,
+                }
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted",
-        _ = term.recv() => "terminated",
     }
 }

@@ -98,6 +98,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let candidate = args.generation.as_deref() == Some("candidate");
     runtime.block_on(async {
+        let stop = crate::stop_signal();
         if let (Some(server), Some(token)) = (&args.server, &args.enrol_token) {
             let pin = args.trust.pin()?;
             let e =
@@ -118,7 +119,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 node.url
             );
             node.serve_until(async {
-                let signal = crate::stop_signal().await;
+                let signal = stop.await;
                 println!("{signal}: stopping");
             })
             .await;
@@ -154,7 +155,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         // On Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, then go.
         node.serve_until(async {
-            let signal = crate::stop_signal().await;
+            let signal = stop.await;
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             println!("{signal}: stopping");
         })
@@ -190,6 +191,11 @@ fn supervise(
         println!("enrolled with {server} as node {}", e.node);
     }
     nonstop_store::at_rest::private_dir(&config.data_dir).map_err(anyhow::Error::msg)?;
+    // Watched from now on, before any program generation starts.
+    let stop = {
+        let _runtime = runtime.enter();
+        crate::stop_signal()
+    };
     let listener = match crate::handed_listener()? {
         Some(l) => l,
         None => std::net::TcpListener::bind(&config.listen)
@@ -243,7 +249,7 @@ fn supervise(
             _ = &mut ended => return,
         };
         tokio::select! {
-            signal = crate::stop_signal() => {
+            signal = stop => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 println!("{signal}: stopping the supervised node");
                 if let Some(h) = handle {

@@ -281,6 +281,7 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let stop = crate::stop_signal();
         // A socket handed over by systemd: it stays open across this process's restarts.
         let handed = crate::handed_listener()?;
         let server = start_on(config, handed)
@@ -307,7 +308,7 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         // On Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, then go.
         server
             .serve_until(async {
-                let signal = crate::stop_signal().await;
+                let signal = stop.await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 println!("{signal}: stopping");
             })
