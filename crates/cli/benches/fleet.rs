@@ -1,6 +1,6 @@
 //! The update server's numbers, measured from outside the processes measured, side by side in one
-//! run. `cargo bench -p nonstop-cli --bench fleet -- [cost|tls|fanout] [--nodes N] [--seconds S]`
-//! (all by default).
+//! run. `cargo bench -p nonstop-cli --bench fleet -- [cost|tls|fanout|overload] [--nodes N]
+//! [--seconds S]` (all by default).
 //!
 //! - **cost**: one node process under load from this process, with an update server process. The
 //!   load runs in alternating quarters: quiet, then a 100 KB rule module pushed through the
@@ -15,6 +15,13 @@
 //!   WebSocket client speaking the real protocol. Reports the time from starting a rollout to
 //!   every node having been told, and to every node having downloaded the 100 KB bundle, and the
 //!   server's memory per connected node.
+//! - **overload**: how a node sheds load it cannot serve. Its capacity first: a closed loop of
+//!   desks for the scale, then an open-loop ramp for the highest rate it serves whole and
+//!   promptly; then open-loop traffic, requests sent when due whatever the answers, at that rate
+//!   and at twice it, each against a fresh node process. Reports the offered and accepted rates,
+//!   what was shed (`503 overloaded`), the p99 of the requests the node took at 1x and 2x and
+//!   their ratio, how late this process sent requests, failed requests, and acknowledged records
+//!   found.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use nonstop_demo::{Lab, StandaloneNode, bundle};
-use nonstop_loadgen::{LoadConfig, Target, window};
+use nonstop_loadgen::{LoadConfig, LoadReport, OpenLoop, Target, Window, window};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -73,7 +80,7 @@ fn main() {
         .iter()
         .skip(1)
         .map(String::as_str)
-        .filter(|a| ["cost", "tls", "fanout"].contains(a))
+        .filter(|a| ["cost", "tls", "fanout", "overload"].contains(a))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,6 +107,11 @@ fn main() {
     if which.is_empty() || which.contains(&"fanout") {
         let nodes = arg(&args, "--nodes", 10_000) as usize;
         runtime.block_on(fanout(&exe, &dir.path().join("fanout"), nodes));
+    }
+    if which.is_empty() || which.contains(&"overload") {
+        let seconds = arg(&args, "--overload-seconds", 20);
+        let desks = arg(&args, "--overload-desks", 32) as usize;
+        runtime.block_on(overload(&exe, &dir.path().join("overload"), seconds, desks));
     }
 }
 
@@ -281,6 +293,197 @@ async fn tls(exe: &Path, dir: &Path, secs: u64) {
         report.acknowledged.0 + report.acknowledged.1
     );
     drop((plain, https));
+}
+
+/// Seconds of each overload run left out of its throughput and latency: a fresh node's first
+/// seconds (connections, caches) are not its steady state.
+const OVERLOAD_WARM_UP: f64 = 3.0;
+
+/// Seconds of each step of the ramp that finds a node's capacity.
+const RAMP_STEP_SECS: u64 = 4;
+
+/// p99 above which a ramp step counts as falling behind: a node that keeps up answers in
+/// milliseconds, one that does not builds a queue whose wait grows by the second.
+const RAMP_P99_MS: f64 = 100.0;
+
+/// Open-loop traffic at `rate` against `node` for `secs` seconds, the records checked.
+async fn open_loop(
+    node: &nonstop_loadgen::NodeTarget,
+    rate: f64,
+    secs: u64,
+) -> (LoadReport, Vec<nonstop_loadgen::Sample>) {
+    nonstop_loadgen::start_open_loop(
+        &LoadConfig {
+            target: Target::Nodes(vec![node.clone()]),
+            duration: Duration::from_secs(secs),
+            desks: 0,
+            doctors: 0,
+            screens: 0,
+            trust: None,
+        },
+        OpenLoop { rate },
+    )
+    .await
+    .unwrap()
+    .finish()
+    .await
+    .unwrap()
+}
+
+/// The node's capacity, then open-loop traffic at it and at twice it, each against a fresh node
+/// process (a node slows as its database grows, so neither inherits the other's) warmed for a
+/// ramp step at half the capacity.
+///
+/// A closed loop of desks gives the scale: the most it serves to clients that wait for their
+/// answers. Open-loop traffic at that rate may be past what the node keeps up with on these two
+/// cores (the load generator's share grows with the connections a queue holds open) or short of
+/// it (writes arriving apart fill each commit differently), so the capacity is the highest step of an open-loop ramp, from 40% of the closed loop's rate in steps
+/// of 10%, that the node serves whole (nothing shed or failed) and promptly (p99 under
+/// [`RAMP_P99_MS`]).
+async fn overload(exe: &Path, dir: &Path, secs: u64, desks: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    println!(
+        "== overload: open-loop traffic at 1x and 2x the node's capacity (a fresh node process each; load from this process)"
+    );
+    let node = StandaloneNode::start(exe, dir, "capacity", "", false)
+        .await
+        .unwrap();
+    let closed_secs = 10;
+    let load = nonstop_loadgen::start(&LoadConfig {
+        target: Target::Nodes(vec![node.target.clone()]),
+        duration: Duration::ZERO,
+        desks,
+        doctors: 0,
+        screens: 0,
+        trust: None,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(closed_secs)).await;
+    let (_, timeline) = load.finish().await.unwrap();
+    let closed = window(&timeline, OVERLOAD_WARM_UP, closed_secs as f64, None);
+    println!(
+        "  closed loop, {desks} desks, {closed_secs} s (the first {OVERLOAD_WARM_UP} s left out): {:.0} req/s, p99 {:.2} ms, failed {}",
+        closed.requests_per_second, closed.p99_ms, closed.failed
+    );
+    // Records acknowledged and found over every open-loop run: the ramp's and warm-ups' too.
+    let mut checked = (0, 0);
+    let mut count = |report: &LoadReport| {
+        let (acknowledged, found) = records(report);
+        checked = (checked.0 + acknowledged, checked.1 + found);
+    };
+    let mut capacity = None;
+    let mut steps = Vec::new();
+    // Up past the closed loop's rate too: an open loop can keep more writes in each commit.
+    for tenths in 4..=20 {
+        let rate = closed.requests_per_second * f64::from(tenths) / 10.0;
+        let (report, _) = open_loop(&node.target, rate, RAMP_STEP_SECS).await;
+        count(&report);
+        let holds = report.shed == 0 && report.errors == 0 && report.p99_ms < RAMP_P99_MS;
+        steps.push(format!(
+            "{rate:.0}/s p99 {:.1} ms{}",
+            report.p99_ms,
+            if report.shed > 0 {
+                format!(" shed {}", report.shed)
+            } else {
+                String::new()
+            }
+        ));
+        if !holds {
+            break;
+        }
+        capacity = Some(rate);
+    }
+    drop(node);
+    println!(
+        "  open-loop ramp, {RAMP_STEP_SECS} s a step: {}",
+        steps.join("; ")
+    );
+    let Some(rate) = capacity else {
+        println!(
+            "  the node fell behind at every step of the ramp, 40% of the closed loop's rate included: no capacity to measure against"
+        );
+        return;
+    };
+    println!(
+        "  capacity: {rate:.0} req/s, the ramp's highest step served whole with p99 under {RAMP_P99_MS} ms"
+    );
+    let mut runs: Vec<(f64, LoadReport, Window, Window)> = Vec::new();
+    for factor in [1.0, 2.0] {
+        let node = StandaloneNode::start(exe, dir, &format!("open-{factor}x"), "", false)
+            .await
+            .unwrap();
+        // Warmed as the ramp's node was (caches, the database's pages), at half the capacity.
+        count(&open_loop(&node.target, rate / 2.0, RAMP_STEP_SECS).await.0);
+        let (report, timeline) = open_loop(&node.target, rate * factor, secs).await;
+        count(&report);
+        drop(node);
+        // Throughput over what was answered while the schedule ran; latency over every request
+        // after the warm-up, the last answered after the schedule's end included.
+        let steady = window(&timeline, OVERLOAD_WARM_UP, secs as f64, None);
+        let end = timeline.iter().map(|s| s.at).fold(0.0, f64::max) + 1.0;
+        let all = window(&timeline, OVERLOAD_WARM_UP, end, None);
+        runs.push((factor, report, steady, all));
+    }
+    println!(
+        "  {:<5} {:>13} {:>8} {:>14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>19}",
+        "load",
+        "offered req/s",
+        "issued",
+        "accepted req/s",
+        "shed",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "refused",
+        "records found"
+    );
+    for (factor, report, steady, all) in &runs {
+        let offered = report.offered.unwrap();
+        let (acknowledged, found) = records(report);
+        println!(
+            "  {:<5} {:>13.0} {:>8} {:>14.0} {:>8} {:>8.2} {:>8.2} {:>7} {:>8} {:>19}",
+            format!("{factor}x"),
+            offered.rate,
+            offered.issued,
+            steady.requests_per_second,
+            report.shed,
+            all.p50_ms,
+            all.p99_ms,
+            report.errors,
+            report.refused,
+            format!("{found} of {acknowledged}"),
+        );
+    }
+    let (one, two) = (&runs[0], &runs[1]);
+    let (acknowledged, found) = checked;
+    println!(
+        "  requests sent late by this process (behind its schedule): p99 {:.2} ms at 1x, {:.2} ms at 2x; shed answered in p99 {:.2} ms at 2x",
+        one.1.offered.unwrap().late_p99_ms,
+        two.1.offered.unwrap().late_p99_ms,
+        two.1.shed_p99_ms
+    );
+    println!(
+        "  p99 of accepted requests, 2x / 1x: {:.2} (goal at most 2); failed {}; records over every open-loop run (ramp and warm-ups too) {} acknowledged, {} found, {} invoices paid twice (goal: all found, none twice)",
+        two.3.p99_ms / one.3.p99_ms,
+        one.1.errors + two.1.errors,
+        acknowledged,
+        found,
+        one.1.records.invoices_paid_twice + two.1.records.invoices_paid_twice
+    );
+    for (factor, report, ..) in &runs {
+        for failure in &report.failures {
+            println!("  failed at {factor}x: {failure}");
+        }
+    }
+}
+
+/// Registrations and payments acknowledged, and of them found in the node's database.
+fn records(report: &LoadReport) -> (usize, usize) {
+    (
+        report.acknowledged.0 + report.acknowledged.1,
+        report.records.registrations_found + report.records.payments_found,
+    )
 }
 
 /// Polls until the rollout's node reports live (or the rollout ends); when it happened.

@@ -1,9 +1,11 @@
-//! `nonstop loadgen`: drives a node with mixed traffic and checks the records it acknowledged.
+//! `nonstop loadgen`: drives a node with mixed traffic, closed-loop (desks, doctors and screens
+//! each waiting for their answer) or open-loop at a fixed rate (`--rate`), and checks the
+//! records it acknowledged.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use nonstop_loadgen::{LoadConfig, NodeTarget, Target, run};
+use nonstop_loadgen::{LoadConfig, NodeTarget, OpenLoop, Target, run, run_open_loop};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +21,11 @@ pub struct Args {
     /// Waiting-room screens polling at once.
     #[arg(long, default_value_t = 4)]
     screens: usize,
+    /// Open loop: this many requests a second, each sent when due whatever the answers (a
+    /// registration desk's steps; latency counted from when each was due), instead of desks,
+    /// doctors and screens. `503 overloaded` answers are counted as shed, not failed.
+    #[arg(long, conflicts_with_all = ["desks", "doctors", "screens"])]
+    rate: Option<f64>,
     /// Drive these running nodes (`http://host:port`, repeat for several) instead of a node of
     /// its own; needs --token or --password.
     #[arg(long)]
@@ -74,38 +81,57 @@ pub fn run_cmd(args: &Args) -> anyhow::Result<()> {
         }
         Target::Nodes(nodes)
     };
-    let report = runtime
-        .block_on(run(LoadConfig {
-            target,
-            duration: Duration::from_secs(args.seconds),
-            desks: args.desks,
-            doctors: args.doctors,
-            screens: args.screens,
-            trust: trust.clone(),
-        }))
-        .map_err(anyhow::Error::msg)?;
+    let config = LoadConfig {
+        target,
+        duration: Duration::from_secs(args.seconds),
+        desks: args.desks,
+        doctors: args.doctors,
+        screens: args.screens,
+        trust: trust.clone(),
+    };
+    let report = match args.rate {
+        Some(rate) => runtime.block_on(run_open_loop(config, OpenLoop { rate })),
+        None => runtime.block_on(run(config)),
+    }
+    .map_err(anyhow::Error::msg)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if let Some(offered) = &report.offered {
+            println!(
+                "open loop: {:.0} requests/s offered, {} issued over {:.1} s, sent late by p99 {:.1} ms",
+                offered.rate, offered.issued, offered.seconds, offered.late_p99_ms
+            );
+        }
         println!(
-            "{}: {:.0} requests/s over {:.1} s, {} requests, {} errors, {} refused, p99 {:.1} ms",
+            "{}: {:.0} requests/s over {:.1} s, {} requests, {} errors, {} refused, {} shed, p99 {:.1} ms (not counting shed)",
             report.database,
             report.requests_per_second,
             report.seconds,
             report.requests,
             report.errors,
             report.refused,
+            report.shed,
             report.p99_ms
         );
+        if report.shed > 0 {
+            println!(
+                "{} requests shed (503 overloaded), answered in p99 {:.1} ms",
+                report.shed, report.shed_p99_ms
+            );
+        }
         println!(
-            "{:<36} {:>9} {:>7} {:>7} {:>9} {:>9}",
-            "endpoint", "requests", "errors", "refused", "p50 ms", "p99 ms"
+            "{:<36} {:>9} {:>7} {:>7} {:>7} {:>9} {:>9}",
+            "endpoint", "requests", "errors", "refused", "shed", "p50 ms", "p99 ms"
         );
         for e in &report.endpoints {
             println!(
-                "{:<36} {:>9} {:>7} {:>7} {:>9.2} {:>9.2}",
-                e.endpoint, e.requests, e.errors, e.refused, e.p50_ms, e.p99_ms
+                "{:<36} {:>9} {:>7} {:>7} {:>7} {:>9.2} {:>9.2}",
+                e.endpoint, e.requests, e.errors, e.refused, e.shed, e.p50_ms, e.p99_ms
             );
+        }
+        for failure in &report.failures {
+            println!("failed: {failure}");
         }
         let r = &report.records;
         println!(
