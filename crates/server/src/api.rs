@@ -34,7 +34,8 @@ const JSON_BODY_LIMIT: usize = 64 * 1024;
 pub fn router(server: Server) -> Router {
     let limits = &server.inner.config.bundle_limits;
     // A bundle: its manifest and payload, and the container's headers and signature.
-    let bundle_limit = (limits.max_manifest_bytes + limits.max_any_payload_bytes()) as usize + 64 * 1024;
+    let bundle_limit =
+        (limits.max_manifest_bytes + limits.max_any_payload_bytes()) as usize + 64 * 1024;
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
