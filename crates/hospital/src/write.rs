@@ -22,13 +22,9 @@
 //! client that retries (with its idempotency key) gets one outcome either way.
 //!
 //! Load the node cannot serve is shed, not queued without end: at most [`WRITE_QUEUE`] writes
-//! wait for the database (the SQLite writer, or a PostgreSQL connection); past that a write is
-//! refused at once with [`HospitalError::Overloaded`] (503 with `Retry-After`). On SQLite the
-//! writer also sheds by how long writes wait ([`Sojourn`], after CoDel): a burst that drains
-//! within [`STANDING_MS`] is taken whole, but once writes have waited more than [`TARGET_MS`]
-//! for that long, those that waited longer are refused, so that the writes it accepts keep
-//! their latency under sustained overload. Reads that need no transaction stay on the async
-//! sqlx pool.
+//! wait for the database (the SQLite writer, or a PostgreSQL connection); past that a write is refused at once with [`HospitalError::Overloaded`] (503 with
+//! `Retry-After`), so the writes it accepts keep their latency. Reads that need no transaction
+//! stay on the async sqlx pool.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -49,37 +45,6 @@ const MAX_GROUP: usize = 64;
 /// past it a write is refused at once rather than waiting longer. A burst of a few hundred
 /// registrations (an online booking window opening) is taken whole.
 pub(crate) const WRITE_QUEUE: usize = 1024;
-
-/// How long a write may wait for the SQLite writer before waiting counts as a standing queue.
-pub(crate) const TARGET_MS: u64 = 50;
-
-/// How long writes must have waited more than [`TARGET_MS`] before the writer sheds: a burst
-/// shorter than this (a booking window opening) is taken whole.
-pub(crate) const STANDING_MS: u64 = 1000;
-
-/// The SQLite writer's view of how long writes wait (CoDel's sojourn time, simplified: it sheds
-/// every write over the target while the queue stands, rather than at a rising rate).
-#[derive(Default)]
-pub(crate) struct Sojourn {
-    /// Since when every write taken has waited over the target, if so.
-    above_since: Option<std::time::Instant>,
-}
-
-impl Sojourn {
-    /// Whether a write that waited `waited` is shed rather than run.
-    fn shed(&mut self, waited: std::time::Duration) -> bool {
-        self.shed_at(waited, std::time::Instant::now())
-    }
-
-    fn shed_at(&mut self, waited: std::time::Duration, now: std::time::Instant) -> bool {
-        if waited < std::time::Duration::from_millis(TARGET_MS) {
-            self.above_since = None;
-            return false;
-        }
-        let since = *self.above_since.get_or_insert(now);
-        now.duration_since(since) >= std::time::Duration::from_millis(STANDING_MS)
-    }
-}
 
 fn overloaded(what: &str) -> HospitalError {
     HospitalError::Overloaded {
@@ -385,11 +350,8 @@ pub(crate) struct Writer {
 
 #[derive(Clone)]
 enum Backend {
-    /// The SQLite writer thread's queue, bounded, and how long its writes wait.
-    Sqlite(
-        mpsc::SyncSender<Job>,
-        std::sync::Arc<std::sync::Mutex<Sojourn>>,
-    ),
+    /// The SQLite writer thread's queue, bounded.
+    Sqlite(mpsc::SyncSender<Job>),
     /// PostgreSQL: a transaction per write from the pool, as many at once as the permits.
     Postgres(AnyPool, std::sync::Arc<tokio::sync::Semaphore>),
 }
@@ -430,10 +392,7 @@ impl Writer {
             .name("sqlite-writer".into())
             .spawn(move || write_groups(&conn, &queue))
             .map_err(|e| HospitalError::Commit(format!("cannot start the SQLite writer: {e}")))?;
-        Ok(Writer::new(Backend::Sqlite(
-            jobs,
-            std::sync::Arc::default(),
-        )))
+        Ok(Writer::new(Backend::Sqlite(jobs)))
     }
 
     fn new(backend: Backend) -> Writer {
@@ -471,7 +430,7 @@ impl Writer {
                     .into(),
                 retry_after_secs: 1,
             })),
-            Backend::Sqlite(jobs, sojourn) => Pending::Queued(queue(jobs, sojourn, write)),
+            Backend::Sqlite(jobs) => Pending::Queued(queue(jobs, write)),
             Backend::Postgres(pool, permits) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Pending::Postgres(pool.clone(), write, permit),
                 Err(_) => Pending::Queued(Err(overloaded(&format!(
@@ -512,7 +471,6 @@ enum Pending<T, F> {
 /// Queues a write for the SQLite writer thread.
 fn queue<T, F>(
     jobs: &mpsc::SyncSender<Job>,
-    sojourn: &std::sync::Arc<std::sync::Mutex<Sojourn>>,
     write: F,
 ) -> Result<oneshot::Receiver<Result<T, HospitalError>>, HospitalError>
 where
@@ -520,8 +478,6 @@ where
     F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
 {
     let (reply, answer) = oneshot::channel();
-    let queued = std::time::Instant::now();
-    let sojourn = sojourn.clone();
     let job: Job = Box::new(move |tx| {
         let Some(tx) = tx else {
             // Not run: its group's transaction had already failed.
@@ -538,20 +494,6 @@ where
             return Ran {
                 keep: false,
                 answer: Box::new(|_| {}),
-            };
-        }
-        let waited = queued.elapsed();
-        if sojourn.lock().expect("not poisoned").shed(waited) {
-            // A standing queue: refused, not run, so that the writes taken keep their latency.
-            return Ran {
-                keep: false,
-                answer: Box::new(move |_| {
-                    let _ = reply.send(Err(overloaded(&format!(
-                        "writes have waited over {TARGET_MS} ms for the database for over \
-                         {STANDING_MS} ms; this one waited {} ms",
-                        waited.as_millis()
-                    ))));
-                }),
             };
         }
         let result = write(tx);
@@ -910,28 +852,6 @@ mod tests {
         }
         w.run(|tx| insert(tx, 5)).await.unwrap();
         assert_eq!(committed(&path), [0, 1, 2, 3, 5]);
-    }
-
-    /// Waiting over the target is tolerated for a burst; once it has lasted the standing time,
-    /// writes that waited over the target are shed, until one waited less.
-    #[test]
-    fn a_standing_queue_is_shed_and_a_burst_is_not() {
-        let ms = std::time::Duration::from_millis;
-        let start = std::time::Instant::now();
-        let mut s = Sojourn::default();
-        assert!(!s.shed_at(ms(5), start));
-        // A burst: writes wait long, for less than the standing time.
-        assert!(!s.shed_at(ms(400), start + ms(10)));
-        assert!(!s.shed_at(ms(700), start + ms(10 + STANDING_MS - 1)));
-        // It drained: a short wait resets it.
-        assert!(!s.shed_at(ms(1), start + ms(1100)));
-        assert!(!s.shed_at(ms(TARGET_MS), start + ms(1200)));
-        // Overload: waiting over the target for the standing time sheds what waited over it.
-        assert!(s.shed_at(ms(TARGET_MS + 10), start + ms(1200 + STANDING_MS)));
-        assert!(s.shed_at(ms(90), start + ms(1300 + STANDING_MS)));
-        // A write that waited less than the target runs, and ends the standing queue.
-        assert!(!s.shed_at(ms(3), start + ms(1400 + STANDING_MS)));
-        assert!(!s.shed_at(ms(90), start + ms(1500 + STANDING_MS)));
     }
 
     /// A write whose caller went away (its client disconnected) before the writer reached it
