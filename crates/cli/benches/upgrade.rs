@@ -15,6 +15,10 @@
 //! segments): two different files, digests and versions; the code that runs is the same, which
 //! is what an upgrade's cost depends on least. Without `strip` the unstripped build is used.
 
+mod common;
+
+use common::arg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,14 +79,6 @@ async fn token(client: &reqwest::Client, node: &Node) -> String {
     nonstop_loadgen::login_as(client, &node.base, "admin", password.trim())
         .await
         .unwrap()
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

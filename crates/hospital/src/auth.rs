@@ -142,6 +142,73 @@ impl TokenCache {
     }
 }
 
+/// A token this program has verified, as it hands it to the program that takes over from it
+/// (issue 10), so that the new program does not verify every client's token again with argon2
+/// in its first second: the SHA-256 of the secret, never the secret, and who it is. The new
+/// program checks at its first use that the token still stands (a cheap read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RememberedToken {
+    id: i64,
+    /// SHA-256 of the secret, hex.
+    digest: String,
+    user_id: i64,
+    username: String,
+    role: Role,
+    practitioner_id: Option<i64>,
+    until: i64,
+}
+
+impl crate::Hospital {
+    /// The tokens this program has verified and that have not expired.
+    pub fn remembered_tokens(&self) -> Vec<RememberedToken> {
+        let now = now_ms();
+        self.tokens
+            .lock()
+            .0
+            .iter()
+            .filter(|(_, t)| t.until > now)
+            .map(|(id, t)| RememberedToken {
+                id: *id,
+                digest: hex::encode(t.digest),
+                user_id: t.staff.user_id,
+                username: t.staff.username.clone(),
+                role: t.staff.role,
+                practitioner_id: t.staff.practitioner_id,
+                until: t.until,
+            })
+            .collect()
+    }
+
+    /// Takes over tokens another program of this node verified; each is checked against the
+    /// database at its first use here, as a remembered token is every [`RECHECK`].
+    pub fn remember_tokens(&self, tokens: Vec<RememberedToken>) {
+        let epoch = self.tokens.epoch();
+        let due = std::time::Instant::now()
+            .checked_sub(RECHECK)
+            .unwrap_or_else(std::time::Instant::now);
+        for t in tokens {
+            let Ok(Ok(digest)) = hex::decode(&t.digest).map(<[u8; 32]>::try_from) else {
+                continue;
+            };
+            self.tokens.remember(
+                t.id,
+                VerifiedToken {
+                    digest,
+                    staff: Staff {
+                        user_id: t.user_id,
+                        username: t.username,
+                        role: t.role,
+                        practitioner_id: t.practitioner_id,
+                    },
+                    until: t.until,
+                    checked: due,
+                },
+                epoch,
+            );
+        }
+    }
+}
+
 pub(crate) fn hash_secret(secret: &str) -> Result<String, HospitalError> {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);

@@ -454,7 +454,10 @@ pub async fn launch(config: NodeConfig, how: Launch) -> Result<RunningNode, Stri
             let version = h.version;
             let takeover_parts = parts.clone();
             let task = tokio::spawn(async move {
-                control.accepted().await;
+                let warm = control.accepted().await;
+                if let Ok(tokens) = serde_json::from_value(warm) {
+                    ready.hospital.remember_tokens(tokens);
+                }
                 if let Err(e) =
                     take_over(ready, shared, control.clone(), version, takeover_parts).await
                 {
@@ -573,39 +576,48 @@ fn program_host(
 ) -> Arc<dyn nonstop_agent::ProgramHost> {
     let metrics = ready.metrics.clone();
     let hospital = ready.hospital.clone();
+    let verified = ready.hospital.clone();
+    // The contract migrations a program starting beside another left pending: applied once it
+    // is settled, which retires the program before it (see `Migrations::ExpandOnly`).
+    let settle: nonstop_program::generation::Settle = Box::new(move || {
+        let hospital = hospital.clone();
+        Box::pin(async move {
+            if !hospital
+                .contract_migrations_pending()
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(None);
+            }
+            let applied = hospital
+                .apply_contract_migrations()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Some(format!(
+                "contract migrations applied: {}",
+                applied
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        })
+    });
+    let hooks = nonstop_program::Hooks {
+        counts: Box::new(move || metrics.totals()),
+        settle,
+        // The tokens it verified: the program after it need not verify them with argon2 again.
+        warm: Box::new(move || {
+            serde_json::to_value(verified.remembered_tokens()).unwrap_or_default()
+        }),
+    };
     Arc::new(nonstop_program::SupervisedHost::new(
         control,
         program_version(version),
         ready.config.program.clone(),
         ready.sample.clone(),
         ready.plain_app.clone(),
-        Box::new(move || metrics.totals()),
-        // The contract migrations a program starting beside another left pending: applied once
-        // it is settled, which retires the program before it (see `Migrations::ExpandOnly`).
-        Box::new(move || {
-            let hospital = hospital.clone();
-            Box::pin(async move {
-                if !hospital
-                    .contract_migrations_pending()
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    return Ok(None);
-                }
-                let applied = hospital
-                    .apply_contract_migrations()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(format!(
-                    "contract migrations applied: {}",
-                    applied
-                        .iter()
-                        .map(|m| m.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            })
-        }),
+        hooks,
     ))
 }
 

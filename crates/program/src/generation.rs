@@ -87,8 +87,8 @@ impl Handed {
 pub struct Control {
     writer: Mutex<UnixStream>,
     replies: Mutex<Receiver<ToGeneration>>,
-    /// Becomes true when the supervisor says accept.
-    accept: tokio::sync::watch::Receiver<bool>,
+    /// Becomes `Some` (what the generation before handed over) when the supervisor says accept.
+    accept: tokio::sync::watch::Receiver<Option<serde_json::Value>>,
     /// Becomes true when the supervisor says drain, or is gone.
     drain: tokio::sync::watch::Receiver<bool>,
 }
@@ -100,15 +100,15 @@ impl Control {
             .try_clone()
             .map_err(|e| format!("reading the control socket: {e}"))?;
         let (replies_tx, replies): (Sender<ToGeneration>, _) = channel();
-        let (accept_tx, accept) = tokio::sync::watch::channel(false);
+        let (accept_tx, accept) = tokio::sync::watch::channel(None);
         let (drain_tx, drain) = tokio::sync::watch::channel(false);
         std::thread::Builder::new()
             .name("nonstop-control".into())
             .spawn(move || {
                 for line in BufReader::new(reader).lines().map_while(Result::ok) {
                     match serde_json::from_str::<ToGeneration>(&line) {
-                        Ok(ToGeneration::Accept) => {
-                            let _ = accept_tx.send(true);
+                        Ok(ToGeneration::Accept { warm }) => {
+                            let _ = accept_tx.send(Some(warm));
                         }
                         Ok(ToGeneration::Drain) => {
                             let _ = drain_tx.send(true);
@@ -143,10 +143,15 @@ impl Control {
             .map_err(|e| format!("the supervisor cannot be reached: {e}"))
     }
 
-    /// Resolves when the supervisor says accept (a candidate's cue to take over).
-    pub async fn accepted(&self) {
+    /// Resolves when the supervisor says accept (a candidate's cue to take over), with what the
+    /// generation before handed over to start warm.
+    pub async fn accepted(&self) -> serde_json::Value {
         let mut rx = self.accept.clone();
-        let _ = rx.wait_for(|a| *a).await;
+        rx.wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Resolves when the supervisor says drain, or is gone.
@@ -178,6 +183,16 @@ pub type Settle = Box<
         + Sync,
 >;
 
+/// What the node does for its program host.
+pub struct Hooks {
+    /// Requests answered and failed (5xx other than 503) so far.
+    pub counts: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+    /// What the program does once it is settled (its contract migrations).
+    pub settle: Settle,
+    /// What it hands the program that takes over from it (the tokens it verified).
+    pub warm: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
 /// The supervisor, as the update agent of a live generation sees it.
 pub struct SupervisedHost {
     control: Arc<Control>,
@@ -187,22 +202,21 @@ pub struct SupervisedHost {
     live: axum::Router,
     counts: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
     settle: Settle,
+    warm: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
     runtime: tokio::runtime::Handle,
     candidate: Mutex<Option<(String, u32)>>,
 }
 
 impl SupervisedHost {
     /// A host for the program `version` running here: `live` is its own router (the contract's
-    /// reference answers), `sample` its recent reads, `counts` its answered and failed requests,
-    /// `settle` what it does once it is settled (its contract migrations).
+    /// reference answers), `sample` its recent reads, `hooks` what the node does for it.
     pub fn new(
         control: Arc<Control>,
         version: semver::Version,
         checks: ProgramChecks,
         sample: Arc<Sample>,
         live: axum::Router,
-        counts: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
-        settle: Settle,
+        hooks: Hooks,
     ) -> SupervisedHost {
         SupervisedHost {
             control,
@@ -210,8 +224,9 @@ impl SupervisedHost {
             checks,
             sample,
             live,
-            counts,
-            settle,
+            counts: hooks.counts,
+            settle: hooks.settle,
+            warm: hooks.warm,
             runtime: tokio::runtime::Handle::current(),
             candidate: Mutex::new(None),
         }
@@ -272,12 +287,15 @@ impl ProgramHost for SupervisedHost {
 
     fn hand_over(&self) -> Result<(), String> {
         self.candidate.lock().expect("not poisoned").take();
-        self.ask_handover(&ToSupervisor::HandOver)
+        self.ask_handover(&ToSupervisor::HandOver {
+            warm: (self.warm)(),
+        })
     }
 
     fn replace_with_live(&self, reason: &str) -> Result<(), String> {
         self.ask_handover(&ToSupervisor::ReplaceWithLive {
             reason: reason.to_owned(),
+            warm: (self.warm)(),
         })
     }
 

@@ -19,6 +19,6 @@ pub mod sample;
 pub mod supervisor;
 
 pub use checks::ProgramChecks;
-pub use generation::{Control, Handed, Role, SupervisedHost};
+pub use generation::{Control, Handed, Hooks, Role, SupervisedHost};
 pub use sample::Sample;
 pub use supervisor::{StopHandle, SupervisorConfig, supervise};

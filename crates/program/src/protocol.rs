@@ -36,12 +36,18 @@ pub enum ToSupervisor {
     /// Stop the candidate: it failed its checks.
     DiscardCandidate,
     /// Give the shared socket to the tested candidate, then drain the asking generation.
-    HandOver,
+    HandOver {
+        /// What the asking generation hands the next one to start warm (the tokens it has
+        /// verified), passed on as it is.
+        warm: serde_json::Value,
+    },
     /// The asking generation failed its watch window and the store has the standby live again:
     /// start that, give it the socket, then drain the asking one.
     ReplaceWithLive {
         /// Why.
         reason: String,
+        /// As in `HandOver`.
+        warm: serde_json::Value,
     },
 }
 
@@ -70,7 +76,10 @@ pub enum ToGeneration {
         reason: String,
     },
     /// To a candidate: start accepting on the shared socket, take writes, become live.
-    Accept,
+    Accept {
+        /// What the generation before handed over (see `ToSupervisor::HandOver`).
+        warm: serde_json::Value,
+    },
     /// To the old generation: stop accepting, finish what is in flight, exit.
     Drain,
 }

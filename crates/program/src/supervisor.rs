@@ -159,6 +159,7 @@ pub fn supervise(
         candidate: None,
         purpose: Purpose::Upgrade,
         draining: Vec::new(),
+        warm: serde_json::Value::Null,
         stopping: false,
         crashes: VecDeque::new(),
     };
@@ -178,6 +179,8 @@ struct Supervisor {
     candidate: Option<Generation>,
     purpose: Purpose,
     draining: Vec<Generation>,
+    /// What the generation handing over gave for the next one.
+    warm: serde_json::Value,
     stopping: bool,
     /// When the live generation last crashed: three within a minute put the standby back.
     crashes: VecDeque<Instant>,
@@ -247,10 +250,10 @@ impl Supervisor {
                     self.draining.push(c);
                 }
             }
-            ToSupervisor::HandOver if is_live => match self.candidate.as_mut() {
+            ToSupervisor::HandOver { warm } if is_live => match self.candidate.as_mut() {
                 Some(c) if c.phase == Phase::Testing => {
                     c.phase = Phase::Accepting;
-                    c.tell(&ToGeneration::Accept);
+                    c.tell(&ToGeneration::Accept { warm });
                     let id = c.id;
                     self.after(id, Phase::Accepting, self.config.start_secs);
                 }
@@ -258,7 +261,8 @@ impl Supervisor {
                     reason: "no tested candidate is running".into(),
                 }),
             },
-            ToSupervisor::ReplaceWithLive { reason } if is_live => {
+            ToSupervisor::ReplaceWithLive { reason, warm } if is_live => {
+                self.warm = warm;
                 if let Some(old) = self.candidate.take() {
                     old.kill();
                     self.draining.push(old);
@@ -291,7 +295,8 @@ impl Supervisor {
                 tracing::info!(pid = c.pid, %addr, program = %c.name(), "the candidate serves nobody, on its private socket");
                 if let Purpose::Replace = self.purpose {
                     c.phase = Phase::Accepting;
-                    c.tell(&ToGeneration::Accept);
+                    let warm = std::mem::take(&mut self.warm);
+                    c.tell(&ToGeneration::Accept { warm });
                     let id = c.id;
                     self.after(id, Phase::Accepting, self.config.start_secs);
                 } else {

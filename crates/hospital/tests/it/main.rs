@@ -21,10 +21,10 @@ pub struct Backend {
     pub name: &'static str,
     pub hospital: Hospital,
     /// Its database, for a test to change what no API may (a session's date, moved to the past).
-    url: String,
+    pub(crate) url: String,
     /// PostgreSQL: the server URL and the test's schema, dropped with the backend.
     schema: Option<(String, String)>,
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Drop for Backend {

@@ -610,3 +610,59 @@ async fn a_stopped_session_refunds_only_the_patients_not_yet_seen() {
         }
     }
 }
+
+/// A program that takes over (issue 10) is handed the tokens the one before verified: they work
+/// at once there, and one signed out meanwhile is refused at its first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_handed_to_the_next_program_work_there_and_a_revoked_one_does_not() {
+    for b in backends().await {
+        let h = &b.hospital;
+        h.add_user(
+            "admin",
+            "clerk-a",
+            nonstop_hospital::Role::Clerk,
+            None,
+            "a-password-1",
+        )
+        .await
+        .unwrap();
+        h.add_user(
+            "admin",
+            "clerk-b",
+            nonstop_hospital::Role::Clerk,
+            None,
+            "b-password-1",
+        )
+        .await
+        .unwrap();
+        let (a, _) = h.login("clerk-a", "a-password-1").await.unwrap();
+        let (b_token, b_staff) = h.login("clerk-b", "b-password-1").await.unwrap();
+        h.authenticate(&a).await.unwrap();
+        h.authenticate(&b_token).await.unwrap();
+        let handed = h.remembered_tokens();
+        assert_eq!(handed.len(), 2, "{}", b.name);
+        // The handed list carries digests, never the secrets.
+        let text = serde_json::to_string(&handed).unwrap();
+        assert!(!text.contains(a.split_once('.').unwrap().1), "{}", b.name);
+
+        // clerk-b signs out after the hand-over was taken.
+        let b_id: i64 = b_token.split_once('.').unwrap().0.parse().unwrap();
+        h.sign_out(&b_staff, b_id).await.unwrap();
+
+        // The next program, on the same database.
+        let next = Hospital::open(&b.url, 4, crate::rules(b._dir.path()))
+            .await
+            .unwrap();
+        next.remember_tokens(serde_json::from_str(&text).unwrap());
+        assert_eq!(
+            next.authenticate(&a).await.unwrap().username,
+            "clerk-a",
+            "{}",
+            b.name
+        );
+        assert!(next.authenticate(&b_token).await.is_err(), "{}", b.name);
+        // A forged token with a handed id and another secret is refused.
+        let forged = format!("{}.{}", a.split_once('.').unwrap().0, "0".repeat(64));
+        assert!(next.authenticate(&forged).await.is_err(), "{}", b.name);
+    }
+}
