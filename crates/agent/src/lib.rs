@@ -657,11 +657,7 @@ impl Worker {
     /// Steps 1 to 4 for one bundle; the report is sent at once if the update ends here, or when
     /// its watch window closes.
     fn install(&mut self, bytes: Vec<u8>, replies: Replies) {
-        let limits = self.verifier.limits().clone();
-        let kind = nonstop_bundle::inspect(&bytes, &limits)
-            .ok()
-            .and_then(|b| b.manifest.ok())
-            .map(|m| m.kind);
+        let kind = nonstop_bundle::claimed_manifest(&bytes, self.verifier.limits()).map(|m| m.kind);
         if kind == Some(nonstop_bundle::ComponentKind::NodeBinary) {
             return self.install_program(&bytes, replies);
         }
@@ -731,10 +727,7 @@ impl Worker {
         bytes: &[u8],
         step: &dyn Fn(Progress),
     ) -> Result<(InstallReport, Option<CallCounts>), Box<InstallReport>> {
-        let limits = self.verifier.limits().clone();
-        let named = nonstop_bundle::inspect(bytes, &limits)
-            .ok()
-            .and_then(|b| b.manifest.ok());
+        let named = nonstop_bundle::claimed_manifest(bytes, self.verifier.limits());
         let mut report = InstallReport {
             component: named.as_ref().map(|m| m.component.to_string()),
             version: named.as_ref().map(|m| m.version.clone()),
@@ -871,9 +864,7 @@ impl Worker {
         let name = ComponentName::new(PROGRAM).expect("the program's name is valid");
         let mut report = InstallReport {
             component: Some(PROGRAM.to_owned()),
-            version: nonstop_bundle::inspect(bytes, self.verifier.limits())
-                .ok()
-                .and_then(|b| b.manifest.ok())
+            version: nonstop_bundle::claimed_manifest(bytes, self.verifier.limits())
                 .map(|m| m.version),
             outcome: Outcome::Refused {
                 reason: String::new(),

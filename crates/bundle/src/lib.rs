@@ -208,6 +208,14 @@ pub fn inspect(bytes: &[u8], limits: &BundleLimits) -> Result<InspectedBundle, B
     })
 }
 
+/// The manifest a bundle claims, trusting nothing and without hashing its payload: what picks the
+/// live version to compare with (and, in a node, whether it is a program) before
+/// [`Verifier::open`] checks everything. `None` when its framing or manifest cannot be read.
+pub fn claimed_manifest(bytes: &[u8], limits: &BundleLimits) -> Option<Manifest> {
+    let raw = container::decode(bytes, limits).ok()?;
+    serde_json::from_slice(raw.manifest).ok()
+}
+
 /// Adds `key`'s signature to a bundle (a second publisher co-signing a release whose root of
 /// trust asks for more than one signature). The bundle's framing is checked, nothing else: the
 /// signer vouches for the manifest as it reads it.

@@ -602,51 +602,38 @@ fn program_name() -> ComponentName {
     ComponentName::new(nonstop_agent::PROGRAM).expect("the program's name is valid")
 }
 
-/// The program to run: the store's live one, or the installed one when it records none.
-pub fn live_program(config: &SupervisorConfig) -> (PathBuf, Option<semver::Version>) {
+/// The program to run: the store's live one, checked against the digest the store recorded for
+/// it, or the installed one when the store records none. `Err` names what is wrong with the live
+/// program's file.
+fn intact_live_program(
+    config: &SupervisorConfig,
+) -> Result<(PathBuf, Option<semver::Version>), String> {
     let name = program_name();
     let live = nonstop_store::read_status(&config.store)
         .ok()
         .and_then(|all| all.into_iter().find(|c| c.component == name))
         .and_then(|c| c.live);
-    match live {
-        Some(entry) => (
-            nonstop_store::payload_path(&config.store, &name, &entry),
-            Some(entry.version),
-        ),
-        None => (config.installed.clone(), None),
-    }
-}
-
-/// [`live_program`], checked against the digest the store recorded for it: `Err` names what is
-/// wrong with the live program's file.
-fn intact_live_program(
-    config: &SupervisorConfig,
-) -> Result<(PathBuf, Option<semver::Version>), String> {
-    let (program, version) = live_program(config);
-    let name = program_name();
-    let recorded = nonstop_store::read_status(&config.store)
-        .ok()
-        .and_then(|all| all.into_iter().find(|c| c.component == name))
-        .and_then(|c| c.live)
-        .map(|e| e.digest);
-    if let (Some(recorded), Some(v)) = (recorded, &version) {
-        let found = std::fs::read(&program)
-            .map(|bytes| nonstop_bundle::Digest::of(&bytes))
-            .map_err(|e| {
-                format!(
-                    "the live program {v} cannot be read ({}): {e}",
-                    program.display()
-                )
-            })?;
-        if found != recorded {
-            return Err(format!(
-                "the live program {v} is damaged on disk: {} has digest {found}, the store recorded {recorded}",
+    let Some(entry) = live else {
+        return Ok((config.installed.clone(), None));
+    };
+    let program = nonstop_store::payload_path(&config.store, &name, &entry);
+    let v = &entry.version;
+    let found = std::fs::read(&program)
+        .map(|bytes| nonstop_bundle::Digest::of(&bytes))
+        .map_err(|e| {
+            format!(
+                "the live program {v} cannot be read ({}): {e}",
                 program.display()
-            ));
-        }
+            )
+        })?;
+    if found != entry.digest {
+        return Err(format!(
+            "the live program {v} is damaged on disk: {} has digest {found}, the store recorded {}",
+            program.display(),
+            entry.digest
+        ));
     }
-    Ok((program, version))
+    Ok((program, Some(entry.version)))
 }
 
 /// Whether the store keeps an open watch window for program `version`.

@@ -281,10 +281,8 @@ impl Store {
         let bytes = nonstop_bundle::read_bounded(path, verifier.limits())?;
         // The component named in the (not yet verified) manifest only picks the live version to
         // compare with; `open` then verifies everything, including that name.
-        let named = nonstop_bundle::inspect(&bytes, verifier.limits())?
-            .manifest
-            .ok()
-            .map(|m| m.component);
+        let named =
+            nonstop_bundle::claimed_manifest(&bytes, verifier.limits()).map(|m| m.component);
         let live = named
             .and_then(|c| self.components.get(&c))
             .and_then(|s| s.live.as_ref())

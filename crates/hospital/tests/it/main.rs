@@ -22,16 +22,50 @@ pub struct Backend {
     pub hospital: Hospital,
     /// Its database, for a test to change what no API may (a session's date, moved to the past).
     pub(crate) url: String,
-    /// PostgreSQL: the server URL and the test's schema, dropped with the backend.
-    schema: Option<(String, String)>,
+    /// PostgreSQL: the test's schema, dropped with the backend.
+    _schema: Option<PgSchema>,
     pub(crate) _dir: tempfile::TempDir,
 }
 
-impl Drop for Backend {
+/// A PostgreSQL schema of a test's own, dropped with it.
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// Creates a schema named after `prefix`, this process and `dir` on the server `base`, and
+    /// returns it with a URL whose connections use it.
+    pub async fn create(base: &str, prefix: &str, dir: &std::path::Path) -> (PgSchema, String) {
+        let name = format!("{prefix}{}", std::process::id())
+            + &dir
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(['.', '-'], "_")
+                .to_lowercase();
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(base).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        (
+            PgSchema {
+                base: base.to_owned(),
+                name,
+            },
+            url,
+        )
+    }
+}
+
+impl Drop for PgSchema {
     fn drop(&mut self) {
-        let Some((base, schema)) = self.schema.take() else {
-            return;
-        };
+        let (base, schema) = (self.base.clone(), self.name.clone());
         // Drop runs inside the test's runtime, so the clean-up gets a thread and runtime of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -101,34 +135,19 @@ pub async fn backends() -> Vec<Backend> {
         name: "sqlite",
         hospital,
         url: url.clone(),
-        schema: None,
+        _schema: None,
         _dir: dir,
     });
     match std::env::var("DATABASE_URL") {
         Ok(base) if base.starts_with("postgres") => {
             let dir = tempfile::tempdir().unwrap();
-            let schema = format!("t{}", std::process::id())
-                + &dir
-                    .path()
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace(['.', '-'], "_")
-                    .to_lowercase();
-            sqlx::any::install_default_drivers();
-            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            let (schema, url) = PgSchema::create(&base, "t", dir.path()).await;
             let hospital = Hospital::open(&url, 8, rules(dir.path())).await.unwrap();
             out.push(Backend {
                 name: "postgres",
                 hospital,
                 url: url.clone(),
-                schema: Some((base.clone(), schema)),
+                _schema: Some(schema),
                 _dir: dir,
             });
         }

@@ -133,31 +133,9 @@ struct Database {
     backend: Backend,
     url: String,
     pool: AnyPool,
-    schema: Option<(String, String)>,
+    /// Dropped with it.
+    _schema: Option<crate::PgSchema>,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let Some((base, schema)) = self.schema.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: the clean-up gets a thread and runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(admin) = AnyPool::connect(&base).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                        .execute(&admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 impl Database {
@@ -175,33 +153,18 @@ async fn databases() -> Vec<Database> {
         backend: Backend::Sqlite,
         pool: AnyPool::connect(&url).await.unwrap(),
         url,
-        schema: None,
+        _schema: None,
         dir,
     }];
     match std::env::var("DATABASE_URL") {
         Ok(base) if base.starts_with("postgres") => {
             let dir = tempfile::tempdir().unwrap();
-            let schema = format!("m{}", std::process::id())
-                + &dir
-                    .path()
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace(['.', '-'], "_")
-                    .to_lowercase();
-            let admin = AnyPool::connect(&base).await.unwrap();
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            let (schema, url) = crate::PgSchema::create(&base, "m", dir.path()).await;
             out.push(Database {
                 backend: Backend::Postgres,
                 pool: AnyPool::connect(&url).await.unwrap(),
                 url,
-                schema: Some((base, schema)),
+                _schema: Some(schema),
                 dir,
             });
         }
