@@ -14,6 +14,11 @@
 //! backtraces) and a copy of that with 64 KiB appended (an ELF loader ignores what follows its
 //! segments): two different files, digests and versions; the code that runs is the same, which
 //! is what an upgrade's cost depends on least. Without `strip` the unstripped build is used.
+//!
+//! To look closer: `UPGRADE_LOG=<dir>` keeps each node's log (at `info`) in `<dir>`, and
+//! `UPGRADE_ENDPOINTS=1` adds each endpoint's count and mean latency on both nodes in the 1.5 s
+//! after each handover and in 1.5 s of a quiet moment later (how the upgrade benchmark found a
+//! check-in that read the whole history, migration 0013).
 
 mod common;
 
@@ -58,9 +63,17 @@ fn start(exe: &Path, dir: &Path, name: &str, publisher: &Path) -> Node {
         .arg("--config")
         .arg(&config)
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("UPGRADE_LOG").map_or("warn", |_| "info"),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var("UPGRADE_LOG") {
+            Ok(dir) => Stdio::from(
+                std::fs::File::create(Path::new(&dir).join(format!("{name}.log"))).unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -245,6 +258,78 @@ async fn run(upgrades: usize, every: u64) {
         "  upgraded / not, by second after each push: {}",
         by_second.join(", ")
     );
+    // Finer, around the moment the new program was first seen answering: requests answered
+    // (upgraded / not) by 250 ms, and the upgraded node's slow answers and sheds there.
+    let mut bins = Vec::new();
+    for bin in -4..10 {
+        let mut n = [0usize; 2];
+        let (mut slow, mut shed) = (0, 0);
+        for push in &pushes {
+            let from = push.4 + push.3.as_secs_f64() + f64::from(bin) * 0.25;
+            for (node, count) in n.iter_mut().enumerate() {
+                let w = window(&timeline, from, from + 0.25, Some(node));
+                *count += w.requests;
+                if node == 0 {
+                    shed += w.shed;
+                    slow += timeline
+                        .iter()
+                        .filter(|s| s.node == 0 && s.at >= from && s.at < from + 0.25)
+                        .filter(|s| s.ms > 100.0)
+                        .count();
+                }
+            }
+        }
+        bins.push(format!(
+            "{:+.2}s {:.2}{}{}",
+            f64::from(bin) * 0.25,
+            n[0] as f64 / n[1].max(1) as f64,
+            if slow > 0 {
+                format!(" slow {slow}")
+            } else {
+                String::new()
+            },
+            if shed > 0 {
+                format!(" shed {shed}")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    println!(
+        "  upgraded / not, by 250 ms from the new program answering (slow: over 100 ms): {}",
+        bins.join(", ")
+    );
+    if std::env::var_os("UPGRADE_ENDPOINTS").is_some() {
+        let each: Vec<String> = pushes
+            .iter()
+            .map(|push| {
+                let at = push.4 + push.3.as_secs_f64();
+                let n: Vec<usize> = (0..2)
+                    .map(|node| window(&timeline, at, at + 2.0, Some(node)).requests)
+                    .collect();
+                format!("{:.2}", n[0] as f64 / n[1] as f64)
+            })
+            .collect();
+        println!("  each push, 2 s from serving: {}", each.join(" "));
+        for (name, a, b) in [("after", 0.0, 1.5), ("later", 3.0, 4.5)] {
+            let mut by: std::collections::BTreeMap<(&str, usize), (usize, f64)> =
+                Default::default();
+            for push in &pushes {
+                let at = push.4 + push.3.as_secs_f64();
+                for s in timeline.iter().filter(|s| s.at >= at + a && s.at < at + b) {
+                    let e = by.entry((s.endpoint, s.node)).or_default();
+                    e.0 += 1;
+                    e.1 += s.ms;
+                }
+            }
+            for ((endpoint, node), (n, ms)) in by {
+                println!(
+                    "  {name} {endpoint:<40} node {node} n {n:>6} mean {:.2} ms",
+                    ms / n as f64
+                );
+            }
+        }
+    }
     for (version, size, answered, serving, _) in &pushes {
         println!(
             "  {version:<7} {:>5.1} MB  push to live (the API's answer) {:>5.2} s, to the new program serving {:>5.2} s",

@@ -874,17 +874,20 @@ fn invoice_word(status: &str) -> &'static str {
     }
 }
 
+/// Paid registrations of days before `$1` that never checked in, read by the sweeper every few
+/// seconds: bounded by the booked registrations of those days (see `plans.rs`).
+pub(crate) const UNATTENDED: &str =
+    "SELECT id FROM appointment WHERE status = 'booked' AND visit_date < $1";
+
 impl Hospital {
     /// Marks paid registrations of sessions before `today` (`YYYY-MM-DD`) that never checked in
     /// as no-shows; returns how many. Their payment stands (the slot was held for them).
     pub async fn mark_no_shows(&self, today: &str) -> Result<u64, HospitalError> {
         crate::patient::parse_date("today", today)?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM appointment WHERE status = 'booked' AND visit_date < $1",
-        )
-        .bind(today)
-        .fetch_all(&self.pool)
-        .await?;
+        let ids: Vec<i64> = sqlx::query_scalar(UNATTENDED)
+            .bind(today)
+            .fetch_all(&self.pool)
+            .await?;
         let mut marked = 0;
         for id in ids {
             let changed = self

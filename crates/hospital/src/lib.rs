@@ -25,6 +25,8 @@ pub mod closing;
 mod db;
 mod error;
 pub mod patient;
+#[cfg(test)]
+mod plans;
 pub mod queue;
 pub mod read_audit;
 pub mod registration;

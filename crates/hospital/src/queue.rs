@@ -59,6 +59,10 @@ pub struct QueueEntry {
     pub triage_rule: String,
 }
 
+/// A patient's fulfilled visits to a department, read at every check-in (a returning patient's
+/// priority): bounded by that patient's history (see `plans.rs`).
+pub(crate) const REVISITS: &str = "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'";
+
 impl Hospital {
     /// Checks a paid registration in and puts it in its session's queue.
     pub async fn check_in(&self, actor: &str, c: &CheckIn) -> Result<QueueEntry, HospitalError> {
@@ -109,10 +113,7 @@ impl Hospital {
                     ),
                 });
             }
-            let revisits: i64 = tx.one(
-                "SELECT COUNT(*) FROM appointment WHERE patient_id = $1 AND department_id = $2 AND status = 'fulfilled'",
-                args![patient_id, department_id],
-            )?;
+            let revisits: i64 = tx.one(REVISITS, args![patient_id, department_id])?;
             let ticket = Ticket {
                 emergency_level: c.emergency_level,
                 age_years: age_on(

@@ -122,6 +122,15 @@ fn clinic(text: &str) -> ClinicType {
     }
 }
 
+/// A patient's age, registrations today and fulfilled visits in a department, read inside every
+/// registration (the quota rule's inputs): bounded by that patient's history (see `plans.rs`).
+pub(crate) const PATIENT_IN_DEPARTMENT: &str = "SELECT p.birth_date,
+        (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
+            AND a.visit_date = $3 AND a.status <> 'cancelled'),
+        (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
+            AND a.status = 'fulfilled')
+ FROM patient p WHERE p.id = $1";
+
 impl Hospital {
     /// Holds a slot for a patient in a clinic session and prices it. Refused (and nothing
     /// changed) when the quota rule refuses, the fees rule cannot price it, or the pool ran out.
@@ -216,12 +225,7 @@ impl Hospital {
                 });
             }
             let (birth_date, active_today, earlier_visits): (String, i64, i64) = tx.one(
-                "SELECT p.birth_date,
-                        (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
-                            AND a.visit_date = $3 AND a.status <> 'cancelled'),
-                        (SELECT COUNT(*) FROM appointment a WHERE a.patient_id = p.id AND a.department_id = $2
-                            AND a.status = 'fulfilled')
-                 FROM patient p WHERE p.id = $1",
+                PATIENT_IN_DEPARTMENT,
                 args![r.patient_id, department_id, &visit_date],
             )?;
             let age = age_on(parse_date("birth_date", &birth_date)?, visit_day);

@@ -168,6 +168,8 @@ pub struct LoadReport {
 pub struct Sample {
     /// Which node (index into the targets).
     pub node: usize,
+    /// Its endpoint, as the report names it (`POST /patients`).
+    pub endpoint: &'static str,
     /// When it was answered, seconds since the traffic started.
     pub at: f64,
     /// Its latency, milliseconds (open-loop: from when it was due).
@@ -231,7 +233,7 @@ const FAILURES_KEPT: usize = 20;
 
 impl Tally {
     /// Counts one request of `endpoint` on `node`, answered `at` seconds into the run.
-    fn record(&mut self, node: usize, endpoint: &str, at: f64, ms: f64, outcome: Outcome) {
+    fn record(&mut self, node: usize, endpoint: &'static str, at: f64, ms: f64, outcome: Outcome) {
         let count = |map: &mut BTreeMap<String, usize>| {
             *map.entry(endpoint.to_owned()).or_default() += 1;
         };
@@ -252,6 +254,7 @@ impl Tally {
         }
         self.timeline.push(Sample {
             node,
+            endpoint,
             at,
             ms,
             failed: outcome == Outcome::Failed,
@@ -299,7 +302,7 @@ impl Driver {
     /// for `503 overloaded`); a 4xx is returned and counted as refused.
     async fn send(
         &self,
-        endpoint: &str,
+        endpoint: &'static str,
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -318,7 +321,7 @@ impl Driver {
     async fn request(
         &self,
         due: Instant,
-        endpoint: &str,
+        endpoint: &'static str,
         method: &str,
         path: &str,
         body: Option<Value>,
