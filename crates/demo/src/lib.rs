@@ -317,6 +317,13 @@ impl StandaloneNode {
     }
 }
 
+impl StandaloneNode {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.procs.0[0].1.id()
+    }
+}
+
 /// A client of the update server's API, signed in as its administrator.
 pub struct Api {
     client: reqwest::Client,

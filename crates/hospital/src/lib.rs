@@ -97,6 +97,11 @@ pub struct Policy {
     pub per_address_minutes: u32,
     /// How reads of patients' data are recorded.
     pub read_audit: ReadAuditPolicy,
+    /// How long a write may expect to wait for the SQLite writer, at its recent pace, before it
+    /// is refused at once (503 `overloaded`, with `Retry-After`): the node sheds load past this
+    /// rather than making every write wait longer. A burst of writes up to this much work is
+    /// taken whole.
+    pub max_write_wait_ms: u64,
 }
 
 impl Default for Policy {
@@ -110,6 +115,7 @@ impl Default for Policy {
             per_address_failures: 20,
             per_address_minutes: 10,
             read_audit: ReadAuditPolicy::default(),
+            max_write_wait_ms: write::MAX_WRITE_WAIT_MS,
         }
     }
 }
@@ -144,6 +150,8 @@ impl Hospital {
             policy.per_address_failures,
             std::time::Duration::from_secs(60 * u64::from(policy.per_address_minutes)),
         ));
+        self.writer
+            .set_max_wait(std::time::Duration::from_millis(policy.max_write_wait_ms));
         // Reads recorded before go on being written by the recorder they were queued on.
         self.reads = read_audit::Recorder::new(self.writer.clone(), &policy.read_audit);
         self

@@ -470,7 +470,7 @@ async fn write_reads(
         let mut pause = Duration::from_millis(100);
         while !rows.is_empty() {
             let to_write = rows.clone();
-            match writer.run(move |tx| insert(tx, &to_write)).await {
+            match writer.run_internal(move |tx| insert(tx, &to_write)).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %e, rows = rows.len(), "writing the read audit failed");

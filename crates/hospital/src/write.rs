@@ -21,14 +21,20 @@
 //! whose caller has gone before it starts is not run at all: nobody would see its answer, and a
 //! client that retries (with its idempotency key) gets one outcome either way.
 //!
-//! Load the node cannot serve is shed, not queued without end: at most [`WRITE_QUEUE`] writes
-//! wait for the database (the SQLite writer, or a PostgreSQL connection); past that a write is refused at once with [`HospitalError::Overloaded`] (503 with
-//! `Retry-After`), so the writes it accepts keep their latency. Reads that need no transaction
-//! stay on the async sqlx pool.
+//! Load the node cannot serve is shed, not queued without end: a write is refused at once with
+//! [`HospitalError::Overloaded`] (503 with `Retry-After`) when the writes already waiting for the
+//! SQLite writer would take longer than `max_write_wait_ms` at the writer's recent pace (a
+//! [`Backlog`]), or when [`WRITE_QUEUE`] writes wait for the database (the SQLite writer, or a
+//! PostgreSQL connection). So the writes it accepts keep their latency: at twice what the node
+//! serves, a queue bounded by its length alone (1,024) kept every accepted write waiting for the
+//! whole queue, 130 ms, where one bounded by its wait keeps them within the limit. Reads that
+//! need no transaction stay on the async sqlx pool.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSql, ToSqlOutput, Value};
 use sqlx::any::AnyRow;
@@ -45,6 +51,148 @@ const MAX_GROUP: usize = 64;
 /// past it a write is refused at once rather than waiting longer. A burst of a few hundred
 /// registrations (an online booking window opening) is taken whole.
 pub(crate) const WRITE_QUEUE: usize = 1024;
+
+/// How long writes may stand in the SQLite writer's queue, by default (see [`Backlog`]).
+pub const MAX_WRITE_WAIT_MS: u64 = 10;
+
+/// How long the writes taken by the SQLite writer must all have waited longer than the limit
+/// before new writes are refused: a burst, or a slow commit, that the queue absorbs within this
+/// is not overload.
+const STANDING: Duration = Duration::from_millis(250);
+
+/// How long after its queue stood the writer treats a write that waited too long as the same
+/// overload, not a new burst.
+const RECENT: Duration = Duration::from_secs(1);
+
+/// Over how long the writer measures its pace.
+const PACE: Duration = Duration::from_millis(50);
+
+/// Whether the SQLite writer's queue stands: admission control by how long writes wait, after
+/// CoDel (Nichols and Jacobson, "Controlling Queue Delay", 2012), not by the queue's length.
+///
+/// The same length is a few milliseconds on one machine and a second on another, or on the same
+/// one when writes get slower; and a burst that drains at once is not overload. So the writer
+/// thread looks at how long each write it takes has waited: when every write it took over
+/// [`STANDING`] waited longer than the limit, the queue is standing and new writes are refused at
+/// once (503, `Retry-After`) until it takes one that waited less. Once it has stood, it stands
+/// again as soon as a write waits too long within [`RECENT`] (as CoDel's dropping state resumes):
+/// waiting [`STANDING`] again would let the queue grow by that much at every opening, which kept
+/// accepted writes waiting 100 ms at twice the node's capacity. The writes already queued are all
+/// run: refusing arrivals, not dropping from the head, keeps every accepted write's promise.
+/// Written here because the queue is our own writer's (no tower layer sees it).
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    /// Whether new writes are refused now.
+    standing: AtomicBool,
+    /// Writes queued and not yet taken by the writer.
+    queued: AtomicUsize,
+    /// How many writes may wait while the queue stood lately: as many as the writer takes in
+    /// the limit at its recent pace (no limit otherwise).
+    room: AtomicUsize,
+    /// The limit, in nanoseconds.
+    max_wait_nanos: AtomicU64,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog {
+            standing: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            room: AtomicUsize::new(usize::MAX),
+            max_wait_nanos: AtomicU64::new(MAX_WRITE_WAIT_MS * 1_000_000),
+        }
+    }
+}
+
+impl Backlog {
+    /// Sets the longest writes may stand in the queue.
+    pub(crate) fn set_max_wait(&self, max: Duration) {
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        self.max_wait_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Why a write cannot be let in now, if it cannot.
+    fn refuses(&self) -> Option<HospitalError> {
+        let (queued, room) = (
+            self.queued.load(Ordering::Relaxed),
+            self.room.load(Ordering::Relaxed),
+        );
+        if queued >= room {
+            return Some(overloaded(&format!(
+                "{queued} writes are waiting for the database, what it writes in {} ms at its \
+                 recent pace (policy.max_write_wait_ms)",
+                self.max_wait_nanos.load(Ordering::Relaxed) / 1_000_000
+            )));
+        }
+        self.standing.load(Ordering::Relaxed).then(|| {
+            overloaded(&format!(
+                "the writes waiting for the database have waited over {} ms for {} ms \
+                 (policy.max_write_wait_ms)",
+                self.max_wait_nanos.load(Ordering::Relaxed) / 1_000_000,
+                STANDING.as_millis()
+            ))
+        })
+    }
+}
+
+/// The SQLite writer's view of its queue's wait ([`Backlog`]), kept by its thread.
+struct Sojourns<'b> {
+    backlog: &'b Backlog,
+    /// When the writes taken began to wait longer than the limit, every one since.
+    above_since: Option<Instant>,
+    /// When the queue last stopped standing.
+    stood_until: Option<Instant>,
+    /// Writes taken since `pace_since`: the writer's pace.
+    taken: usize,
+    pace_since: Instant,
+}
+
+impl Sojourns<'_> {
+    /// The writer takes a write that was queued at `queued`.
+    fn took(&mut self, queued: Instant) {
+        let now = Instant::now();
+        let max = Duration::from_nanos(self.backlog.max_wait_nanos.load(Ordering::Relaxed));
+        self.backlog.queued.fetch_sub(1, Ordering::Relaxed);
+        self.taken += 1;
+        let measured = now.duration_since(self.pace_since);
+        if measured >= PACE {
+            // Once the queue has stood, the writes let in are as many as the writer takes in the
+            // limit: letting in all that come until one waits too long would let the queue grow
+            // for a whole limit's time at every opening.
+            let lately = self.backlog.standing.load(Ordering::Relaxed)
+                || self
+                    .stood_until
+                    .is_some_and(|t| now.duration_since(t) < RECENT);
+            let room = if lately {
+                let per_sec = self.taken as f64 / measured.as_secs_f64();
+                ((per_sec * max.as_secs_f64()) as usize).max(MAX_GROUP)
+            } else {
+                usize::MAX
+            };
+            self.backlog.room.store(room, Ordering::Relaxed);
+            (self.taken, self.pace_since) = (0, now);
+        }
+        if now.duration_since(queued) <= max {
+            self.drained();
+            return;
+        }
+        let since = *self.above_since.get_or_insert(now);
+        let recently = self
+            .stood_until
+            .is_some_and(|t| now.duration_since(t) < RECENT);
+        if recently || now.duration_since(since) >= STANDING {
+            self.backlog.standing.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The queue is empty, or a write waited less than the limit: nothing stands.
+    fn drained(&mut self) {
+        self.above_since = None;
+        if self.backlog.standing.swap(false, Ordering::Relaxed) {
+            self.stood_until = Some(Instant::now());
+        }
+    }
+}
 
 fn overloaded(what: &str) -> HospitalError {
     HospitalError::Overloaded {
@@ -350,8 +498,9 @@ pub(crate) struct Writer {
 
 #[derive(Clone)]
 enum Backend {
-    /// The SQLite writer thread's queue, bounded.
-    Sqlite(mpsc::SyncSender<Job>),
+    /// The SQLite writer thread's queue (each write with when it was queued), bounded by its
+    /// length and by how long writes stand in it.
+    Sqlite(mpsc::SyncSender<(Instant, Job)>, Arc<Backlog>),
     /// PostgreSQL: a transaction per write from the pool, as many at once as the permits.
     Postgres(AnyPool, std::sync::Arc<tokio::sync::Semaphore>),
 }
@@ -387,12 +536,14 @@ impl Writer {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(128);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(queue);
+        let (jobs, queue) = mpsc::sync_channel::<(Instant, Job)>(queue);
+        let backlog = Arc::new(Backlog::default());
+        let paced = backlog.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_groups(&conn, &queue))
+            .spawn(move || write_groups(&conn, &queue, &paced))
             .map_err(|e| HospitalError::Commit(format!("cannot start the SQLite writer: {e}")))?;
-        Ok(Writer::new(Backend::Sqlite(jobs)))
+        Ok(Writer::new(Backend::Sqlite(jobs, backlog)))
     }
 
     fn new(backend: Backend) -> Writer {
@@ -412,12 +563,45 @@ impl Writer {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Sets how long writes may stand in the SQLite writer's queue before new ones are refused.
+    pub(crate) fn set_max_wait(&self, max: Duration) {
+        if let Backend::Sqlite(_, backlog) = &self.backend {
+            backlog.set_max_wait(max);
+        }
+    }
+
     /// Runs `write` as one transaction; the future answers once it is durable (or undone). On
     /// SQLite the write is queued at once, before the future is first polled, so writes are
     /// grouped and run in the order this is called.
     pub(crate) fn run<T, F>(
         &self,
         write: F,
+    ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
+    {
+        self.run_with(write, true)
+    }
+
+    /// As [`Writer::run`], for the node's own writes that have a bounded queue of their own
+    /// (the read audit's batches): refused only when the writer's queue is full, not for its
+    /// wait, so that load shed from requests does not make the audit fall behind.
+    pub(crate) fn run_internal<T, F>(
+        &self,
+        write: F,
+    ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
+    {
+        self.run_with(write, false)
+    }
+
+    fn run_with<T, F>(
+        &self,
+        write: F,
+        by_wait: bool,
     ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
     where
         T: Send + 'static,
@@ -430,7 +614,10 @@ impl Writer {
                     .into(),
                 retry_after_secs: 1,
             })),
-            Backend::Sqlite(jobs) => Pending::Queued(queue(jobs, write)),
+            Backend::Sqlite(_, backlog) if by_wait && let Some(refused) = backlog.refuses() => {
+                Pending::Queued(Err(refused))
+            }
+            Backend::Sqlite(jobs, backlog) => Pending::Queued(queue(jobs, backlog, write)),
             Backend::Postgres(pool, permits) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Pending::Postgres(pool.clone(), write, permit),
                 Err(_) => Pending::Queued(Err(overloaded(&format!(
@@ -470,7 +657,8 @@ enum Pending<T, F> {
 
 /// Queues a write for the SQLite writer thread.
 fn queue<T, F>(
-    jobs: &mpsc::SyncSender<Job>,
+    jobs: &mpsc::SyncSender<(Instant, Job)>,
+    backlog: &Backlog,
     write: F,
 ) -> Result<oneshot::Receiver<Result<T, HospitalError>>, HospitalError>
 where
@@ -508,12 +696,17 @@ where
             }),
         }
     });
-    jobs.try_send(job).map_err(|e| match e {
-        mpsc::TrySendError::Full(_) => overloaded(&format!(
-            "{WRITE_QUEUE} writes are waiting for the database already"
-        )),
-        mpsc::TrySendError::Disconnected(_) => {
-            HospitalError::Commit("the SQLite writer has stopped".into())
+    // Counted in before it is sent: the writer counts it out as it takes it.
+    backlog.queued.fetch_add(1, Ordering::Relaxed);
+    jobs.try_send((Instant::now(), job)).map_err(|e| {
+        backlog.queued.fetch_sub(1, Ordering::Relaxed);
+        match e {
+            mpsc::TrySendError::Full(_) => overloaded(&format!(
+                "{WRITE_QUEUE} writes are waiting for the database already"
+            )),
+            mpsc::TrySendError::Disconnected(_) => {
+                HospitalError::Commit("the SQLite writer has stopped".into())
+            }
         }
     })?;
     Ok(answer)
@@ -552,8 +745,33 @@ where
 /// The writer thread: takes the first queued write, then every write queued meanwhile (up to
 /// [`MAX_GROUP`]), each in its own savepoint, commits them together, then answers them. Writes
 /// that arrive during the commit's fsync form the next group. Ends when the node is dropped.
-fn write_groups(conn: &rusqlite::Connection, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+fn write_groups(
+    conn: &rusqlite::Connection,
+    queue: &mpsc::Receiver<(Instant, Job)>,
+    backlog: &Backlog,
+) {
+    let mut sojourns = Sojourns {
+        backlog,
+        above_since: None,
+        stood_until: None,
+        taken: 0,
+        pace_since: Instant::now(),
+    };
+    loop {
+        let (queued, first) = match queue.try_recv() {
+            Ok(next) => next,
+            Err(mpsc::TryRecvError::Empty) => {
+                // Nothing waits: nothing stands. (Refused writes never enter, so without this
+                // the queue could empty while standing and refuse every write after.)
+                sojourns.drained();
+                match queue.recv() {
+                    Ok(next) => next,
+                    Err(_) => return,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => return,
+        };
+        sojourns.took(queued);
         if !conn.is_autocommit() {
             // A rollback after a failed group failed too: end that transaction before anything.
             tracing::error!("the writer's connection was left in a transaction; rolling it back");
@@ -576,7 +794,18 @@ fn write_groups(conn: &rusqlite::Connection, queue: &mpsc::Receiver<Job>) {
             }
             // Once the group has failed, writes still queued wait for the next one.
             if answers.len() < MAX_GROUP && broken.is_none() {
-                next = queue.try_recv().ok();
+                next = match queue.try_recv() {
+                    Ok((queued, job)) => {
+                        sojourns.took(queued);
+                        Some(job)
+                    }
+                    // Nothing waits behind this group: nothing stands (cleared before its
+                    // commit, so that a write sent once this group is answered is let in).
+                    Err(_) => {
+                        sojourns.drained();
+                        None
+                    }
+                };
             }
         }
         let outcome = match broken {
@@ -852,6 +1081,50 @@ mod tests {
         }
         w.run(|tx| insert(tx, 5)).await.unwrap();
         assert_eq!(committed(&path), [0, 1, 2, 3, 5]);
+    }
+
+    /// A burst that waits past the limit but drains at once is taken whole; a queue whose
+    /// writes have all waited past the limit for a while stands, and a new write is refused at
+    /// once while every queued one is kept; once it drains, writes are let in again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queue_that_stands_refuses_new_writes_at_once_and_lets_them_in_once_drained() {
+        let (w, path, _dir) = writer();
+        w.set_max_wait(Duration::from_millis(5));
+        let (open, first) = hold(&w);
+        let burst: Vec<_> = (0..10).map(|n| w.run(move |tx| insert(tx, n))).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open.send(()).unwrap();
+        first.await.unwrap();
+        for write in burst {
+            write.await.unwrap();
+        }
+        w.run(|tx| insert(tx, 10)).await.unwrap();
+
+        // Each slow write is taken 30 ms after the one before: past the limit for longer than
+        // `STANDING` by the sixth.
+        let slow: Vec<_> = (11..21)
+            .map(|n| {
+                w.run(move |tx| {
+                    std::thread::sleep(Duration::from_millis(30));
+                    insert(tx, n)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(220)).await;
+        let refused = w.run(|tx| insert(tx, 99)).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(HospitalError::Overloaded { what, retry_after_secs: 1 })
+                    if what.contains("policy.max_write_wait_ms")
+            ),
+            "{refused:?}"
+        );
+        for write in slow {
+            write.await.unwrap();
+        }
+        w.run(|tx| insert(tx, 21)).await.unwrap();
+        assert_eq!(committed(&path), (0..22).collect::<Vec<_>>());
     }
 
     /// A write whose caller went away (its client disconnected) before the writer reached it
