@@ -470,7 +470,13 @@ async fn write_reads(
         let mut pause = Duration::from_millis(100);
         while !rows.is_empty() {
             let to_write = rows.clone();
-            match writer.run_internal(move |tx| insert(tx, &to_write)).await {
+            match writer
+                .run_with(
+                    move |tx| insert(tx, &to_write),
+                    crate::write::Admit::QueueOnly,
+                )
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %e, rows = rows.len(), "writing the read audit failed");

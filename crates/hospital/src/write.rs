@@ -581,27 +581,14 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
     {
-        self.run_with(write, true)
+        self.run_with(write, Admit::ByWait)
     }
 
-    /// As [`Writer::run`], for the node's own writes that have a bounded queue of their own
-    /// (the read audit's batches): refused only when the writer's queue is full, not for its
-    /// wait, so that load shed from requests does not make the audit fall behind.
-    pub(crate) fn run_internal<T, F>(
+    /// As [`Writer::run`], let in as `admit` says.
+    pub(crate) fn run_with<T, F>(
         &self,
         write: F,
-    ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Tx<'_>) -> Result<T, HospitalError> + Send + 'static,
-    {
-        self.run_with(write, false)
-    }
-
-    fn run_with<T, F>(
-        &self,
-        write: F,
-        by_wait: bool,
+        admit: Admit,
     ) -> impl Future<Output = Result<T, HospitalError>> + Send + 'static
     where
         T: Send + 'static,
@@ -614,7 +601,10 @@ impl Writer {
                     .into(),
                 retry_after_secs: 1,
             })),
-            Backend::Sqlite(_, backlog) if by_wait && let Some(refused) = backlog.refuses() => {
+            Backend::Sqlite(_, backlog)
+                if admit == Admit::ByWait
+                    && let Some(refused) = backlog.refuses() =>
+            {
                 Pending::Queued(Err(refused))
             }
             Backend::Sqlite(jobs, backlog) => Pending::Queued(queue(jobs, backlog, write)),
@@ -645,6 +635,17 @@ impl Writer {
             }
         }
     }
+}
+
+/// How a write is let into the SQLite writer's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Refused while writes stand in the queue ([`Backlog`]) or it is full: a request's write.
+    ByWait,
+    /// Refused only when the queue is full: the node's own writes that have a bounded queue of
+    /// their own (the read audit's batches), so that load shed from requests does not make the
+    /// audit fall behind.
+    QueueOnly,
 }
 
 /// A write on its way.
@@ -1101,8 +1102,9 @@ mod tests {
         w.run(|tx| insert(tx, 10)).await.unwrap();
 
         // Each slow write is taken 30 ms after the one before: past the limit for longer than
-        // `STANDING` by the sixth.
-        let slow: Vec<_> = (11..21)
+        // `STANDING` well before the last.
+        let last = 11 + STANDING.as_millis() as i64 / 30 + 8;
+        let slow: Vec<_> = (11..last)
             .map(|n| {
                 w.run(move |tx| {
                     std::thread::sleep(Duration::from_millis(30));
@@ -1110,8 +1112,8 @@ mod tests {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(220)).await;
-        let refused = w.run(|tx| insert(tx, 99)).await;
+        tokio::time::sleep(STANDING + Duration::from_millis(150)).await;
+        let refused = w.run(|tx| insert(tx, 999)).await;
         assert!(
             matches!(
                 &refused,
@@ -1123,8 +1125,8 @@ mod tests {
         for write in slow {
             write.await.unwrap();
         }
-        w.run(|tx| insert(tx, 21)).await.unwrap();
-        assert_eq!(committed(&path), (0..22).collect::<Vec<_>>());
+        w.run(move |tx| insert(tx, last)).await.unwrap();
+        assert_eq!(committed(&path), (0..=last).collect::<Vec<_>>());
     }
 
     /// A write whose caller went away (its client disconnected) before the writer reached it
