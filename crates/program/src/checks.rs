@@ -3,6 +3,8 @@
 //! the live program documents is still documented, and every documented read without parameters
 //! answers as the live program answers it); a replay of a sample of the live program's own read
 //! requests gives the same status and shape of answer; and its memory stays within a limit.
+//! Each documented read's answer is also checked against its JSON schema, in the candidate's
+//! OpenAPI document and in the live program's (`jsonschema`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +92,13 @@ pub async fn run(t: Target<'_>) -> Result<String, String> {
     // ...and each documented read without parameters answers as the live one does.
     let mut reads = 0;
     for (method, path) in &live_ops {
-        if method != "get" || path.contains('{') || path == "/api/v1/openapi.json" {
+        // The certificate describes the listener, which a candidate does not serve yet (its
+        // private socket is plain HTTP, and is answered once it takes over the shared one).
+        if method != "get"
+            || path.contains('{')
+            || path == "/api/v1/openapi.json"
+            || path == "/api/v1/certificate"
+        {
             continue;
         }
         let (live_status, live_body) = call_live(&t.live, path).await?;
@@ -104,6 +112,19 @@ pub async fn run(t: Target<'_>) -> Result<String, String> {
             && let Some(d) = shape_difference(l, c, "")
         {
             return Err(format!("contract: GET {path}: {d}"));
+        }
+        // Its answer is what both documents say it is: its own, and the live program's (the
+        // contract its clients were given), so that a change the live program shares is caught
+        // too.
+        if let Some(body) = &cand_body {
+            for (whose, doc) in [("its own", &cand_doc), ("the live program's", &live_doc)] {
+                if let Some(d) = schema_difference(doc, "get", path, cand_status, body) {
+                    return Err(format!(
+                        "contract: GET {path} answered {cand_status} unlike {whose} OpenAPI \
+                         document: {d}"
+                    ));
+                }
+            }
         }
         reads += 1;
     }
@@ -200,6 +221,45 @@ fn operations(doc: &Value) -> Vec<(String, String)> {
     }
     ops.sort();
     ops
+}
+
+/// Where `body`, answered with `status` to `method path`, differs from what the OpenAPI document
+/// `doc` says that answer is: an undocumented status, or the first errors against its JSON
+/// schema (the document's `components` resolve its `$ref`s). `None` when it matches, or when the
+/// answer has no JSON schema documented.
+pub fn schema_difference(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    body: &Value,
+) -> Option<String> {
+    let responses = &doc["paths"][path][method]["responses"];
+    let Some(mut response) = responses
+        .get(status.to_string())
+        .or_else(|| responses.get("default"))
+    else {
+        return Some(format!("status {status} is not documented"));
+    };
+    if let Some(name) = response["$ref"].as_str() {
+        response = &doc["components"]["responses"][name.rsplit('/').next().unwrap_or_default()];
+    }
+    let schema = response["content"]["application/json"].get("schema")?;
+    let schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [schema],
+        "components": doc["components"],
+    });
+    let validator = match jsonschema::validator_for(&schema) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("its documented schema is not valid: {e}")),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .take(3)
+        .map(|e| format!("{e} at '{}'", e.instance_path))
+        .collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
 }
 
 /// Where `candidate`'s answer has another shape than `live`'s: a field the live answer has that

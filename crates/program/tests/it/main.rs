@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use nonstop_program::Sample;
-use nonstop_program::checks::shape_difference;
+use nonstop_program::checks::{schema_difference, shape_difference};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -40,6 +40,36 @@ fn an_answer_of_another_shape_is_a_difference_and_one_that_only_adds_is_not() {
         shape_difference(&live, &deep, "")
             .unwrap()
             .starts_with("`.lines[].fen`")
+    );
+}
+
+/// The node's own OpenAPI document, as the contract check reads it from a candidate.
+const OPENAPI: &str = include_str!("../../../hospital/src/openapi.json");
+
+#[test]
+fn an_answer_is_checked_against_its_documented_schema_and_status() {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+    // The error answer every endpoint documents for a missing token: `$ref` to a response.
+    let unauthorized =
+        json!({"error": {"code": "unauthorized", "field": null, "message": "sign in"}});
+    assert_eq!(
+        schema_difference(&doc, "get", "/api/v1/rules", 401, &unauthorized),
+        None
+    );
+    let wrong = json!({"error": {"code": 401, "message": "sign in"}});
+    let d = schema_difference(&doc, "get", "/api/v1/rules", 401, &wrong).unwrap();
+    assert!(d.contains("/error/code"), "{d}");
+    let live = json!({"items": [{"component": "fees", "version": "1.0.0", "digest": "ab"}]});
+    assert_eq!(
+        schema_difference(&doc, "get", "/api/v1/rules", 200, &live),
+        None
+    );
+    let renamed = json!({"rules": []});
+    let d = schema_difference(&doc, "get", "/api/v1/rules", 200, &renamed).unwrap();
+    assert!(d.contains("items"), "{d}");
+    assert_eq!(
+        schema_difference(&doc, "get", "/api/v1/program", 404, &live).as_deref(),
+        Some("status 404 is not documented")
     );
 }
 
