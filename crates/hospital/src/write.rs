@@ -22,13 +22,12 @@
 //! client that retries (with its idempotency key) gets one outcome either way.
 //!
 //! Load the node cannot serve is shed, not queued without end: a write is refused at once with
-//! [`HospitalError::Overloaded`] (503 with `Retry-After`) when the writes already waiting for the
-//! SQLite writer would take longer than `max_write_wait_ms` at the writer's recent pace (a
-//! [`Backlog`]), or when [`WRITE_QUEUE`] writes wait for the database (the SQLite writer, or a
-//! PostgreSQL connection). So the writes it accepts keep their latency: at twice what the node
-//! serves, a queue bounded by its length alone (1,024) kept every accepted write waiting for the
-//! whole queue, 130 ms, where one bounded by its wait keeps them within the limit. Reads that
-//! need no transaction stay on the async sqlx pool.
+//! [`HospitalError::Overloaded`] (503 with `Retry-After`) while the SQLite writer's queue stands
+//! (its writes have waited past `max_write_wait_ms` for a while: a [`Backlog`]), or when
+//! [`WRITE_QUEUE`] writes wait for the database (the SQLite writer, or a PostgreSQL connection).
+//! So the writes it accepts keep their latency: at twice what the node serves, a queue bounded
+//! by its length alone (1,024) kept every accepted write waiting for the whole queue, 130 ms.
+//! Reads that need no transaction stay on the async sqlx pool.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
