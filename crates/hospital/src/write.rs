@@ -1092,6 +1092,20 @@ mod tests {
         assert_eq!(committed(&path), [0, 1, 2, 3, 5]);
     }
 
+    /// A write on its way, boxed.
+    type SlowWrite<T> = std::pin::Pin<Box<dyn Future<Output = Result<T, HospitalError>> + Send>>;
+
+    /// Writes of `ns`, each taking `ms` milliseconds in the writer.
+    fn slow_writes(w: &Writer, ns: std::ops::Range<i64>, ms: u64) -> Vec<SlowWrite<u64>> {
+        ns.map(|n| {
+            Box::pin(w.run(move |tx| {
+                std::thread::sleep(Duration::from_millis(ms));
+                insert(tx, n)
+            })) as SlowWrite<u64>
+        })
+        .collect()
+    }
+
     /// A burst that waits past the limit but drains at once is taken whole; a queue whose
     /// writes have all waited past the limit for a while stands, and a new write is refused at
     /// once while every queued one is kept; once it drains, writes are let in again.
@@ -1110,14 +1124,7 @@ mod tests {
         w.run(|tx| insert(tx, 10)).await.unwrap();
 
         // A few slow writes are not overload: fewer than a group's worth wait, however long.
-        let few: Vec<_> = (11..26)
-            .map(|n| {
-                w.run(move |tx| {
-                    std::thread::sleep(Duration::from_millis(30));
-                    insert(tx, n)
-                })
-            })
-            .collect();
+        let few = slow_writes(&w, 11..26, 30);
         tokio::time::sleep(STANDING + Duration::from_millis(100)).await;
         let behind = w.run(|tx| insert(tx, 26));
         for write in few {
@@ -1128,14 +1135,7 @@ mod tests {
         // Many slow writes, each taken 5 ms after the one before: past the limit for longer than
         // `STANDING`, with more than a group's worth still waiting.
         let last = 27 + 250;
-        let slow: Vec<_> = (27..last)
-            .map(|n| {
-                w.run(move |tx| {
-                    std::thread::sleep(Duration::from_millis(5));
-                    insert(tx, n)
-                })
-            })
-            .collect();
+        let slow = slow_writes(&w, 27..last, 5);
         tokio::time::sleep(STANDING + Duration::from_millis(200)).await;
         let refused = w.run(|tx| insert(tx, 9999)).await;
         assert!(
