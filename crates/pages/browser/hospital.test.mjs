@@ -42,7 +42,10 @@ after(async () => {
 
 /** A page in a context of its own (its own sessionStorage: one person each), watched. */
 async function person(name, viewport = { width: 1366, height: 768 }) {
-  const context = await browser.newContext({ viewport, locale: 'zh-CN' });
+  // The pages take today from the browser's clock: a hospital's browsers keep its time zone
+  // (the node's policy is UTC+8). In UTC, from 16:00 to midnight, the desk showed yesterday's
+  // sessions and these tests failed by the time of day.
+  const context = await browser.newContext({ viewport, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
   const page = await context.newPage();
   page.on('pageerror', (e) => troubles.push(`${name}: page error: ${e.message}`));
   page.on('console', (m) => {
