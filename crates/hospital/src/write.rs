@@ -164,11 +164,7 @@ impl Sojourns<'_> {
             // Once the queue has stood, the writes let in are as many as the writer takes in the
             // limit: letting in all that come until one waits too long would let the queue grow
             // for a whole limit's time at every opening.
-            let lately = self.backlog.standing.load(Ordering::Relaxed)
-                || self
-                    .stood_until
-                    .is_some_and(|t| now.duration_since(t) < RECENT);
-            let room = if lately {
+            let room = if self.backlog.standing.load(Ordering::Relaxed) || self.stood_lately(now) {
                 let per_sec = self.taken as f64 / measured.as_secs_f64();
                 ((per_sec * max.as_secs_f64()) as usize).max(MAX_GROUP)
             } else {
@@ -185,12 +181,15 @@ impl Sojourns<'_> {
             return;
         }
         let since = *self.above_since.get_or_insert(now);
-        let recently = self
-            .stood_until
-            .is_some_and(|t| now.duration_since(t) < RECENT);
-        if recently || now.duration_since(since) >= STANDING {
+        if self.stood_lately(now) || now.duration_since(since) >= STANDING {
             self.backlog.standing.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the queue stopped standing within [`RECENT`] of `now`.
+    fn stood_lately(&self, now: Instant) -> bool {
+        self.stood_until
+            .is_some_and(|t| now.duration_since(t) < RECENT)
     }
 
     /// The queue is empty, or a write waited less than the limit: nothing stands.
