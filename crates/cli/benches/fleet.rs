@@ -18,9 +18,10 @@
 //! - **overload**: how a node sheds load it cannot serve. Its capacity first: a closed loop of
 //!   desks for the scale, then an open-loop ramp for the highest rate it serves whole and
 //!   promptly; then open-loop traffic, requests sent when due whatever the answers, at that rate
-//!   and at twice it, each against a fresh node process. Reports the offered and accepted rates,
-//!   what was shed (`503 overloaded`), the p99 of the requests the node took at 1x and 2x and
-//!   their ratio, how late this process sent requests, failed requests, and acknowledged records
+//!   and at twice it in turn (`--overload-pairs`, 2), each run against a fresh node process.
+//!   Reports the offered and accepted rates, what was shed (`503 overloaded`), the p99 of the
+//!   requests the node took at 1x and 2x and their ratio (each pair's, and over every run at
+//!   its load), how late this process sent requests, failed requests, and acknowledged records
 //!   found.
 
 mod common;
@@ -107,7 +108,14 @@ fn main() {
     if which.is_empty() || which.contains(&"overload") {
         let seconds = arg(&args, "--overload-seconds", 20);
         let desks = arg(&args, "--overload-desks", 32) as usize;
-        runtime.block_on(overload(&exe, &dir.path().join("overload"), seconds, desks));
+        let pairs = arg(&args, "--overload-pairs", 2) as usize;
+        runtime.block_on(overload(
+            &exe,
+            &dir.path().join("overload"),
+            seconds,
+            desks,
+            pairs,
+        ));
     }
 }
 
@@ -326,17 +334,17 @@ async fn open_loop(
     .unwrap()
 }
 
-/// The node's capacity, then open-loop traffic at it and at twice it, each against a fresh node
-/// process (a node slows as its database grows, so neither inherits the other's) warmed for a
-/// ramp step at half the capacity.
+/// The node's capacity, then open-loop traffic at it and at twice it, `pairs` times in turn, each
+/// run against a fresh node process (a node slows as its database grows, so none inherits
+/// another's) warmed for a ramp step at half the capacity.
 ///
 /// A closed loop of desks gives the scale: the most it serves to clients that wait for their
 /// answers. Open-loop traffic at that rate may be past what the node keeps up with on these two
 /// cores (the load generator's share grows with the connections a queue holds open) or short of
 /// it (writes arriving apart fill each commit differently), so the capacity is the highest step of an open-loop ramp, from 40% of the closed loop's rate in steps
 /// of 10%, that the node serves whole (nothing shed or failed) and promptly (p99 under
-/// [`RAMP_P99_MS`]).
-async fn overload(exe: &Path, dir: &Path, secs: u64, desks: usize) {
+/// [`RAMP_P99_MS`]), in one of two tries.
+async fn overload(exe: &Path, dir: &Path, secs: u64, desks: usize, pairs: usize) {
     std::fs::create_dir_all(dir).unwrap();
     // The node on one core and this process on another: sharing two, the load generator at 2x
     // was itself 90 ms late at p99 and the node's answers waited for the CPU it took, which
@@ -387,24 +395,32 @@ async fn overload(exe: &Path, dir: &Path, secs: u64, desks: usize) {
     let mut capacity = None;
     let mut steps = Vec::new();
     // Up past the closed loop's rate too: an open loop can keep more writes in each commit.
-    for tenths in 4..=20 {
+    'ramp: for tenths in 4..=20 {
         let rate = closed.requests_per_second * f64::from(tenths) / 10.0;
-        let (report, _) = open_loop(&node.target, rate, RAMP_STEP_SECS).await;
-        count(&report);
-        let holds = report.shed == 0 && report.errors == 0 && report.p99_ms < RAMP_P99_MS;
-        steps.push(format!(
-            "{rate:.0}/s p99 {:.1} ms{}",
-            report.p99_ms,
-            if report.shed > 0 {
-                format!(" shed {}", report.shed)
-            } else {
-                String::new()
+        // A step that falls behind runs once more before the ramp ends: this machine's disk
+        // now and then takes 100-200 ms for one fsync, which no rate the node serves survives
+        // whole, and ended the ramp at 5,933/s in a run whose capacity was 7,278/s. A rate past
+        // the capacity falls behind again.
+        for again in [false, true] {
+            let (report, _) = open_loop(&node.target, rate, RAMP_STEP_SECS).await;
+            count(&report);
+            let holds = report.shed == 0 && report.errors == 0 && report.p99_ms < RAMP_P99_MS;
+            steps.push(format!(
+                "{rate:.0}/s{} p99 {:.1} ms{}",
+                if again { " again" } else { "" },
+                report.p99_ms,
+                if report.shed > 0 {
+                    format!(" shed {}", report.shed)
+                } else {
+                    String::new()
+                }
+            ));
+            if holds {
+                capacity = Some(rate);
+                continue 'ramp;
             }
-        ));
-        if !holds {
-            break;
         }
-        capacity = Some(rate);
+        break;
     }
     drop(node);
     println!(
@@ -420,20 +436,26 @@ async fn overload(exe: &Path, dir: &Path, secs: u64, desks: usize) {
     println!(
         "  capacity: {rate:.0} req/s, the ramp's highest step served whole with p99 under {RAMP_P99_MS} ms"
     );
+    // 1x and 2x in turn, `pairs` times: a disk stall lands in one run and not the next, and each
+    // p99 is then also taken over every run at its load.
     let mut runs: Vec<(f64, LoadReport, Window, Window)> = Vec::new();
-    for factor in [1.0, 2.0] {
-        let node = start(format!("open-{factor}x")).await;
-        // Warmed as the ramp's node was (caches, the database's pages), at half the capacity.
-        count(&open_loop(&node.target, rate / 2.0, RAMP_STEP_SECS).await.0);
-        let (report, timeline) = open_loop(&node.target, rate * factor, secs).await;
-        count(&report);
-        drop(node);
-        // Throughput over what was answered while the schedule ran; latency over every request
-        // after the warm-up, the last answered after the schedule's end included.
-        let steady = window(&timeline, OVERLOAD_WARM_UP, secs as f64, None);
-        let end = timeline.iter().map(|s| s.at).fold(0.0, f64::max) + 1.0;
-        let all = window(&timeline, OVERLOAD_WARM_UP, end, None);
-        runs.push((factor, report, steady, all));
+    let mut pooled: [Vec<nonstop_loadgen::Sample>; 2] = [Vec::new(), Vec::new()];
+    for pair in 1..=pairs {
+        for (i, factor) in [1.0, 2.0].into_iter().enumerate() {
+            let node = start(format!("open-{factor}x-{pair}")).await;
+            // Warmed as the ramp's node was (caches, the database's pages), at half the capacity.
+            count(&open_loop(&node.target, rate / 2.0, RAMP_STEP_SECS).await.0);
+            let (report, timeline) = open_loop(&node.target, rate * factor, secs).await;
+            count(&report);
+            drop(node);
+            // Throughput over what was answered while the schedule ran; latency over every
+            // request after the warm-up, the last answered after the schedule's end included.
+            let steady = window(&timeline, OVERLOAD_WARM_UP, secs as f64, None);
+            let end = timeline.iter().map(|s| s.at).fold(0.0, f64::max) + 1.0;
+            let all = window(&timeline, OVERLOAD_WARM_UP, end, None);
+            pooled[i].extend(timeline.iter().filter(|s| s.at >= OVERLOAD_WARM_UP));
+            runs.push((factor, report, steady, all));
+        }
     }
     println!(
         "  {:<5} {:>13} {:>8} {:>14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>19}",
@@ -465,21 +487,30 @@ async fn overload(exe: &Path, dir: &Path, secs: u64, desks: usize) {
             format!("{found} of {acknowledged}"),
         );
     }
-    let (one, two) = (&runs[0], &runs[1]);
+    for (pair, run) in runs.chunks(2).enumerate() {
+        let (one, two) = (&run[0], &run[1]);
+        println!(
+            "  pair {}: p99 of accepted requests, 2x / 1x: {:.2}; requests sent late by this process (behind its schedule): p99 {:.2} ms at 1x, {:.2} ms at 2x; shed answered in p99 {:.2} ms at 2x",
+            pair + 1,
+            two.3.p99_ms / one.3.p99_ms,
+            one.1.offered.unwrap().late_p99_ms,
+            two.1.offered.unwrap().late_p99_ms,
+            two.1.shed_p99_ms
+        );
+    }
+    let [one, two] = pooled.map(|samples| window(&samples, 0.0, f64::INFINITY, None));
     let (acknowledged, found) = checked;
     println!(
-        "  requests sent late by this process (behind its schedule): p99 {:.2} ms at 1x, {:.2} ms at 2x; shed answered in p99 {:.2} ms at 2x",
-        one.1.offered.unwrap().late_p99_ms,
-        two.1.offered.unwrap().late_p99_ms,
-        two.1.shed_p99_ms
-    );
-    println!(
-        "  p99 of accepted requests, 2x / 1x: {:.2} (goal at most 2); failed {}; records over every open-loop run (ramp and warm-ups too) {} acknowledged, {} found, {} invoices paid twice (goal: all found, none twice)",
-        two.3.p99_ms / one.3.p99_ms,
-        one.1.errors + two.1.errors,
+        "  p99 of accepted requests over every run at its load: {:.2} ms at 1x, {:.2} ms at 2x, 2x / 1x: {:.2} (goal at most 2); failed {}; records over every open-loop run (ramp and warm-ups too) {} acknowledged, {} found, {} invoices paid twice (goal: all found, none twice)",
+        one.p99_ms,
+        two.p99_ms,
+        two.p99_ms / one.p99_ms,
+        runs.iter().map(|r| r.1.errors).sum::<usize>(),
         acknowledged,
         found,
-        one.1.records.invoices_paid_twice + two.1.records.invoices_paid_twice
+        runs.iter()
+            .map(|r| r.1.records.invoices_paid_twice)
+            .sum::<i64>()
     );
     for (factor, report, ..) in &runs {
         for failure in &report.failures {
