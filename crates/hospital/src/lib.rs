@@ -185,6 +185,11 @@ impl Hospital {
             .date()
     }
 
+    /// The hospital's offset from UTC, in minutes (`policy.utc_offset_hours`).
+    pub fn utc_offset_minutes(&self) -> i16 {
+        self.utc_offset.whole_minutes()
+    }
+
     /// The live version of each rule component: (component, version, digest).
     pub fn live_rules(&self) -> Vec<(String, String, String)> {
         self.rules

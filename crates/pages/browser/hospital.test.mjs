@@ -42,10 +42,11 @@ after(async () => {
 
 /** A page in a context of its own (its own sessionStorage: one person each), watched. */
 async function person(name, viewport = { width: 1366, height: 768 }) {
-  // The pages take today from the browser's clock: a hospital's browsers keep its time zone
-  // (the node's policy is UTC+8). In UTC, from 16:00 to midnight, the desk showed yesterday's
-  // sessions and these tests failed by the time of day.
-  const context = await browser.newContext({ viewport, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
+  // A computer set to another time zone than the hospital's (UTC+8 by the node's policy): the
+  // pages keep the hospital's day and times (`GET /today`). When they took today from the
+  // browser's clock, a desk in UTC showed yesterday's sessions from 16:00 to midnight; in
+  // UTC-11 the two days differ for 19 hours of every 24.
+  const context = await browser.newContext({ viewport, locale: 'zh-CN', timezoneId: 'Pacific/Pago_Pago' });
   const page = await context.newPage();
   page.on('pageerror', (e) => troubles.push(`${name}: page error: ${e.message}`));
   page.on('console', (m) => {

@@ -329,6 +329,7 @@ const AUDITOR_PATHS: &[&str] = &[
     "/api/v1/audit/{entity}/{id}",
     "/api/v1/me",
     "/api/v1/me/password",
+    "/api/v1/today",
     "/api/v1/sessions/current",
 ];
 

@@ -1,5 +1,5 @@
-//! Staff accounts (administrator), and for anyone signed in: who they are, their own password,
-//! signing out.
+//! Staff accounts (administrator), and for anyone signed in: who they are, the hospital's day,
+//! their own password, signing out.
 
 use axum::Json;
 use axum::Router;
@@ -16,6 +16,7 @@ use crate::staff::{Account, AccountChange};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/me", get(me))
+        .route("/api/v1/today", get(today))
         .route("/api/v1/me/password", post(change_own_password))
         .route("/api/v1/sessions/current", axum::routing::delete(sign_out))
         .route("/api/v1/users/{id}", patch(change).get(account))
@@ -46,6 +47,18 @@ async fn me(c: Caller) -> ApiResult<serde_json::Value> {
         "username": c.0.username,
         "role": c.0.role,
         "practitioner_id": c.0.practitioner_id,
+    })))
+}
+
+/// The hospital's business day and its offset from UTC: the pages show the hospital's day and
+/// times, not those of the browser's computer, which may be set to another time zone.
+async fn today(
+    State(AppState { hospital: h, .. }): State<AppState>,
+    _: Caller,
+) -> ApiResult<serde_json::Value> {
+    Ok(Json(json!({
+        "business_date": h.business_date().to_string(),
+        "utc_offset_minutes": h.utc_offset_minutes(),
     })))
 }
 

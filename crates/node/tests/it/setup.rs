@@ -184,6 +184,11 @@ async fn a_hospital_set_up_from_nothing_runs_its_morning_clinic() {
         (me["role"].as_str(), me["practitioner_id"].as_i64()),
         (Some("doctor"), Some(wang))
     );
+    // The pages take the hospital's day and clock from the node, not from the computer's zone.
+    assert_eq!(
+        doctor.ok("GET", "/api/v1/today", Value::Null).await,
+        json!({"business_date": today, "utc_offset_minutes": 8 * 60})
+    );
 
     // The morning clinic. The clerk registers three walk-ins with Dr Wang, finding one again by
     // name, phone and ID number.

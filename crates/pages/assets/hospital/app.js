@@ -104,15 +104,32 @@ export function yuan(fen) {
   return `${neg ? '-' : ''}¥${grouped}.${p2(cents)}`;
 }
 
-/** Today in the browser's local time, YYYY-MM-DD. */
+/**
+ * The time `ms` on the hospital's wall clock, as a Date whose UTC fields read it: the hospital's
+ * offset from UTC (`GET /today`), so that a desk whose computer is set to another time zone still
+ * works on the hospital's day; the browser's own offset until it is known.
+ */
+function hospitalTime(ms) {
+  const offset = state.today ? state.today.utc_offset_minutes : -new Date(ms).getTimezoneOffset();
+  return new Date(ms + offset * 60000);
+}
+
+/** The hospital's day today, YYYY-MM-DD. */
 function today() {
-  const d = new Date();
-  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())}`;
+  const d = hospitalTime(Date.now());
+  return `${d.getUTCFullYear()}-${p2(d.getUTCMonth() + 1)}-${p2(d.getUTCDate())}`;
 }
 
 function clock(ms) {
-  const d = new Date(ms);
-  return `${p2(d.getHours())}:${p2(d.getMinutes())}`;
+  const d = hospitalTime(ms);
+  return `${p2(d.getUTCHours())}:${p2(d.getUTCMinutes())}`;
+}
+
+/** Who is signed in, and the hospital's day and offset from UTC (kept if it cannot be read). */
+async function loadMe() {
+  const me = await api('GET', '/me');
+  state.today = await api('GET', '/today').catch(() => state.today);
+  return me;
 }
 
 /** A random UUID; crypto.randomUUID needs a secure context, which a LAN http:// page is not. */
@@ -179,6 +196,7 @@ const TOKEN_KEY = 'nonstop.token';
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   me: null,
+  today: null,
   cleanup: null,
   rules: null,
   rulesTimer: null,
@@ -362,7 +380,7 @@ async function route() {
   if (!state.me) {
     fill(main, h('p', { class: 'muted', t: 'common.loading' }));
     try {
-      state.me = await api('GET', '/me');
+      state.me = await loadMe();
     } catch (e) {
       if (seq !== routing || !state.token) return;
       const box = errorBox('load-error');
@@ -483,7 +501,7 @@ function renderLogin(main, wanted) {
         sessionStorage.setItem(TOKEN_KEY, s.token);
         state.me = null;
         pass.value = '';
-        const me = await api('GET', '/me').catch(() => ({ id: null, username: s.username, role: s.role, practitioner_id: null }));
+        const me = await loadMe().catch(() => ({ id: null, username: s.username, role: s.role, practitioner_id: null }));
         state.me = me;
         startRules();
         const target = wanted && ROUTES[wanted] && ROUTES[wanted].roles.includes(me.role) ? wanted : HOME[me.role];
