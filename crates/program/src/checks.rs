@@ -4,7 +4,9 @@
 //! answers as the live program answers it); a replay of a sample of the live program's own read
 //! requests gives the same status and shape of answer; and its memory stays within a limit.
 //! Each documented read's answer is also checked against its JSON schema, in the candidate's
-//! OpenAPI document and in the live program's (`jsonschema`).
+//! OpenAPI document and in the live program's (`jsonschema`); against the live program's, a
+//! field it did not know is allowed (a new program may add to an answer, as it may add an
+//! endpoint; it may not take away or change what the live one documents).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +80,7 @@ pub async fn run(t: Target<'_>) -> Result<String, String> {
     };
     let live_ops = operations(&live_doc);
     let cand_ops = operations(&cand_doc);
+    let live_contract = allowing_additions(&live_doc);
     let missing: Vec<_> = live_ops.iter().filter(|o| !cand_ops.contains(o)).collect();
     if !missing.is_empty() {
         return Err(format!(
@@ -117,7 +120,10 @@ pub async fn run(t: Target<'_>) -> Result<String, String> {
         // contract its clients were given), so that a change the live program shares is caught
         // too.
         if let Some(body) = &cand_body {
-            for (whose, doc) in [("its own", &cand_doc), ("the live program's", &live_doc)] {
+            for (whose, doc) in [
+                ("its own", &cand_doc),
+                ("the live program's", &live_contract),
+            ] {
                 if let Some(d) = schema_difference(doc, "get", path, cand_status, body) {
                     return Err(format!(
                         "contract: GET {path} answered {cand_status} unlike {whose} OpenAPI \
@@ -260,6 +266,23 @@ pub fn schema_difference(
         .map(|e| format!("{e} at '{}'", e.instance_path))
         .collect();
     (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// `doc` with every object schema open to fields it does not list (`additionalProperties: false`
+/// left out): what a newer program's answers must still meet of an older program's document.
+pub fn allowing_additions(doc: &Value) -> Value {
+    match doc {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, v)| {
+                    !(k.as_str() == "additionalProperties" && **v == Value::Bool(false))
+                })
+                .map(|(k, v)| (k.clone(), allowing_additions(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(allowing_additions).collect()),
+        v => v.clone(),
+    }
 }
 
 /// Where `candidate`'s answer has another shape than `live`'s: a field the live answer has that

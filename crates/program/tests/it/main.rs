@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use nonstop_program::Sample;
-use nonstop_program::checks::{schema_difference, shape_difference};
+use nonstop_program::checks::{allowing_additions, schema_difference, shape_difference};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -71,6 +71,40 @@ fn an_answer_is_checked_against_its_documented_schema_and_status() {
         schema_difference(&doc, "get", "/api/v1/program", 404, &live).as_deref(),
         Some("status 404 is not documented")
     );
+}
+
+/// A newer program may add a field to a documented answer: its own document is strict, the live
+/// program's document (as the contract check reads it) lets the field in; a field taken away or
+/// changed is refused by both.
+#[test]
+fn a_field_added_to_an_answer_meets_the_older_document_and_one_taken_away_does_not() {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+    let older = allowing_additions(&doc);
+    let me = json!({"id": 1, "username": "wang", "role": "doctor", "practitioner_id": 3});
+    let mut added = me.clone();
+    added["display_name"] = json!("Dr Wang");
+    assert_eq!(schema_difference(&doc, "get", "/api/v1/me", 200, &me), None);
+    assert!(
+        schema_difference(&doc, "get", "/api/v1/me", 200, &added)
+            .unwrap()
+            .contains("display_name")
+    );
+    assert_eq!(
+        schema_difference(&older, "get", "/api/v1/me", 200, &added),
+        None
+    );
+    let mut taken = me.clone();
+    taken.as_object_mut().unwrap().remove("role");
+    let mut changed = me.clone();
+    changed["id"] = json!("1");
+    for wrong in [&taken, &changed] {
+        for d in [&doc, &older] {
+            assert!(
+                schema_difference(d, "get", "/api/v1/me", 200, wrong).is_some(),
+                "{wrong} met the document"
+            );
+        }
+    }
 }
 
 async fn call(app: &axum::Router, path: &str, auth: Option<&str>) -> u16 {
