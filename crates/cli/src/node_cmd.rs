@@ -198,7 +198,7 @@ fn supervise(
     };
     let listener = match crate::handed_listener()? {
         Some(l) => l,
-        None => std::net::TcpListener::bind(&config.listen)
+        None => nonstop_tls::listen(&config.listen)
             .with_context(|| format!("listening on {}", config.listen))?,
     };
     // Every generation runs `nonstop node` with these, on the sockets the supervisor hands it.

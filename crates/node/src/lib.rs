@@ -474,7 +474,7 @@ pub async fn launch(config: NodeConfig, how: Launch) -> Result<RunningNode, Stri
     let store = owned_store.expect("a node that is not a candidate owns its store");
     let listener = match listener {
         Some(listener) => listener,
-        None => std::net::TcpListener::bind(&ready.config.listen)
+        None => nonstop_tls::listen(&ready.config.listen)
             .map_err(|e| format!("listening on {}: {e}", ready.config.listen))?,
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

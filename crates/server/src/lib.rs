@@ -365,7 +365,7 @@ pub async fn start_on(
     };
     let listener = match listener {
         Some(listener) => listener,
-        None => std::net::TcpListener::bind(&listen)
+        None => nonstop_tls::listen(&listen)
             .map_err(|e| ServerError::Io(format!("listening on {listen}: {e}")))?,
     };
     let addr = listener

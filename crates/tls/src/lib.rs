@@ -5,6 +5,7 @@
 //!   `<data_dir>/tls/` (the key readable by its owner only), whose SHA-256 fingerprint is printed
 //!   so that clients can pin it. Plain HTTP is refused unless configured, and then only on a
 //!   loopback address.
+//! - [`listen`]: the TCP socket a listener serves, with room for a burst of connections.
 //! - [`serve`]: serves a router on a listener, with TLS or without, bounding what a slow or silent
 //!   client can hold: the TLS handshake, the first request, every request's headers and its body
 //!   each have a time limit, and a graceful stop drains requests in flight for a bounded time.
@@ -259,6 +260,40 @@ impl Default for ConnectionLimits {
             close_grace_ms: 1000,
         }
     }
+}
+
+/// Connections the kernel completes and holds for a listener until it accepts them (the backlog
+/// of `listen(2)`), as tokio's own `TcpListener::bind` has. The standard library's `bind` fixes it
+/// at 128: while a node's disk stalled for half a second under twice its capacity, the clients
+/// opened more connections than that at once, the kernel dropped the rest (`ListenOverflows` in
+/// `nstat`), and their requests failed with "connection reset by peer".
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP socket listening on `addr` (the first of its addresses that can be bound) with a
+/// backlog of [`LISTEN_BACKLOG`], `SO_REUSEADDR` set as the standard library sets it (a
+/// restarted node binds its port again at once). socket2, because `std` cannot set the backlog.
+pub fn listen(addr: impl std::net::ToSocketAddrs) -> std::io::Result<std::net::TcpListener> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        let bound = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok::<_, std::io::Error>(std::net::TcpListener::from(socket))
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
 }
 
 /// Serves `app` on `listener` (HTTPS with `tls`, else plain HTTP) until `stop` resolves, then

@@ -170,3 +170,29 @@ async fn a_client_that_sends_nothing_or_half_a_request_is_cut_off() {
     }
     let _ = served.stop.send(());
 }
+
+/// A burst of connections arriving while the listener is not accepting (its process busy for a
+/// moment) waits in the kernel until it accepts them: with the standard library's backlog of 128
+/// the 129th onwards were dropped, and under twice a node's capacity their requests failed.
+#[test]
+fn a_burst_of_connections_waits_for_a_listener_that_is_busy_for_a_moment() {
+    let listener = nonstop_tls::listen("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let burst = 600;
+    let clients: Vec<TcpStream> = (0..burst)
+        .map(|n| {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).unwrap_or_else(|e| {
+                panic!(
+                    "connection {n} of {burst} was not taken while the listener was busy: {e} \
+                     (the backlog is min({}, net.core.somaxconn))",
+                    nonstop_tls::LISTEN_BACKLOG
+                )
+            })
+        })
+        .collect();
+    // Each is accepted once the listener gets to it.
+    listener.set_nonblocking(true).unwrap();
+    let accepted = std::iter::from_fn(|| listener.accept().ok()).count();
+    assert_eq!(accepted, burst);
+    drop(clients);
+}
