@@ -291,6 +291,8 @@ test('each role reaches its own page only', async () => {
   await signIn(auditor, 'auditor', 'audit');
   await auditor.fill(id('read-audit-staff'), 'clerk');
   await auditor.click(id('read-audit-search'));
+  // The list shown on arrival holds everyone's reads; wait for this search's answer to replace it.
+  await auditor.waitForSelector(`${id('read-audit-entries')}[aria-busy="false"]`, { state: 'attached' });
   await auditor.waitForSelector(`${id('read-audit-entry')}[data-username="clerk"]`);
   const readers = await auditor.locator(id('read-audit-entry')).evaluateAll((rows) => rows.map((r) => r.dataset.username));
   assert.ok(readers.length > 0 && readers.every((u) => u === 'clerk'), readers.join(','));

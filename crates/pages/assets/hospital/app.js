@@ -2467,8 +2467,11 @@ function renderReadAudit(main) {
     return Number.isFinite(v) ? v : undefined;
   };
 
+  // aria-busy says the list is being replaced: assistive technology waits for it, and so does
+  // anyone who must tell the previous search's rows from this one's.
   async function load(further) {
     const mine = ++seq;
+    slot.setAttribute('aria-busy', 'true');
     try {
       const page = await api('GET', `/read-audit${query({ ...filters, limit: READ_AUDIT_PAGE, after: further ? next : undefined })}`);
       if (mine !== seq) return;
@@ -2479,6 +2482,8 @@ function renderReadAudit(main) {
     } catch (err) {
       if (mine !== seq) return;
       box.show(err, form);
+    } finally {
+      if (mine === seq) slot.setAttribute('aria-busy', 'false');
     }
   }
 
