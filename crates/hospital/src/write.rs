@@ -45,14 +45,19 @@ use crate::HospitalError;
 /// Requests one SQLite commit makes durable at most: bounds how long the first of them waits.
 const MAX_GROUP: usize = 64;
 
+/// Writes that may always wait, however long they have waited (see [`Backlog::refuses`]).
+const FEW: usize = 8;
+
 /// Writes that may wait for the database at once (for the SQLite writer, or running and waiting
 /// for a PostgreSQL connection). At about 1 ms a write, the last of them waits about a second;
 /// past it a write is refused at once rather than waiting longer. A burst of a few hundred
 /// registrations (an online booking window opening) is taken whole.
 pub(crate) const WRITE_QUEUE: usize = 1024;
 
-/// How long writes may stand in the SQLite writer's queue, by default (see [`Backlog`]).
-pub const MAX_WRITE_WAIT_MS: u64 = 10;
+/// How long writes may stand in the SQLite writer's queue, by default (see [`Backlog`]): CoDel's
+/// own target. At 10 ms, at twice the node's capacity, accepted writes waited 21 ms at p99 in the
+/// writer (the queue's 10, their group's 5, the commit), twice what they waited at capacity.
+pub const MAX_WRITE_WAIT_MS: u64 = 5;
 
 /// How long the writes taken by the SQLite writer must all have waited longer than the limit
 /// before new writes are refused: a burst, or a slow commit, that the queue absorbs within this
@@ -120,16 +125,18 @@ impl Backlog {
         self.max_wait_nanos.store(nanos, Ordering::Relaxed);
     }
 
-    /// Why a write cannot be let in now, if it cannot. Never while less than one group's worth
-    /// waits (as CoDel never drops from a queue of one packet): where a single write takes longer
-    /// than the limit (a slow disk, a debug build), a few writes in a row are not overload, and
-    /// were refused when this rule was missing.
+    /// Why a write cannot be let in now, if it cannot. Never while fewer than [`FEW`] wait (as
+    /// CoDel never drops from a queue of one packet): where a single write takes longer than the
+    /// limit (a slow disk, a debug build), a few writes in a row are not overload, and were
+    /// refused when this rule was missing. Not a group's worth ([`MAX_GROUP`]) either: at twice
+    /// the node's capacity a standing queue of 64 kept every accepted write waiting two full
+    /// groups, ~30 ms, where the limit asked for 10.
     fn refuses(&self) -> Option<HospitalError> {
         let (queued, room) = (
             self.queued.load(Ordering::Relaxed),
             self.room.load(Ordering::Relaxed),
         );
-        if queued < MAX_GROUP {
+        if queued < FEW {
             return None;
         }
         let refused = if queued >= room {
@@ -190,17 +197,15 @@ impl Sojourns<'_> {
             // for a whole limit's time at every opening.
             let room = if self.backlog.standing.load(Ordering::Relaxed) || self.stood_lately(now) {
                 let per_sec = self.taken as f64 / measured.as_secs_f64();
-                ((per_sec * max.as_secs_f64()) as usize).max(MAX_GROUP)
+                ((per_sec * max.as_secs_f64()) as usize).max(FEW)
             } else {
                 usize::MAX
             };
             self.backlog.room.store(room, Ordering::Relaxed);
             (self.taken, self.pace_since) = (0, now);
         }
-        // Less than a group's worth waiting is no standing queue, however long it waited.
-        if now.duration_since(queued) <= max
-            || self.backlog.queued.load(Ordering::Relaxed) < MAX_GROUP
-        {
+        // A few writes waiting are no standing queue, however long they waited.
+        if now.duration_since(queued) <= max || self.backlog.queued.load(Ordering::Relaxed) < FEW {
             self.drained();
             return;
         }
@@ -779,8 +784,9 @@ where
 }
 
 /// The writer thread: takes the first queued write, then every write queued meanwhile (up to
-/// [`MAX_GROUP`]), each in its own savepoint, commits them together, then answers them. Writes
-/// that arrive during the commit's fsync form the next group. Ends when the node is dropped.
+/// [`MAX_GROUP`], for half of `max_write_wait_ms`), each in its own savepoint, commits them
+/// together, then answers them. Writes that arrive during the commit's fsync form the next
+/// group. Ends when the node is dropped.
 fn write_groups(
     conn: &rusqlite::Connection,
     queue: &mpsc::Receiver<(Instant, Job)>,
@@ -814,6 +820,11 @@ fn write_groups(
             let _ = conn.execute_batch("ROLLBACK");
         }
         let mut answers = Vec::new();
+        // A group takes writes for half the limit at most: the first of them waits for the
+        // whole group, and at twice the node's capacity groups of 64 (~20 ms of writes) kept
+        // every accepted write waiting twice the limit.
+        let span = Duration::from_nanos(backlog.max_wait_nanos.load(Ordering::Relaxed) / 2);
+        let group_began = Instant::now();
         let mut broken = conn.execute_batch("BEGIN IMMEDIATE").err();
         let mut next = Some(first);
         while let Some(job) = next.take() {
@@ -828,8 +839,9 @@ fn write_groups(
                     }
                 }
             }
-            // Once the group has failed, writes still queued wait for the next one.
-            if answers.len() < MAX_GROUP && broken.is_none() {
+            // Once the group has failed, or has run its span, writes still queued wait for the
+            // next one.
+            if answers.len() < MAX_GROUP && broken.is_none() && group_began.elapsed() < span {
                 next = match queue.try_recv() {
                     Ok((queued, job)) => {
                         sojourns.took(queued);
@@ -1150,19 +1162,21 @@ mod tests {
         }
         w.run(|tx| insert(tx, 10)).await.unwrap();
 
-        // A few slow writes are not overload: fewer than a group's worth wait, however long.
-        let few = slow_writes(&w, 11..26, 30);
+        // A few slow writes are not overload: fewer than `FEW` wait, however long, for longer
+        // than `STANDING`.
+        let behind = 11 + FEW as i64;
+        let few = slow_writes(&w, 11..behind, 40);
         tokio::time::sleep(STANDING + Duration::from_millis(100)).await;
-        let behind = w.run(|tx| insert(tx, 26));
+        let after = w.run(move |tx| insert(tx, behind)).await;
         for write in few {
             write.await.unwrap();
         }
-        behind.await.unwrap();
+        after.unwrap();
 
         // Many slow writes, each taken 5 ms after the one before: past the limit for longer than
-        // `STANDING`, with more than a group's worth still waiting.
-        let last = 27 + 250;
-        let slow = slow_writes(&w, 27..last, 5);
+        // `STANDING`, with more than `FEW` still waiting.
+        let last = behind + 1 + 250;
+        let slow = slow_writes(&w, behind + 1..last, 5);
         tokio::time::sleep(STANDING + Duration::from_millis(200)).await;
         let refused = w.run(|tx| insert(tx, 9999)).await;
         assert!(
@@ -1205,7 +1219,7 @@ mod tests {
                     insert(tx, n)
                 });
                 let queued = backlog.queued.load(Ordering::Relaxed);
-                drained |= backlog.refused_nanos.load(Ordering::Relaxed) != 0 && queued < MAX_GROUP;
+                drained |= backlog.refused_nanos.load(Ordering::Relaxed) != 0 && queued < FEW;
                 if drained {
                     longest = longest.max(queued);
                 }
@@ -1228,11 +1242,47 @@ mod tests {
         );
         assert_eq!(committed(&path), kept);
         assert!(
-            longest <= MAX_GROUP + 16,
+            longest <= FEW + 16,
             "{longest} writes waited at once after the first standing queue drained (at most {} \
-             expected: the queue holds what the writer takes in the limit, at least a group)",
-            MAX_GROUP + 16
+             expected: the queue holds what the writer takes in the limit, at least a few)",
+            FEW + 16
         );
+    }
+
+    /// A group takes writes for half the limit at most, then commits: its first write is
+    /// answered long before the writes queued behind it have all run (it waited for all 40, in a
+    /// group of up to 64, when a group took every write queued).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_commits_after_half_the_limit_rather_than_keeping_its_first_write_waiting() {
+        let (w, path, _dir) = writer();
+        w.set_max_wait(Duration::from_millis(10));
+        let last_started = Arc::new(AtomicBool::new(false));
+        let (open, held) = hold(&w);
+        let mut writes: Vec<_> = (0..40)
+            .map(|n| {
+                let last_started = last_started.clone();
+                w.run(move |tx| {
+                    if n == 39 {
+                        last_started.store(true, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(3));
+                    insert(tx, n)
+                })
+            })
+            .collect();
+        let rest = writes.split_off(1);
+        open.send(()).unwrap();
+        held.await.unwrap();
+        writes.pop().unwrap().await.unwrap();
+        assert!(
+            !last_started.load(Ordering::SeqCst),
+            "the first write was answered only once the 40th had started: its group took 120 ms \
+             of writes where the limit is 10 ms"
+        );
+        for write in rest {
+            write.await.unwrap();
+        }
+        assert_eq!(committed(&path), (0..40).collect::<Vec<_>>());
     }
 
     /// A write whose caller went away (its client disconnected) before the writer reached it
