@@ -29,11 +29,20 @@ impl Supervised {
     }
 
     fn start_with(data: &Path, config: &str, extra: &[&str]) -> Supervised {
+        Supervised::launch(data, config, &[&["--no-tls"], extra].concat())
+    }
+
+    /// Serving HTTPS, with the certificate it makes itself.
+    fn start_https(data: &Path, config: &str) -> Supervised {
+        Supervised::launch(data, config, &[])
+    }
+
+    fn launch(data: &Path, config: &str, extra: &[&str]) -> Supervised {
         std::fs::create_dir_all(data.join("trusted-keys")).unwrap();
         let file = data.with_extension("toml");
         std::fs::write(&file, config).unwrap();
         let mut child = Command::new(NONSTOP)
-            .args(["node", "--supervise", "--no-tls", "--listen", "127.0.0.1:0"])
+            .args(["node", "--supervise", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data)
             .arg("--config")
@@ -345,6 +354,40 @@ async fn a_program_bundle_takes_over_under_load_without_a_failed_request_or_a_lo
     assert_eq!(state.standby.unwrap().version.to_string(), "1.0.0");
     assert!(state.candidate.is_none());
     assert!(!data.join("store/watches/node.json").exists());
+    node.stop();
+}
+
+/// A node serving HTTPS takes a new program as a plain one does. The candidate answers on a
+/// private plain-HTTP socket, so what it says of its listener (`GET /certificate`) differs from
+/// the live program's; the checks leave that answer alone (its OpenAPI mark), and compare the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_https_takes_a_new_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let key = publisher(dir.path(), &data);
+    let node = Supervised::start_https(&data, "[checks]\nwatch_secs = 1\n");
+    assert!(node.base.starts_with("https://"), "{}", node.base);
+    // The test trusts whatever certificate the node made: pinning it is not what is tested here.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let token = admin_token(&client, &node).await;
+    let before = program(&client, &node).await;
+    let bundle = program_bundle(dir.path(), Path::new(NONSTOP), "1.0.0", &key);
+    let report = push(&client, &node, &token, bundle).await;
+    assert_eq!(report["outcome"], "live", "{report}");
+    let now = wait_program(&client, &node, "1.0.0").await;
+    assert_ne!(now["pid"], before["pid"], "a new process answers");
+    let certificate: Value = client
+        .get(format!("{}/api/v1/certificate", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(certificate["tls"], true, "{certificate}");
     node.stop();
 }
 
