@@ -263,11 +263,12 @@ impl Default for ConnectionLimits {
 }
 
 /// Connections the kernel completes and holds for a listener until it accepts them (the backlog
-/// of `listen(2)`), as tokio's own `TcpListener::bind` has. The standard library's `bind` fixes it
-/// at 128: while a node's disk stalled for half a second under twice its capacity, the clients
-/// opened more connections than that at once, the kernel dropped the rest (`ListenOverflows` in
-/// `nstat`), and their requests failed with "connection reset by peer".
-pub const LISTEN_BACKLOG: i32 = 1024;
+/// of `listen(2)`); the kernel holds at most `net.core.somaxconn` (4,096 by default since Linux
+/// 5.4). The standard library's `bind` fixes it at 128: while a node's disk stalled for half a
+/// second under twice its capacity, the clients opened more connections than that at once, the
+/// kernel dropped the rest (`ListenOverflows` in `nstat`), and their requests failed with
+/// "connection reset by peer".
+pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// A TCP socket listening on `addr` (the first of its addresses that can be bound) with a
 /// backlog of [`LISTEN_BACKLOG`], `SO_REUSEADDR` set as the standard library sets it (a
