@@ -208,15 +208,20 @@ async fn push(client: &reqwest::Client, node: &Supervised, token: &str, bundle: 
     report
 }
 
-async fn program(client: &reqwest::Client, node: &Supervised) -> Value {
+/// The node's JSON answer to `GET /api/v1/{path}`.
+async fn read(client: &reqwest::Client, node: &Supervised, path: &str) -> Value {
     client
-        .get(format!("{}/api/v1/program", node.base))
+        .get(format!("{}/api/v1/{path}", node.base))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap()
+}
+
+async fn program(client: &reqwest::Client, node: &Supervised) -> Value {
+    read(client, node, "program").await
 }
 
 /// Waits until the program answering is `version`.
@@ -379,14 +384,7 @@ async fn a_node_serving_https_takes_a_new_program() {
     assert_eq!(report["outcome"], "live", "{report}");
     let now = wait_program(&client, &node, "1.0.0").await;
     assert_ne!(now["pid"], before["pid"], "a new process answers");
-    let certificate: Value = client
-        .get(format!("{}/api/v1/certificate", node.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let certificate = read(&client, &node, "certificate").await;
     assert_eq!(certificate["tls"], true, "{certificate}");
     node.stop();
 }
