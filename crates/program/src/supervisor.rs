@@ -548,9 +548,14 @@ impl Supervisor {
         let id = self.next_id;
         let pid = child.id();
         let last_words = Arc::new(Mutex::new(VecDeque::new()));
+        // Dropped once its stderr is read to the end: its exit waits for that, so that the
+        // reason of a program that exits at once holds what it said (the exit was seen before
+        // its last line was read, and the reason lacked it).
+        let (read_all, stderr_read) = std::sync::mpsc::channel::<()>();
         if let Some(stderr) = child.stderr.take() {
             let words = last_words.clone();
             std::thread::spawn(move || {
+                let _read_all = read_all;
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     eprintln!("{line}");
                     let mut words = words.lock().expect("not poisoned");
@@ -580,6 +585,8 @@ impl Supervisor {
         let tx = self.tx.clone();
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {
+                // Not for ever: a process it started may hold its stderr open.
+                let _ = stderr_read.recv_timeout(Duration::from_secs(1));
                 let _ = tx.send(Event::Exited(id, status));
             }
         });
