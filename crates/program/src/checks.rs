@@ -211,7 +211,6 @@ async fn call_live(live: &axum::Router, path: &str) -> Result<(u16, Option<Value
     Ok((status, serde_json::from_slice(&bytes).ok()))
 }
 
-/// Every `(method, path)` an OpenAPI document lists.
 /// Whether `doc` marks `method path` as answering about the socket it is asked on
 /// (`x-nonstop-listener`): a candidate asked on its private plain-HTTP socket answers it unlike
 /// the live program on the shared one (the certificate: whether it serves HTTPS, and with what),
@@ -226,6 +225,7 @@ fn describes_listener(doc: &Value, method: &str, path: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Every `(method, path)` an OpenAPI document lists.
 fn operations(doc: &Value) -> Vec<(String, String)> {
     let mut ops = Vec::new();
     if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
